@@ -1,0 +1,160 @@
+"""The `qbench` command line. Thin: parse, call the library, print."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from qbench.progress import console
+
+app = typer.Typer(
+    help="Benchmark quantization-aware training techniques on sequence-to-sequence models.\n\n"
+    "Start with: qbench run recipes/demo.yaml, then qbench compare.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ResultsOpt = Annotated[
+    Path,
+    typer.Option("--results", help="Results root: run folders, caches and index.sqlite.", envvar="QBENCH_RESULTS"),
+]
+
+
+class Format(str, Enum):
+    table = "table"
+    markdown = "markdown"
+    csv = "csv"
+    json = "json"
+
+
+def _fail(msg: str, code: int) -> None:
+    console.print(f"[red]error:[/red] {msg}", highlight=False)
+    raise typer.Exit(code)
+
+
+@app.command()
+def run(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML file (a single run or a grid of runs).")],
+    set_: Annotated[list[str], typer.Option("--set", help="Override a key, e.g. --set train.steps=200 (repeatable).")] = [],  # noqa: B006
+    device: Annotated[str, typer.Option(help="auto (CUDA if present), cpu, cuda or cuda:N.")] = "auto",
+    results: ResultsOpt = Path("results"),
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Train and evaluate every run of a recipe; finished runs are skipped, interrupted ones resume."""
+    from qbench.recipe import RecipeError, load_suite
+
+    try:
+        suite = load_suite(recipe, set_)
+    except RecipeError as e:
+        _fail(str(e), 2)
+    import torch
+
+    from qbench.device import resolve_device
+    from qbench.engine import TrainingDiverged, run_recipe
+
+    try:
+        dev = resolve_device(device)
+    except ValueError as e:
+        _fail(str(e), 2)
+    if dev.type == "cpu" and "QBENCH_THREADS" in os.environ:
+        torch.set_num_threads(int(os.environ["QBENCH_THREADS"]))
+    console.print(f"[bold]{suite.name}[/bold]: {len(suite.runs)} run(s) on {dev} -> {results}/runs/{suite.name}")
+    failed = []
+    t0 = time.perf_counter()
+    for r in suite.runs:
+        try:
+            run_recipe(r, suite.name, results, dev, progress=progress)
+        except TrainingDiverged as e:
+            console.print(f"[red]{r.run_id} failed:[/red] {e}")
+            failed.append(r.run_id)
+    console.print(f"finished in {(time.perf_counter() - t0) / 60:.1f} min")
+    _print_board(results, suite.name, None, None, Format.table)
+    if failed:
+        _fail(f"{len(failed)} run(s) failed: {', '.join(failed)} (see train.log in their run folders)", 1)
+
+
+def _print_board(results: Path, suite: str | None, task: str | None, technique: list[str] | None, fmt: Format) -> None:
+    from qbench.report import filter_results, leaderboard, render, rich_table
+    from qbench.store import read_results
+
+    df = filter_results(read_results(results), suite=suite, task=task, technique=technique)
+    try:
+        board = leaderboard(df)
+    except ValueError as e:
+        _fail(str(e), 1)
+    if fmt == Format.table:
+        console.print(rich_table(board, title=f"qbench leaderboard{': ' + suite if suite else ''}"))
+    else:
+        sys.stdout.write(render(board, fmt.value) + "\n")
+
+
+@app.command()
+def compare(
+    suite: Annotated[str | None, typer.Option(help="Only this suite (the recipe's name).")] = None,
+    task: Annotated[str | None, typer.Option(help="Only this task: asr or mt.")] = None,
+    technique: Annotated[list[str] | None, typer.Option(help="Only these techniques (repeatable).")] = None,
+    format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+    results: ResultsOpt = Path("results"),
+) -> None:
+    """Leaderboard: rows are techniques, columns are evaluation precisions, cells the metric."""
+    _print_board(results, suite, task, technique, format)
+
+
+@app.command()
+def check(
+    baseline: Annotated[Path, typer.Option(help="Baseline JSON (results/baselines/*.json).")],
+    results: ResultsOpt = Path("results"),
+) -> None:
+    """Compare the index with a baseline: exit 1 if any metric regressed beyond its tolerance or is missing."""
+    from qbench.report import check as run_check
+    from qbench.report import load_baseline
+    from qbench.store import read_results
+
+    try:
+        entries = load_baseline(baseline)
+    except ValueError as e:
+        _fail(str(e), 2)
+    outcomes = run_check(read_results(results), entries)
+    for o in outcomes:
+        color = {"ok": "green", "improvement": "cyan", "regression": "red", "missing": "red"}[o.status]
+        console.print(f"[{color}]{o.describe()}[/{color}]", highlight=False)
+    bad = [o for o in outcomes if o.status in ("regression", "missing")]
+    console.print(f"{len(outcomes)} checked, {len(bad)} failing")
+    if bad:
+        raise typer.Exit(1)
+
+
+@app.command("baseline")
+def write_baseline(
+    suite: Annotated[str, typer.Argument(help="Suite whose results become the baseline.")],
+    out: Annotated[Path, typer.Option(help="Where to write the baseline JSON.")],
+    tolerance: Annotated[float, typer.Option(help="Allowed absolute change of the metric.")] = 0.05,
+    results: ResultsOpt = Path("results"),
+) -> None:
+    """Write a baseline from the index after a deliberate change (review the diff before committing)."""
+    import json
+
+    from qbench.report import baseline_from
+    from qbench.store import atomic_write_text, read_results
+
+    try:
+        data = baseline_from(read_results(results), suite, tolerance)
+    except ValueError as e:
+        _fail(str(e), 1)
+    atomic_write_text(out, json.dumps(data, indent=2) + "\n")
+    console.print(f"wrote {len(data['entries'])} entries to {out}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

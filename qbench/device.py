@@ -1,0 +1,23 @@
+"""Device choice and mixed precision: CUDA with bf16 autocast when there is a GPU, the CPU otherwise."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but torch sees no CUDA GPU on this machine")
+    return device
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; on the CPU a no-op, since bf16 matmuls there are slower than fp32."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

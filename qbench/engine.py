@@ -1,0 +1,280 @@
+"""The training loop and what a run does end to end (nanoGPT-style: one readable loop).
+
+Run = build data -> build model -> train (QAT after `quant.float_warmup_steps` float steps)
+      -> evaluate at every eval precision -> run directory + index rows.
+
+Resuming and sharing both rest on one property: the batch, the dropout and the quantization noise
+of step t are a pure function of (seed, t) and the RNG state saved in the checkpoint. So
+- a killed run resumes from its last checkpoint and ends exactly as an uninterrupted run;
+- runs that differ only in technique share their float warm-up: the first run to reach step
+  `float_warmup_steps` saves it under `cache/shared/`, and the others start from it;
+- `ptq` trains exactly as `float` does, so it reuses float's final weights when they exist.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from qbench.device import autocast
+from qbench.progress import console, make_progress
+from qbench.quant import QuantSpec, model_size_bits, parse_precision, quantize_, use_precision
+from qbench.quant.apply import original_name
+from qbench.recipe import Recipe, stable_hash
+from qbench.store import RunDir, atomic_torch_save, load_checkpoint, record_results
+from qbench.tasks import Task, build_task
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the run is marked failed with the step."""
+
+
+def quant_spec(recipe: Recipe) -> QuantSpec:
+    q = recipe.quant
+    return QuantSpec(technique=q.technique, bits=q.bits, granularity=q.granularity, k=q.k, p=q.p, c=q.c, noise=q.noise)
+
+
+def trains_quantized(recipe: Recipe) -> bool:
+    return recipe.quant.technique not in ("float", "ptq")
+
+
+def _training_key(recipe: Recipe, float_until: int | None = None) -> str:
+    """What determines the weights after training (or after the first `float_until` float steps)."""
+    d = recipe.model_dump(mode="json")
+    parts = {k: d[k] for k in ("task", "seed", "data", "model", "train")}
+    if float_until is not None:
+        parts["float_until"] = float_until
+    elif trains_quantized(recipe):
+        parts["quant"] = d["quant"]
+    return stable_hash(parts)
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Parameters in a canonical order (by original name), so optimizer state saved before
+    quantizers were attached (which renames parameters) loads after, and vice versa."""
+    named = sorted(((original_name(n), p) for n, p in model.named_parameters()), key=lambda x: x[0])
+    decay = [p for _, p in named if p.ndim >= 2]
+    no_decay = [p for _, p in named if p.ndim < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_lambda(recipe: Recipe):
+    """Linear warm-up, then cosine decay to `min_lr_ratio` of the peak."""
+    t = recipe.train
+
+    def f(step: int) -> float:
+        if step < t.warmup:
+            return (step + 1) / t.warmup
+        progress = (step - t.warmup) / max(1, t.steps - t.warmup)
+        return t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return f
+
+
+@dataclass
+class TrainState:
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    step: int = 0
+    quantized: bool = False
+    train_seconds: float = 0.0
+    curve: list | None = None
+
+    def to_checkpoint(self) -> dict:
+        return {
+            "step": self.step,
+            "quantized": self.quantized,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "train_seconds": self.train_seconds,
+            "curve": self.curve or [],
+        }
+
+    def load(self, ckpt: dict, spec: QuantSpec) -> None:
+        if ckpt["quantized"] and not self.quantized:
+            quantize_(self.model, spec)
+            self.quantized = True
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        torch.set_rng_state(ckpt["rng"])
+        if ckpt["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+        self.step = ckpt["step"]
+        self.train_seconds = ckpt["train_seconds"]
+        self.curve = list(ckpt["curve"])
+
+
+class Runner:
+    """Runs one recipe (one grid point) into its run directory."""
+
+    def __init__(self, recipe: Recipe, suite: str, results: Path, device: torch.device, progress: bool = True):
+        self.recipe = recipe
+        self.suite = suite
+        self.results = results
+        self.device = device
+        self.progress = progress
+        self.run = RunDir(results, suite, recipe)
+        self.spec = quant_spec(recipe)
+        self.shared = results / "cache" / "shared"
+
+    def log(self, msg: str) -> None:
+        self.run.log(msg)
+
+    # -------------------------------------------------------------- training
+
+    def _start_point(self) -> tuple[dict | None, str]:
+        """Where training starts: own checkpoint > shared final weights > shared warm-up > scratch."""
+        if self.run.checkpoint.is_file():
+            return load_checkpoint(self.run.checkpoint), "resumed from own checkpoint"
+        final = self.shared / f"final-{_training_key(self.recipe)}.pt"
+        if final.is_file():
+            return load_checkpoint(final), "reused identical finished training"
+        n = self.recipe.quant.float_warmup_steps
+        if n > 0:
+            prefix = self.shared / f"float-{_training_key(self.recipe, float_until=n)}.pt"
+            if prefix.is_file():
+                return load_checkpoint(prefix), f"reused shared float warm-up ({n} steps)"
+        return None, "from scratch"
+
+    def train(self, task: Task) -> TrainState:
+        r = self.recipe
+        torch.manual_seed(r.seed)
+        model = task.build_model().to(self.device)
+        optimizer = torch.optim.AdamW(_param_groups(model, r.train.weight_decay), lr=r.train.lr)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(r))
+        state = TrainState(model, optimizer, scheduler, curve=[])
+        ckpt, how = self._start_point()
+        if ckpt is not None:
+            state.load(ckpt, self.spec)
+        self.log(f"training {how} at step {state.step}/{r.train.steps}")
+        console.print(f"  training {how} (step {state.step}/{r.train.steps})")
+
+        warm = r.quant.float_warmup_steps
+        qat_start = warm if trains_quantized(r) else None
+        model.train()
+        with make_progress() as bar:
+            task_id = bar.add_task(f"train {self.run.recipe.run_id}", total=r.train.steps, completed=state.step, info="")
+            t0 = time.perf_counter() - state.train_seconds
+            running = None
+            while state.step < r.train.steps:
+                if qat_start is not None and not state.quantized and state.step >= qat_start:
+                    quantize_(model, self.spec)
+                    state.quantized = True
+                batch = task.train_batch(state.step, self.device)
+                with autocast(self.device):
+                    loss = task.loss(model, batch)
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(f"loss is {loss.item()} at step {state.step}")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = nn.utils.clip_grad_norm_(model.parameters(), r.train.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                state.step += 1
+                state.train_seconds = time.perf_counter() - t0
+                running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+                bar.update(task_id, completed=state.step, info=f"loss {running:.3f}")
+                if state.step % r.train.log_every == 0:
+                    self.log(f"step {state.step} loss {loss.item():.4f} avg {running:.4f} "
+                             f"grad_norm {grad_norm:.2f} lr {scheduler.get_last_lr()[0]:.2e} t {state.train_seconds:.1f}s")
+                if r.train.eval_every and state.step % r.train.eval_every == 0:
+                    res = task.evaluate(model, "valid", self.device, progress=False)
+                    state.curve.append({"step": state.step, "minutes": state.train_seconds / 60, res.metric: res.value})
+                    self.log(f"step {state.step} valid {res.metric} {res.value:.4f}")
+                    t0 = time.perf_counter() - state.train_seconds  # evaluation is not training time
+                if state.step == warm and not state.quantized:
+                    prefix = self.shared / f"float-{_training_key(r, float_until=warm)}.pt"
+                    if not prefix.is_file():
+                        atomic_torch_save(prefix, state.to_checkpoint())
+                if state.step % r.train.checkpoint_every == 0 or state.step == r.train.steps:
+                    atomic_torch_save(self.run.checkpoint, state.to_checkpoint())
+        if qat_start is None:
+            final = self.shared / f"final-{_training_key(r)}.pt"
+            if not final.is_file():
+                atomic_torch_save(final, state.to_checkpoint())
+        if trains_quantized(r) and not state.quantized:  # resumed from a finished checkpoint
+            quantize_(model, self.spec)
+            state.quantized = True
+        return state
+
+    # -------------------------------------------------------------- evaluation
+
+    def evaluate(self, task: Task, state: TrainState) -> dict:
+        r = self.recipe
+        per_precision = {}
+        rows = []
+        for name in r.eval.precisions:
+            precision = parse_precision(name, r.precisions)
+            t0 = time.perf_counter()
+            with use_precision(state.model, precision, self.spec):
+                res = task.evaluate(state.model, "test", self.device)
+            size = model_size_bits(state.model, precision, self.spec)
+            per_precision[name] = {res.metric: res.value, **res.details, "size_bits": size["total_bits"],
+                                   "float32_bits": size["float32_bits"], "eval_seconds": time.perf_counter() - t0}
+            if r.eval.hypotheses:
+                self.run.write_hypotheses(name, res.rows)
+            rows.append({
+                "run_id": r.run_id, "suite": self.suite, "task": r.task, "dataset": task.dataset,
+                "technique": r.quant.technique, "train_bits": r.quant.bits, "seed": r.seed, "precision": name,
+                "metric": res.metric, "value": res.value, "higher_is_better": int(res.higher_is_better),
+                "size_bits": size["total_bits"], "float32_bits": size["float32_bits"],
+                "extra": None, "run_dir": str(self.run.path), "created": time.time(),
+            })
+            console.print(f"  {name:>10}: {res.metric} {100 * res.value:6.2f}%  ({size['total_bits'] / 8e6:.2f} MB packed)")
+        return {"per_precision": per_precision, "rows": rows}
+
+    # -------------------------------------------------------------- the whole run
+
+    def execute(self, task: Task) -> dict:
+        r = self.recipe
+        self.run.start(self.device)
+        timings: dict[str, float] = {}
+        try:
+            t0 = time.perf_counter()
+            state = self.train(task)
+            timings["train_wall_seconds"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            ev = self.evaluate(task, state)
+            timings["eval_seconds"] = time.perf_counter() - t0
+        except TrainingDiverged as e:
+            self.run.set_status("failed", reason=str(e))
+            self.log(f"FAILED: {e}")
+            raise
+        except BaseException as e:
+            # Interrupted or crashed: keep the checkpoint so the same command resumes.
+            self.run.set_status("interrupted", reason=f"{type(e).__name__}: {e}")
+            raise
+        metrics = {
+            "run_id": r.run_id, "suite": self.suite, "task": r.task, "technique": r.quant.technique,
+            "train_bits": r.quant.bits, "seed": r.seed, "steps": state.step,
+            "train_seconds": state.train_seconds, "timings": timings, "curve": state.curve,
+            "precisions": ev["per_precision"],
+        }
+        self.run.write_metrics(metrics)
+        record_results(self.results, ev["rows"])
+        self.run.set_status("done")
+        return metrics
+
+
+def run_recipe(recipe: Recipe, suite: str, results: Path, device: torch.device, task: Task | None = None,
+               progress: bool = True) -> dict:
+    """Run one grid point unless it already finished; returns its metrics."""
+    runner = Runner(recipe, suite, results, device, progress=progress)
+    if runner.run.status().get("state") == "done":
+        console.print(f"[dim]{recipe.run_id}: done, skipped[/dim]")
+        return runner.run.metrics()
+    if task is None:
+        task = build_task(recipe, results / "cache", progress=progress)
+        task.build_data()
+    console.print(f"[bold]{recipe.run_id}[/bold] ({recipe.quant.technique}, {recipe.quant.bits}-bit, seed {recipe.seed})")
+    return runner.execute(task)

@@ -1,0 +1,33 @@
+"""Rich progress bars shared by data generation, training and evaluation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+T = TypeVar("T")
+console = Console(stderr=True)
+
+
+def make_progress(transient: bool = False) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+        console=console, transient=transient,
+    )
+
+
+def progress_bar(items: Iterable[T], description: str, enabled: bool = True, total: int | None = None) -> Iterator[T]:
+    """Iterate with a transient bar (nothing printed when disabled or not on a terminal)."""
+    if not enabled or not console.is_terminal:
+        yield from items
+        return
+    total = total if total is not None else (len(items) if hasattr(items, "__len__") else None)
+    with make_progress(transient=True) as bar:
+        task = bar.add_task(description, total=total, info="")
+        for item in items:
+            yield item
+            bar.advance(task)

@@ -1,0 +1,26 @@
+"""Quantization core of qbench: weight fake-quantizers for QAT and mixed-precision evaluation.
+
+    spec = QuantSpec(technique="rand", bits=4)
+    quantize_(model, spec)                      # attach quantizers (in place)
+    ...train...
+    with use_precision(model, "w8", spec):      # evaluate at another precision
+        ...
+"""
+
+from .apply import find_quantizers, original_name, quantize_, quantized_parameter_names, use_precision
+from .precision import PrecisionMap, model_size_bits, parse_precision
+from .quantizers import TECHNIQUES, QuantSpec, WeightQuantizer
+
+__all__ = [
+    "QuantSpec",
+    "TECHNIQUES",
+    "quantize_",
+    "use_precision",
+    "PrecisionMap",
+    "parse_precision",
+    "model_size_bits",
+    "quantized_parameter_names",
+    "original_name",
+    "WeightQuantizer",
+    "find_quantizers",
+]

@@ -1,0 +1,167 @@
+"""Attach quantizers to a model, and evaluate it at another precision.
+
+Why ``torch.nn.utils.parametrize``: it wraps *any* tensor attribute of *any*
+module (torchaudio's Conformer, ``nn.MultiheadAttention``'s fused
+``in_proj_weight``, ``nn.Transformer``, embeddings) without rewriting or
+subclassing modules, keeps the original ``nn.Parameter`` object (so optimizers
+and tied weights keep working when quantization starts mid-training), makes the
+quantizer a submodule (``model.train()/eval()`` reach it), and is removable
+exactly (``leave_parametrized=False`` gives back the untouched parameter).
+
+Cost: parametrize renames state_dict keys to ``<module>.parametrizations.<name>.original``;
+:func:`original_name` maps them back.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from .precision import PrecisionMap, name_matches, parse_precision
+from .quantizers import TECHNIQUE_CONFIGS, QuantSpec, WeightQuantizer, make_quantizer
+
+__all__ = ["quantize_", "quantized_parameter_names", "original_name", "use_precision", "find_quantizers"]
+
+_ORIGINAL_RE = re.compile(r"(^|\.)parametrizations\.([^.]+)\.original\d*$")
+
+
+def original_name(name: str) -> str:
+    """``a.b.parametrizations.weight.original`` -> ``a.b.weight`` (other names unchanged)."""
+    return _ORIGINAL_RE.sub(r"\1\2", name)
+
+
+def _weight_slots(model: nn.Module) -> Iterator[tuple[str, nn.Module, str, Tensor]]:
+    """``(original name, owning module, attribute name, float tensor)`` for every
+    parameter slot of the model, parametrized or not (the tensor of a
+    parametrized slot is its ``original``)."""
+    for mod_name, module in model.named_modules():
+        if "parametrizations" in mod_name.split("."):
+            continue  # internals of parametrize (ParametrizationList, its modules)
+        prefix = f"{mod_name}." if mod_name else ""
+        if parametrize.is_parametrized(module):
+            for tname, plist in module.parametrizations.items():
+                if plist.is_tensor:
+                    yield prefix + tname, module, tname, plist.original
+        for tname, p in module._parameters.items():
+            if p is not None:
+                yield prefix + tname, module, tname, p
+
+
+def _find_quantizer(module: nn.Module, tname: str) -> WeightQuantizer | None:
+    if parametrize.is_parametrized(module, tname):
+        for m in module.parametrizations[tname]:
+            if isinstance(m, WeightQuantizer):
+                return m
+    return None
+
+
+def _is_selected(name: str, tensor: Tensor, spec: QuantSpec) -> bool:
+    return (
+        tensor.ndim >= 2
+        and name_matches(name, spec.include)
+        and not name_matches(name, spec.exclude)
+    )
+
+
+def quantized_parameter_names(model: nn.Module, spec: QuantSpec) -> list[str]:
+    """Original names of the parameters ``spec.include/exclude`` select (any technique)."""
+    return [name for name, _, _, t in _weight_slots(model) if _is_selected(name, t, spec)]
+
+
+def find_quantizers(model: nn.Module) -> dict[str, WeightQuantizer]:
+    """Original parameter name -> attached :class:`WeightQuantizer`."""
+    out = {}
+    for name, module, tname, _ in _weight_slots(model):
+        q = _find_quantizer(module, tname)
+        if q is not None:
+            out[name] = q
+    return out
+
+
+def quantize_(model: nn.Module, spec: QuantSpec) -> list[str]:
+    """Attach the technique's :class:`WeightQuantizer` to every selected weight, in place.
+
+    The ``nn.Parameter`` objects are kept (reachable as
+    ``module.parametrizations.<name>.original``), so an optimizer built before
+    keeps training them.  Re-applying replaces an attached quantizer.
+    Returns the original names quantized; ``[]`` for ``float``/``ptq``.
+    """
+    if spec.technique not in TECHNIQUE_CONFIGS:
+        return []
+    names = []
+    for name, module, tname, tensor in list(_weight_slots(model)):
+        if not _is_selected(name, tensor, spec):
+            continue
+        q = make_quantizer(spec)
+        q.train(module.training)
+        old = _find_quantizer(module, tname)
+        if old is not None:
+            plist = module.parametrizations[tname]
+            plist[list(plist).index(old)] = q
+        else:
+            # unsafe=True: skip parametrize's trial forward (shape/dtype are preserved,
+            # and it would draw noise from the RNG)
+            parametrize.register_parametrization(module, tname, q, unsafe=True)
+        names.append(name)
+    return names
+
+
+@contextmanager
+def use_precision(
+    model: nn.Module,
+    precision: PrecisionMap | str | None,
+    spec: QuantSpec,
+    *,
+    cache: bool = False,
+):
+    """Evaluate the same weights at another precision; everything is restored on exit.
+
+    ``precision``: ``"float"`` (quantizers disabled), ``"w2"``..``"w8"``, a
+    :class:`PrecisionMap` (named maps: ``parse_precision`` first), or ``None``
+    (no change: the model as trained).  A weight with a quantizer is evaluated
+    with its own scale function at the map's bit width and hard rounding (also
+    in train mode); a weight ``spec`` selects without one (float/ptq model) gets
+    a temporary absmax round-to-nearest quantizer (``spec.granularity``).
+    ``cache=True`` computes each quantized weight once for the whole block
+    (``parametrize.cached()``): use it for no-grad evaluation/decoding only.
+    """
+    if precision is None:
+        with parametrize.cached() if cache else nullcontext():
+            yield model
+        return
+    pmap = parse_precision(precision)
+    saved: list[tuple[WeightQuantizer, int, bool, bool]] = []
+    temporary: list[tuple[nn.Module, str, WeightQuantizer, bool]] = []
+    try:
+        for name, module, tname, tensor in list(_weight_slots(model)):
+            q = _find_quantizer(module, tname)
+            if q is not None:
+                saved.append((q, q.bits, q.enabled, q.hard))
+                bits = pmap.bits_for(name)
+                if bits is None:
+                    q.enabled = False
+                else:
+                    q.bits, q.enabled, q.hard = bits, True, True
+            elif _is_selected(name, tensor, spec):
+                bits = pmap.bits_for(name)
+                if bits is None:
+                    continue
+                tq = WeightQuantizer(bits, "absmax", "round-ste", granularity=spec.granularity)
+                was_parametrized = parametrize.is_parametrized(module, tname)
+                parametrize.register_parametrization(module, tname, tq, unsafe=True)
+                temporary.append((module, tname, tq, was_parametrized))
+        with parametrize.cached() if cache else nullcontext():
+            yield model
+    finally:
+        for module, tname, tq, was_parametrized in reversed(temporary):
+            if was_parametrized:  # keep the user's own parametrizations
+                plist = module.parametrizations[tname]
+                del plist[list(plist).index(tq)]
+            else:
+                parametrize.remove_parametrizations(module, tname, leave_parametrized=False)
+        for q, bits, enabled, hard in saved:
+            q.bits, q.enabled, q.hard = bits, enabled, hard

@@ -1,0 +1,160 @@
+"""Evaluation precisions: bits per parameter name, and the packed model size.
+
+A precision is ``"float"``, ``"w2"`` .. ``"w8"`` (uniform bits) or a named
+mixed map from a recipe, e.g. ``{"default": 4, "encoder.*.conv*": 8}``.
+Parameter names are the *original* names (``encoder.layers.0.ffn.0.weight``),
+never the parametrize names (``...parametrizations.weight.original``).
+
+Glob matching (``fnmatch``, case-sensitive) also tries ``"." + name``, so
+``"*.weight"`` selects a top-level ``weight`` too.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from torch import nn
+
+__all__ = ["PrecisionMap", "parse_precision", "model_size_bits", "name_matches"]
+
+_WBITS_RE = re.compile(r"w(\d+)")
+
+
+def name_matches(name: str, patterns) -> bool:
+    """True if ``name`` matches any fnmatch glob in ``patterns``."""
+    dotted = "." + name
+    return any(fnmatchcase(name, pat) or fnmatchcase(dotted, pat) for pat in patterns)
+
+
+def _specificity(pattern: str) -> int:
+    """Number of literal characters of a glob (wildcards and [classes] count 0)."""
+    return len(re.sub(r"\[[^\]]*\]|[*?]", "", pattern))
+
+
+def _parse_bits(value, where: str) -> int | None:
+    if value is None or value == "float":
+        return None
+    if isinstance(value, str):
+        m = _WBITS_RE.fullmatch(value)
+        if m:
+            value = int(m.group(1))
+    if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 8:
+        raise ValueError(f"{where}: bits must be an int in 2..8, 'wN' or 'float'/None, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class PrecisionMap:
+    """Bits per parameter name.
+
+    ``rules`` are ``(glob, bits)`` pairs; ``bits=None`` keeps the weight float.
+    Among the rules matching a name the most specific one (most literal
+    characters) wins, ties going to the earlier rule; ``default`` applies when no
+    rule matches (``None`` = float).
+    """
+
+    name: str
+    default: int | None
+    rules: tuple[tuple[str, int | None], ...] = ()
+
+    def __post_init__(self) -> None:
+        _parse_bits(self.default, f"precision {self.name!r} default")
+        rules = tuple((str(pat), _parse_bits(b, f"precision {self.name!r} rule {pat!r}")) for pat, b in self.rules)
+        object.__setattr__(self, "rules", rules)
+        # rules in match order: most specific first, stable for ties
+        ordered = tuple(sorted(rules, key=lambda r: -_specificity(r[0])))
+        object.__setattr__(self, "_ordered", ordered)
+
+    def bits_for(self, param_name: str) -> int | None:
+        """Bits for ``param_name`` (original name), or ``None`` for float."""
+        for pat, bits in self._ordered:  # type: ignore[attr-defined]
+            if name_matches(param_name, (pat,)):
+                return bits
+        return self.default
+
+    @property
+    def is_float(self) -> bool:
+        return self.default is None and all(b is None for _, b in self.rules)
+
+
+def parse_precision(name: str | PrecisionMap, named_maps: Mapping[str, Mapping] | None = None) -> PrecisionMap:
+    """``"float"``, ``"w2"``..``"w8"`` or a key of ``named_maps`` -> :class:`PrecisionMap`.
+
+    A named map is ``{"default": 4, "glob": bits, ...}`` with bits an int 2..8,
+    ``"wN"``, ``"float"`` or ``None``; without ``"default"`` unmatched weights stay float.
+    """
+    if isinstance(name, PrecisionMap):
+        return name
+    if not isinstance(name, str):
+        raise ValueError(f"precision must be a string, got {type(name).__name__} {name!r}")
+    named_maps = named_maps or {}
+    if name == "float":
+        return PrecisionMap("float", None)
+    m = _WBITS_RE.fullmatch(name)
+    if m:
+        bits = int(m.group(1))
+        if not 2 <= bits <= 8:
+            raise ValueError(f"precision {name!r}: bit width must be between 2 and 8 (w2..w8)")
+        return PrecisionMap(name, bits)
+    if name in named_maps:
+        spec = named_maps[name]
+        if not isinstance(spec, Mapping):
+            raise ValueError(f"precision map {name!r} must be a mapping of glob -> bits, got {type(spec).__name__}")
+        default = spec.get("default")
+        rules = tuple((pat, bits) for pat, bits in spec.items() if pat != "default")
+        return PrecisionMap(name, _parse_bits(default, f"precision {name!r} default"), rules)
+    known = ", ".join(repr(k) for k in sorted(named_maps)) or "none defined"
+    raise ValueError(f"unknown precision {name!r}; expected 'float', 'w2'..'w8' or a named map ({known})")
+
+
+def model_size_bits(
+    model: nn.Module,
+    precision_map: PrecisionMap | str | None,
+    spec,
+) -> dict[str, int]:
+    """True packed size of ``model`` at ``precision_map``.
+
+    Quantized weights cost ``bits * numel + 32 * n_scales`` (one fp32 scale per
+    output channel for per-channel granularity); every other parameter costs
+    ``32 * numel``.  Each parameter is counted once (tied weights too).  The
+    quantized weights are the ones ``use_precision`` would quantize: those with
+    a quantizer attached plus those ``spec`` selects.  ``precision_map=None``
+    means "as trained": attached quantizers at their own bits, the rest float.
+
+    Returns ``total_bits``, ``float32_bits`` (32 x all parameters),
+    ``quantized_params`` and ``float_params`` (numbers of scalars).
+    """
+    from .apply import _find_quantizer, _is_selected, _weight_slots
+    from .scales import num_scales
+
+    pmap = None if precision_map is None else parse_precision(precision_map)
+    qinfo: dict[int, tuple[int, int]] = {}  # id(param) -> (bits, n_scales)
+    for name, module, tname, tensor in _weight_slots(model):
+        if id(tensor) in qinfo or not isinstance(tensor, nn.Parameter):
+            continue
+        quantizer = _find_quantizer(module, tname)
+        if quantizer is not None:
+            bits = quantizer.bits if pmap is None else pmap.bits_for(name)
+            granularity = quantizer.granularity
+        elif pmap is not None and _is_selected(name, tensor, spec):
+            bits, granularity = pmap.bits_for(name), spec.granularity
+        else:
+            bits = None
+        if bits is not None:
+            qinfo[id(tensor)] = (bits, num_scales(tensor.shape, granularity))
+
+    total = float32 = n_q = n_f = 0
+    for p in model.parameters():  # deduplicated
+        n = p.numel()
+        float32 += 32 * n
+        if id(p) in qinfo:
+            bits, n_scales = qinfo[id(p)]
+            total += bits * n + 32 * n_scales
+            n_q += n
+        else:
+            total += 32 * n
+            n_f += n
+    return dict(total_bits=total, float32_bits=float32, quantized_params=n_q, float_params=n_f)

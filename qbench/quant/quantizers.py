@@ -1,0 +1,237 @@
+"""Weight quantizers (scale function x estimator) and the technique presets.
+
+A :class:`WeightQuantizer` is an ``nn.Module`` mapping a float weight ``W`` to
+its (fake-)quantized value.  It is attached to a model with
+``torch.nn.utils.parametrize`` (see :mod:`qbench.quant.apply`), so it runs
+every time the module reads its weight.  It holds no parameters or buffers:
+its state (bits, flags) is plain Python attributes, so state_dicts only carry
+the original float weights.
+
+Estimators
+    ``round-ste``  forward ``s * clamp(round(W / s), -Qp, Qp)`` computed by
+                   ``torch.fake_quantize_per_channel_affine`` itself (bit-for-bit
+                   equal by construction); backward straight-through to ``W``
+                   inside the clamp range and the LSQ gradient to ``s``
+                   (``q - W/s`` inside the range, ``q = +-Qp`` outside).
+    ``noise``      training forward ``W + s * u`` with fresh ``u ~ U(-1/2, 1/2)``
+                   (or normal with the same variance); eval forward = ``round-ste``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .scales import SCALE_FUNCTIONS, check_granularity, rows_view
+
+__all__ = [
+    "TECHNIQUES",
+    "TECHNIQUE_CONFIGS",
+    "QuantSpec",
+    "WeightQuantizer",
+    "make_quantizer",
+    "round_ste",
+]
+
+TECHNIQUES: tuple[str, ...] = ("float", "ptq", "ste", "pqn", "pqn-sg", "rand", "rand-ste")
+
+#: technique -> WeightQuantizer options. "float" and "ptq" attach nothing.
+TECHNIQUE_CONFIGS: dict[str, dict] = {
+    "ste": dict(scale_fn="absmax", estimator="round-ste"),
+    "pqn": dict(scale_fn="absmax", estimator="noise"),
+    "pqn-sg": dict(scale_fn="absmax", estimator="noise", detach_scale=True),
+    "rand": dict(scale_fn="topk-lp", estimator="noise"),
+    "rand-ste": dict(scale_fn="topk-lp", estimator="round-ste"),
+}
+
+ESTIMATORS = ("round-ste", "noise")
+NOISES = ("uniform", "normal")
+_INV_SQRT12 = 1.0 / math.sqrt(12.0)
+
+
+def _check_bits(bits, what: str = "bits") -> int:
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 8:
+        raise ValueError(f"{what} must be an int in 2..8, got {bits!r}")
+    return bits
+
+
+@dataclass
+class QuantSpec:
+    """What to quantize during training, and how."""
+
+    technique: str = "float"  # one of TECHNIQUES
+    bits: int = 4  # 2..8
+    granularity: str = "per-channel"  # also "per-tensor", "per-group-N"
+    k: int = 2  # topk-lp: number of largest weights
+    p: float = 8.0  # topk-lp: norm order
+    c: float = 1.0  # topk-lp: multiplier
+    noise: str = "uniform"  # noise estimator: "uniform" or "normal" (same variance)
+    include: tuple[str, ...] = ("*.weight", "*in_proj_weight")  # fnmatch globs
+    exclude: tuple[str, ...] = ("*norm*", "*bias*")  # + every param with ndim < 2
+
+    def __post_init__(self) -> None:
+        if self.technique not in TECHNIQUES:
+            raise ValueError(f"unknown technique {self.technique!r}; expected one of {TECHNIQUES}")
+        _check_bits(self.bits)
+        check_granularity(self.granularity)
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+            raise ValueError(f"k must be a positive int, got {self.k!r}")
+        if not self.p > 0:
+            raise ValueError(f"p must be > 0, got {self.p!r}")
+        if not self.c > 0:
+            raise ValueError(f"c must be > 0, got {self.c!r}")
+        if self.noise not in NOISES:
+            raise ValueError(f"unknown noise {self.noise!r}; expected one of {NOISES}")
+        # recipes (YAML/JSON) give lists; a bare string would be iterated per char
+        for name in ("include", "exclude"):
+            v = getattr(self, name)
+            setattr(self, name, (v,) if isinstance(v, str) else tuple(v))
+
+
+class _RoundSTE(torch.autograd.Function):
+    """Round-to-nearest fake quantization of ``rows`` (G, n) with scales (G,).
+
+    Forward is ``torch.fake_quantize_per_channel_affine`` (one fused kernel);
+    backward: identity to ``rows`` inside the clamp range, LSQ gradient to ``scale``.
+    """
+
+    @staticmethod
+    def forward(ctx, rows: Tensor, scale: Tensor, zero_point: Tensor, qp: int) -> Tensor:
+        ctx.save_for_backward(rows, scale)
+        ctx.qp = qp
+        return torch.fake_quantize_per_channel_affine(rows, scale, zero_point, 0, -qp, qp)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        rows, scale = ctx.saved_tensors
+        qp = ctx.qp
+        need_w, need_s = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_w = grad_s = None
+        if need_w or need_s:
+            # same arithmetic as the kernel: x = W * (1/s) in fp32, round half-even
+            x = rows * scale.reciprocal().unsqueeze(1)
+            r = torch.round(x)
+            inside = r.abs() <= qp
+            if need_w:
+                grad_w = grad * inside
+            if need_s:
+                q = r.clamp_(-qp, qp)
+                # d(s*q)/ds = q - W/s inside the range, q (= +-Qp) outside
+                ds = torch.where(inside, q - x, q)
+                grad_s = (grad * ds).sum(dim=1).to(scale.dtype)
+        return grad_w, grad_s, None, None
+
+
+def round_ste(rows: Tensor, scale: Tensor, qp: int, zero_point: Tensor | None = None) -> Tensor:
+    """Functional round-STE on a ``(G, n)`` view with ``(G,)`` scales."""
+    if zero_point is None:
+        zero_point = torch.zeros(rows.shape[0], dtype=torch.int32, device=rows.device)
+    return _RoundSTE.apply(rows, scale, zero_point, qp)
+
+
+class WeightQuantizer(nn.Module):
+    """Fake-quantizes one weight tensor: ``forward(W) -> Wq`` (same shape/dtype).
+
+    Runtime switches (plain attributes, used by ``use_precision``):
+    ``bits`` (mutable), ``enabled`` (False = identity), ``hard`` (True = hard
+    rounding even in training mode).
+    """
+
+    def __init__(
+        self,
+        bits: int = 4,
+        scale_fn: str = "absmax",
+        estimator: str = "round-ste",
+        *,
+        granularity: str = "per-channel",
+        k: int = 2,
+        p: float = 8.0,
+        c: float = 1.0,
+        noise: str = "uniform",
+        detach_scale: bool = False,
+    ) -> None:
+        super().__init__()
+        if scale_fn not in SCALE_FUNCTIONS:
+            raise ValueError(f"unknown scale function {scale_fn!r}; expected one of {tuple(SCALE_FUNCTIONS)}")
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"unknown estimator {estimator!r}; expected one of {ESTIMATORS}")
+        if noise not in NOISES:
+            raise ValueError(f"unknown noise {noise!r}; expected one of {NOISES}")
+        self.bits = _check_bits(bits)
+        self.scale_fn = scale_fn
+        self.estimator = estimator
+        self.granularity = check_granularity(granularity)
+        self.k, self.p, self.c = k, p, c
+        self.noise = noise
+        self.detach_scale = detach_scale
+        self.enabled = True
+        self.hard = False
+        self._scale_impl = SCALE_FUNCTIONS[scale_fn]
+        self._scale_kwargs = {"k": k, "p": p, "c": c} if scale_fn == "topk-lp" else {}
+        self._zp: Tensor | None = None  # cached int32 zeros (not a buffer: stays out of state_dict)
+
+    @property
+    def qp(self) -> int:
+        return 2 ** (self.bits - 1) - 1
+
+    def scale(self, w: Tensor) -> Tensor:
+        """Scales of ``w`` at the current bit width, shape ``(G,)``, float32."""
+        return self._scales(rows_view(w, self.granularity))
+
+    def _scales(self, rows: Tensor) -> Tensor:
+        s = self._scale_impl(rows, self.qp, detach=self.detach_scale, **self._scale_kwargs)
+        return s if s.dtype in (torch.float32, torch.bfloat16) else s.float()
+
+    def _zero_point(self, n: int, device: torch.device) -> Tensor:
+        zp = self._zp
+        if zp is None or zp.shape[0] != n or zp.device != device:
+            zp = self._zp = torch.zeros(n, dtype=torch.int32, device=device)
+        return zp
+
+    def forward(self, w: Tensor) -> Tensor:
+        if not self.enabled:
+            return w
+        rows = rows_view(w, self.granularity)
+        s = self._scales(rows)
+        if self.estimator == "noise" and self.training and not self.hard:
+            if self.noise == "uniform":
+                u = torch.rand_like(rows).sub_(0.5)
+            else:
+                u = torch.randn_like(rows).mul_(_INV_SQRT12)
+            out = torch.addcmul(rows, s.unsqueeze(1).to(rows.dtype), u)
+        else:
+            out = _RoundSTE.apply(rows, s, self._zero_point(rows.shape[0], rows.device), self.qp)
+        return out.view(w.shape)
+
+    def extra_repr(self) -> str:
+        parts = [f"bits={self.bits}", f"scale_fn={self.scale_fn}", f"estimator={self.estimator}",
+                 f"granularity={self.granularity}"]
+        if self.scale_fn == "topk-lp":
+            parts.append(f"k={self.k}, p={self.p}, c={self.c}")
+        if self.estimator == "noise":
+            parts.append(f"noise={self.noise}")
+        if self.detach_scale:
+            parts.append("detach_scale=True")
+        if not self.enabled:
+            parts.append("enabled=False")
+        if self.hard:
+            parts.append("hard=True")
+        return ", ".join(parts)
+
+
+def make_quantizer(spec: QuantSpec, bits: int | None = None) -> WeightQuantizer:
+    """The quantizer a technique preset attaches to one weight."""
+    if spec.technique not in TECHNIQUE_CONFIGS:
+        raise ValueError(f"technique {spec.technique!r} attaches no quantizer")
+    return WeightQuantizer(
+        spec.bits if bits is None else bits,
+        granularity=spec.granularity,
+        k=spec.k,
+        p=spec.p,
+        c=spec.c,
+        noise=spec.noise,
+        **TECHNIQUE_CONFIGS[spec.technique],
+    )

@@ -1,0 +1,131 @@
+"""Scale functions and quantization-group layout.
+
+Every weight is viewed as a 2-D tensor of *rows* ``(G, n)``: one row per
+quantization group, one scale per row.  The granularity decides the view:
+
+* ``per-channel``   -> ``(C, numel / C)``: row i = output channel i (dim 0 of a
+  Linear / Conv / Embedding weight, or of ``MultiheadAttention.in_proj_weight``);
+* ``per-tensor``    -> ``(1, numel)``;
+* ``per-group-N``   -> ``(numel / N, N)``: N consecutive weights of an output
+  channel share a scale (the flattened row length must be divisible by N).
+
+All scale functions reduce along dim 1 of that view, so they are vectorised per
+tensor (no Python loop over channels) and work for every granularity alike.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "SCALE_FUNCTIONS",
+    "EPS",
+    "absmax_scale",
+    "topk_lp_scale",
+    "check_granularity",
+    "group_size",
+    "num_scales",
+    "rows_view",
+]
+
+#: Smallest scale ever returned (guards all-zero channels against 0 * inf).
+EPS = 1e-12
+
+_GROUP_RE = re.compile(r"per-group-(\d+)")
+
+
+def check_granularity(granularity: str) -> str:
+    """Validate a granularity string; returns it unchanged."""
+    if granularity in ("per-channel", "per-tensor"):
+        return granularity
+    m = _GROUP_RE.fullmatch(granularity)
+    if m and int(m.group(1)) >= 1:
+        return granularity
+    raise ValueError(
+        f"unknown granularity {granularity!r}; expected 'per-channel', 'per-tensor' "
+        "or 'per-group-N' (N >= 1)"
+    )
+
+
+def group_size(shape: torch.Size | tuple[int, ...], granularity: str) -> int:
+    """Number of weights sharing one scale (the row length of the view)."""
+    numel = math.prod(shape)
+    if granularity == "per-channel":
+        return numel // shape[0] if shape[0] else 0
+    if granularity == "per-tensor":
+        return numel
+    m = _GROUP_RE.fullmatch(granularity)
+    if m is None:
+        check_granularity(granularity)  # raises
+    n = int(m.group(1))
+    row = numel // shape[0] if shape[0] else 0
+    if row % n:
+        raise ValueError(
+            f"{granularity}: channel length {row} of a weight of shape {tuple(shape)} "
+            f"is not divisible by the group size {n}"
+        )
+    return n
+
+
+def num_scales(shape: torch.Size | tuple[int, ...], granularity: str) -> int:
+    """How many scales (rows) a weight of ``shape`` has at ``granularity``."""
+    numel = math.prod(shape)
+    n = group_size(shape, granularity)
+    return numel // n if n else 0
+
+
+def rows_view(w: Tensor, granularity: str) -> Tensor:
+    """``w`` as ``(G, n)`` rows, one scale per row (a view when ``w`` is contiguous)."""
+    if granularity == "per-channel":  # fast path: the common case
+        return w.reshape(w.shape[0], -1)
+    return w.reshape(-1, group_size(w.shape, granularity))
+
+
+def absmax_scale(rows: Tensor, qp: int, *, detach: bool = False) -> Tensor:
+    """``s_i = max_j |W_ij| / Qp``, shape ``(G,)``.
+
+    The gradient flows to the largest-magnitude weight of each row (split evenly
+    between exact ties); ``detach=True`` stops it (the scale is a constant).
+    """
+    if detach:
+        rows = rows.detach()
+    # inf-norm = max |w| in one fused kernel (no |W| temporary).
+    amax = torch.linalg.vector_norm(rows, ord=math.inf, dim=1)
+    return (amax * (1.0 / qp)).clamp_min(EPS)
+
+
+def topk_lp_scale(
+    rows: Tensor,
+    qp: int,
+    *,
+    k: int = 2,
+    p: float = 8.0,
+    c: float = 1.0,
+    detach: bool = False,
+) -> Tensor:
+    """RAND scale ``s_i = c * ||top_k(|W_i|)||_p / Qp``, shape ``(G,)``.
+
+    Plain autograd through ``topk`` and the norm: the gradient reaches exactly
+    the k largest-magnitude weights of each row, weighted by
+    ``(|W| / ||.||_p)^(p-1) * sign(W) * c / Qp``.
+    """
+    if detach:
+        rows = rows.detach()
+    k = min(k, rows.shape[1])
+    top = rows.abs().topk(k, dim=1, sorted=True).values  # (G, k), column 0 = max
+    # ||v||_p = m * ||v / m||_p with m = max (a constant: the identity holds for any
+    # m, so the gradient is unchanged) avoids under/overflow of |v|^p for p = 8.
+    m = top[:, :1].detach().clamp_min(torch.finfo(top.dtype).tiny)
+    norm = m.squeeze(1) * torch.linalg.vector_norm(top / m, ord=p, dim=1)
+    return (norm * (c / qp)).clamp_min(EPS)
+
+
+#: name -> function(rows, qp, **options) -> (G,) scales
+SCALE_FUNCTIONS = {
+    "absmax": absmax_scale,
+    "topk-lp": topk_lp_scale,
+}

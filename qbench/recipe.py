@@ -1,0 +1,295 @@
+"""Recipes: YAML loaded safely into a typed schema, `--set` overrides, and grid expansion.
+
+A recipe is validated completely before anything runs. Every error names the file, the line,
+the dotted key and, where there is one, the nearest valid name; the CLI turns it into exit code 2.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from qbench.quant.precision import parse_precision
+
+TECHNIQUES = ("float", "ptq", "ste", "pqn", "pqn-sg", "rand", "rand-ste")
+
+
+class RecipeError(Exception):
+    """A recipe that cannot run; the message says what and where."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SyntheticSpeechData(_Strict):
+    source: Literal["synthetic-speech"] = "synthetic-speech"
+    seed: int = Field(0, ge=0)  # the data's own seed: a grid over `seed` varies training, not data
+    train_utterances: int = Field(3000, ge=1)
+    valid_utterances: int = Field(200, ge=1)
+    test_utterances: int = Field(300, ge=1)
+    snr_db: tuple[float, float] = (10.0, 30.0)
+    workers: int = Field(2, ge=1)
+
+    @field_validator("snr_db")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if v[0] > v[1]:
+            raise ValueError(f"snr_db must be [low, high], got {list(v)}")
+        return v
+
+
+DataConfig = Annotated[SyntheticSpeechData, Field(discriminator="source")]
+
+
+class ModelConfig(_Strict):
+    arch: Literal["conformer-ctc"] = "conformer-ctc"
+    d_model: int = Field(144, ge=8)
+    layers: int = Field(4, ge=1)
+    heads: int = Field(4, ge=1)
+    ffn_mult: int = Field(4, ge=1)
+    conv_kernel: int = Field(15, ge=3)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    n_mels: int = Field(80, ge=8)
+    specaugment: bool = True
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ModelConfig:
+        if self.d_model % self.heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
+        if self.conv_kernel % 2 == 0:
+            raise ValueError(f"conv_kernel must be odd, got {self.conv_kernel}")
+        return self
+
+
+class QuantConfig(_Strict):
+    technique: Literal[TECHNIQUES] = "float"  # type: ignore[valid-type]
+    bits: int = Field(4, ge=2, le=8)
+    granularity: Literal["per-channel"] = "per-channel"
+    k: int = Field(2, ge=1)
+    p: float = Field(8.0, gt=0)
+    c: float = Field(1.0, gt=0)
+    noise: Literal["uniform", "normal"] = "uniform"
+    # QAT starts after this many float steps. Runs that share everything but the technique
+    # share these first steps, so a suite trains them once (see engine.py).
+    float_warmup_steps: int = Field(0, ge=0)
+
+
+class TrainConfig(_Strict):
+    steps: int = Field(1000, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1.0e-3, gt=0)
+    warmup: int = Field(100, ge=0)
+    min_lr_ratio: float = Field(0.05, ge=0, le=1)
+    weight_decay: float = Field(0.01, ge=0)
+    grad_clip: float = Field(5.0, gt=0)
+    checkpoint_every: int = Field(200, ge=1)
+    eval_every: int = Field(0, ge=0)  # 0: no validation curve during training
+    log_every: int = Field(25, ge=1)
+
+
+class EvalConfig(_Strict):
+    precisions: tuple[str, ...] = ("float", "w8", "w4")
+    batch_size: int = Field(32, ge=1)
+    hypotheses: bool = True
+
+
+class Recipe(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    task: Literal["asr"] = "asr"
+    seed: int = Field(0, ge=0)
+    data: DataConfig = Field(default_factory=SyntheticSpeechData)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    quant: QuantConfig = Field(default_factory=QuantConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    precisions: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_cross_fields(self) -> Recipe:
+        for p in self.eval.precisions:
+            try:
+                parse_precision(p, self.precisions)
+            except ValueError as e:
+                raise ValueError(f"eval.precisions: {e}") from None
+        if self.quant.float_warmup_steps >= self.train.steps and self.quant.technique not in ("float", "ptq"):
+            raise ValueError(
+                f"quant.float_warmup_steps ({self.quant.float_warmup_steps}) must be below "
+                f"train.steps ({self.train.steps}), or no step would be quantization-aware"
+            )
+        return self
+
+    def config_hash(self) -> str:
+        return stable_hash(self.model_dump(mode="json"))
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.quant.technique}-w{self.quant.bits}-seed{self.seed}-{self.config_hash()[:8]}"
+
+
+def stable_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Suite:
+    """What a recipe file expands to: a name and one validated Recipe per grid point."""
+
+    name: str
+    path: Path
+    runs: tuple[Recipe, ...]
+
+
+# ---------------------------------------------------------------- YAML with line numbers
+
+
+def _compose_with_lines(text: str, source: str) -> tuple[Any, dict[tuple, int]]:
+    """Parse YAML safely, also returning the line of every key path (1-based)."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise RecipeError(f"{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    lines: dict[tuple, int] = {}
+
+    def walk(n: yaml.Node, path: tuple) -> None:
+        lines.setdefault(path, n.start_mark.line + 1)
+        if isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                key = k.value
+                lines[path + (key,)] = k.start_mark.line + 1
+                walk(v, path + (key,))
+        elif isinstance(n, yaml.SequenceNode):
+            for i, v in enumerate(n.value):
+                walk(v, path + (i,))
+
+    if node is not None:
+        walk(node, ())
+    data = yaml.safe_load(text)
+    return data, lines
+
+
+def _fields_at(path: tuple) -> list[str]:
+    """Valid key names at a dotted path of the schema, for 'did you mean' hints."""
+    model: Any = Recipe
+    for part in path:
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        ann = fields[part].annotation
+        model = getattr(ann, "__origin__", None) and ann.__args__[0] or ann
+    fields = getattr(model, "model_fields", None)
+    return list(fields) if fields else []
+
+
+def _nearest(word: Any, options: list[str]) -> str:
+    match = difflib.get_close_matches(str(word), options, n=1, cutoff=0.5)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def _format_error(err: dict, source: str, lines: dict[tuple, int], overrides: dict[str, str], data: dict) -> str:
+    loc = tuple(p for p in err["loc"] if p != "synthetic-speech")
+    dotted = ".".join(str(p) for p in loc) or "(top level)"
+    if dotted in overrides:
+        where = f"--set {dotted}={overrides[dotted]}"
+    else:
+        line = next((lines[loc[:i]] for i in range(len(loc), -1, -1) if loc[:i] in lines), None)
+        where = f"{source}:{line}" if line else source
+    msg = err["msg"]
+    hint = ""
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+        hint = _nearest(loc[-1], _fields_at(loc[:-1]))
+    elif err["type"] in ("literal_error", "union_tag_invalid"):
+        allowed = err.get("ctx", {}).get("expected", "") or err.get("ctx", {}).get("expected_tags", "")
+        options = [o.strip().strip("'") for o in str(allowed).replace(" or ", ",").split(",") if o.strip()]
+        got = err.get("input")
+        if isinstance(got, dict):
+            got = got.get("source")
+        hint = _nearest(got, options)
+        msg = f"{msg}, got {got!r}"
+    elif "input" in err and not isinstance(err["input"], dict | list):
+        msg = f"{msg}, got {err['input']!r}"
+    return f"{where}: {dotted}: {msg}{hint}"
+
+
+def _validate(raw: dict, source: str, lines: dict[tuple, int], overrides: dict[str, str]) -> Recipe:
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as e:
+        msgs = [_format_error(err, source, lines, overrides, raw) for err in e.errors()]
+        raise RecipeError("\n".join(msgs)) from None
+
+
+# ---------------------------------------------------------------- overrides and grid
+
+
+def _set_dotted(d: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    for k in keys[:-1]:
+        if not isinstance(d.get(k), dict):
+            d[k] = {}
+        d = d[k]
+    d[keys[-1]] = value
+
+
+def parse_overrides(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise RecipeError(f"--set {item}: expected KEY=VALUE, e.g. --set train.steps=200")
+        out[key.strip()] = value
+    return out
+
+
+def load_suite(path: str | Path, overrides: list[str] | None = None) -> Suite:
+    """Load a recipe file, apply `--set` overrides, expand its grid and validate every run."""
+    path = Path(path)
+    source = str(path)
+    if not path.is_file():
+        raise RecipeError(f"{source}: recipe file not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise RecipeError(f"{source}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    raw, lines = _compose_with_lines(text, source)
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{source}:1: a recipe is a YAML mapping (name:, task:, data:, ...)")
+
+    sets = parse_overrides(overrides or [])
+    for key, value in sets.items():
+        _set_dotted(raw, key, yaml.safe_load(value) if value.strip() else None)
+
+    grid = raw.pop("grid", None) or {}
+    if not isinstance(grid, dict) or any(not isinstance(v, list) or not v for v in grid.values()):
+        line = lines.get(("grid",), 1)
+        raise RecipeError(f"{source}:{line}: grid: expected a mapping of dotted keys to non-empty lists")
+
+    runs = []
+    for combo in itertools.product(*grid.values()):
+        point = copy.deepcopy(raw)
+        point_overrides = dict(sets)
+        point_lines = dict(lines)
+        for key, value in zip(grid, combo, strict=True):
+            _set_dotted(point, key, value)
+            point_lines[tuple(key.split("."))] = lines.get(("grid", key), 1)
+        runs.append(_validate(point, source, point_lines, point_overrides))
+    ids = [r.run_id for r in runs]
+    if len(set(ids)) != len(ids):
+        raise RecipeError(f"{source}: grid produces duplicate runs")
+    return Suite(name=runs[0].name, path=path, runs=tuple(runs))
+
+
+def resolved_yaml(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,238 @@
+"""Speech recognition: log-mel features, Conformer encoder with a CTC head, greedy decoding, WER/CER.
+
+Features are torchaudio's Kaldi-compatible fbank with global mean/variance normalisation kept in
+the model as buffers (so a checkpoint or export carries them). Units are characters: with a few
+thousand utterances they learn faster than subwords, and CTC at 40 ms frames has room for them.
+"""
+
+from __future__ import annotations
+
+import random
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jiwer
+import torch
+import torchaudio
+from torch import nn
+from torch.nn import functional as F
+
+from qbench.device import autocast
+from qbench.progress import progress_bar
+from qbench.recipe import Recipe, stable_hash
+from qbench.tasks import EvalResult
+
+VOCAB = ("<blank>", " ", "'", *"abcdefghijklmnopqrstuvwxyz")
+CHAR_TO_ID = {c: i for i, c in enumerate(VOCAB)}
+FEATURE_VERSION = 1
+
+
+def encode_text(text: str) -> list[int]:
+    return [CHAR_TO_ID[c] for c in text if c in CHAR_TO_ID and c != "<blank>"]
+
+
+def log_mel(audio: torch.Tensor, sample_rate: int, n_mels: int) -> torch.Tensor:
+    """(samples,) float in [-1, 1] -> (frames, n_mels): 25 ms windows every 10 ms."""
+    return torchaudio.compliance.kaldi.fbank(
+        audio.unsqueeze(0) * 32768.0, num_mel_bins=n_mels, sample_frequency=sample_rate, dither=0.0,
+        energy_floor=1.0,
+    )
+
+
+class Conv2dSubsampling(nn.Module):
+    """Two stride-2 3x3 convolutions: 4x fewer frames (10 ms -> 40 ms), as in ESPnet and icefall."""
+
+    def __init__(self, n_mels: int, d_model: int, channels: int = 64):
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, channels, 3, stride=2), nn.ReLU(), nn.Conv2d(channels, channels, 3, stride=2), nn.ReLU()
+        )
+        self.proj = nn.Linear(channels * (((n_mels - 1) // 2 - 1) // 2), d_model)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.conv(x.unsqueeze(1))  # (B, C, T', F')
+        b, c, t, f = x.shape
+        x = self.proj(x.transpose(1, 2).reshape(b, t, c * f))
+        lengths = ((lengths - 1) // 2 - 1) // 2
+        return x, lengths.clamp(min=1, max=t)
+
+
+class ConformerCTC(nn.Module):
+    def __init__(self, n_mels: int, vocab: int, d_model: int, layers: int, heads: int, ffn_mult: int,
+                 conv_kernel: int, dropout: float):
+        super().__init__()
+        self.register_buffer("feat_mean", torch.zeros(n_mels))
+        self.register_buffer("feat_std", torch.ones(n_mels))
+        self.subsample = Conv2dSubsampling(n_mels, d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.encoder = torchaudio.models.Conformer(
+            input_dim=d_model, num_heads=heads, ffn_dim=d_model * ffn_mult, num_layers=layers,
+            depthwise_conv_kernel_size=conv_kernel, dropout=dropout,
+        )
+        self.head = nn.Linear(d_model, vocab)
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, n_mels) -> CTC log-probabilities (B, T/4, vocab) in float32, and their lengths."""
+        x = (feats - self.feat_mean) / self.feat_std
+        x, lengths = self.subsample(x, lengths)
+        x, lengths = self.encoder(self.dropout(x), lengths)
+        return F.log_softmax(self.head(x).float(), dim=-1), lengths
+
+
+def ctc_greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
+    best = log_probs.argmax(-1).cpu()
+    out = []
+    for seq, n in zip(best, lengths.tolist(), strict=True):
+        ids = torch.unique_consecutive(seq[:n]).tolist()
+        out.append("".join(VOCAB[i] for i in ids if i != 0))
+    return [" ".join(t.split()) for t in out]
+
+
+def word_error_details(refs: list[str], hyps: list[str]) -> dict[str, Any]:
+    words = jiwer.process_words(refs, hyps)
+    return {
+        "wer": words.wer,
+        "cer": jiwer.cer(refs, hyps),
+        "substitutions": words.substitutions,
+        "deletions": words.deletions,
+        "insertions": words.insertions,
+        "hits": words.hits,
+        "reference_words": sum(len(r.split()) for r in refs),
+        "utterances": len(refs),
+        "normalisation": "lower-case a-z, apostrophe, single spaces (as generated)",
+    }
+
+
+class ASRTask:
+    name = "asr"
+    metric = "wer"
+    higher_is_better = False
+
+    def __init__(self, recipe: Recipe, cache_dir: Path, progress: bool = True):
+        self.recipe = recipe
+        self.cache_dir = cache_dir
+        self.progress = progress
+        self.dataset = recipe.data.source
+        self.splits: dict[str, dict[str, Any]] = {}
+
+    # ------------------------------------------------------------------ data
+
+    def build_data(self) -> None:
+        from qbench.data.synthetic_speech import SyntheticSpeechConfig, load_synthetic_speech
+
+        d = self.recipe.data
+        cfg = SyntheticSpeechConfig(
+            seed=d.seed, train_utterances=d.train_utterances, valid_utterances=d.valid_utterances,
+            test_utterances=d.test_utterances, snr_db=tuple(d.snr_db),
+        )
+        key = stable_hash({"data": d.model_dump(mode="json"), "n_mels": self.recipe.model.n_mels, "v": FEATURE_VERSION})
+        feat_file = self.cache_dir / "features" / f"{d.source}-{key[:16]}.pt"
+        if feat_file.is_file():
+            from qbench.store import load_checkpoint
+
+            self.splits = load_checkpoint(feat_file)
+            return
+        utterances = load_synthetic_speech(cfg, self.cache_dir, workers=d.workers, progress=self.progress)
+        splits = {}
+        for split, utts in utterances.items():
+            feats = []
+            for u in progress_bar(utts, f"features {split}", enabled=self.progress):
+                feats.append(log_mel(torch.from_numpy(u.audio), cfg.sample_rate, self.recipe.model.n_mels).half())
+            splits[split] = {"ids": [u.id for u in utts], "texts": [u.text for u in utts], "feats": feats}
+        from qbench.store import atomic_torch_save
+
+        atomic_torch_save(feat_file, splits)
+        self.splits = splits
+
+    def feature_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        allf = torch.cat([f.float() for f in self.splits["train"]["feats"]])
+        return allf.mean(0), allf.std(0).clamp(min=1e-3)
+
+    # ------------------------------------------------------------------ model
+
+    def build_model(self) -> nn.Module:
+        m = self.recipe.model
+        model = ConformerCTC(m.n_mels, len(VOCAB), m.d_model, m.layers, m.heads, m.ffn_mult, m.conv_kernel, m.dropout)
+        mean, std = self.feature_stats()
+        model.feat_mean.copy_(mean)
+        model.feat_std.copy_(std)
+        return model
+
+    # ------------------------------------------------------------------ batches
+
+    @lru_cache(maxsize=2)  # noqa: B019 - one task per process; caches the current and next epoch
+    def _epoch_batches(self, epoch: int) -> list[list[int]]:
+        """Length-bucketed batches: sort by (jittered) length so padding is small, shuffle batch order."""
+        rng = random.Random(f"{self.recipe.seed}-{epoch}")
+        lengths = [f.shape[0] for f in self.splits["train"]["feats"]]
+        order = sorted(range(len(lengths)), key=lambda i: lengths[i] * rng.uniform(0.9, 1.1))
+        bs = self.recipe.train.batch_size
+        batches = [order[i : i + bs] for i in range(0, len(order), bs)]
+        rng.shuffle(batches)
+        return batches
+
+    def _collate(self, split: str, idx: list[int], device: torch.device) -> dict[str, Any]:
+        s = self.splits[split]
+        feats = [s["feats"][i].float() for i in idx]
+        lengths = torch.tensor([f.shape[0] for f in feats])
+        targets = [torch.tensor(encode_text(s["texts"][i])) for i in idx]
+        return {
+            "feats": nn.utils.rnn.pad_sequence(feats, batch_first=True).to(device, non_blocking=True),
+            "lengths": lengths.to(device),
+            "targets": torch.cat(targets).to(device),
+            "target_lengths": torch.tensor([len(t) for t in targets]).to(device),
+            "ids": [s["ids"][i] for i in idx],
+            "texts": [s["texts"][i] for i in idx],
+        }
+
+    def train_batch(self, step: int, device: torch.device) -> dict[str, Any]:
+        n = len(self._epoch_batches(0))
+        return self._collate("train", self._epoch_batches(step // n)[step % n], device)
+
+    # ------------------------------------------------------------------ loss and evaluation
+
+    def loss(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        feats = batch["feats"]
+        if self.recipe.model.specaugment:
+            feats = spec_augment(feats, batch["lengths"])
+        log_probs, out_lengths = model(feats, batch["lengths"])
+        return F.ctc_loss(
+            log_probs.transpose(0, 1), batch["targets"], out_lengths, batch["target_lengths"],
+            blank=0, reduction="mean", zero_infinity=True,
+        )
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: str, device: torch.device, progress: bool = True) -> EvalResult:
+        was_training = model.training
+        model.eval()
+        s = self.splits[split]
+        order = sorted(range(len(s["feats"])), key=lambda i: s["feats"][i].shape[0])
+        bs = self.recipe.eval.batch_size
+        hyps: dict[int, str] = {}
+        batches = [order[i : i + bs] for i in range(0, len(order), bs)]
+        for idx in progress_bar(batches, f"decode {split}", enabled=progress and self.progress):
+            b = self._collate(split, idx, device)
+            with autocast(device):
+                log_probs, out_lengths = model(b["feats"], b["lengths"])
+            for i, h in zip(idx, ctc_greedy_decode(log_probs, out_lengths), strict=True):
+                hyps[i] = h
+        model.train(was_training)
+        refs = s["texts"]
+        hyp_list = [hyps[i] for i in range(len(refs))]
+        details = word_error_details(refs, hyp_list)
+        rows = list(zip(s["ids"], refs, hyp_list, strict=True))
+        return EvalResult("wer", details["wer"], False, details, rows)
+
+
+def spec_augment(feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Two frequency masks (up to 15 bins) and two time masks (up to 5% of the frames) per utterance."""
+    x = feats.transpose(1, 2)  # (B, F, T) as torchaudio's masking transforms expect
+    freq = torchaudio.transforms.FrequencyMasking(freq_mask_param=15, iid_masks=True)
+    time_mask = torchaudio.transforms.TimeMasking(time_mask_param=max(1, int(0.05 * x.shape[-1])), iid_masks=True)
+    mean = float(x.mean())
+    for _ in range(2):
+        x = freq(x.unsqueeze(1), mask_value=mean).squeeze(1)
+        x = time_mask(x.unsqueeze(1), mask_value=mean).squeeze(1)
+    return x.transpose(1, 2)
+

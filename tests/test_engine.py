@@ -1,0 +1,154 @@
+"""The engine end to end on a tiny model: results, resume after a kill, sharing, NaN guard."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from qbench.cli import app
+from qbench.engine import TrainingDiverged, run_recipe
+from qbench.recipe import load_suite
+from qbench.store import read_results
+from tests.conftest import tiny_recipe
+
+CPU = torch.device("cpu")
+
+
+def metrics_of(results, recipe):
+    return json.loads((results / "runs" / "tiny" / recipe.run_id / "metrics.json").read_text())
+
+
+def test_run_writes_run_dir_and_index(tmp_path, results):
+    recipe = load_suite(tiny_recipe(tmp_path / "r.yaml")).runs[0]
+    m = run_recipe(recipe, "tiny", results, CPU, progress=False)
+    run = results / "runs" / "tiny" / recipe.run_id
+    for f in ("config.yaml", "metrics.json", "env.json", "status.json", "checkpoint.pt", "train.log",
+              "hyp/float.tsv", "hyp/w8.tsv", "hyp/w4.tsv"):
+        assert (run / f).is_file(), f
+    assert json.loads((run / "status.json").read_text())["state"] == "done"
+    env = json.loads((run / "env.json").read_text())
+    assert env["torch"] == torch.__version__ and env["device"] == "cpu"
+    assert set(m["precisions"]) == {"float", "w8", "w4"}
+    p4 = m["precisions"]["w4"]
+    assert {"wer", "cer", "substitutions", "deletions", "insertions"} <= set(p4)
+    assert p4["size_bits"] < m["precisions"]["w8"]["size_bits"] < m["precisions"]["float"]["size_bits"]
+    df = read_results(results)
+    assert sorted(df.precision) == ["float", "w4", "w8"] and set(df.technique) == {"rand"}
+    assert len((run / "hyp/w4.tsv").read_text().splitlines()) == 1 + 6
+
+
+def test_interrupted_run_resumes_to_identical_metrics(tmp_path, results, monkeypatch):
+    """Killed after its step-8 checkpoint (QAT began at step 5), the rerun resumes and matches."""
+    recipe = load_suite(tiny_recipe(tmp_path / "r.yaml")).runs[0]
+    reference = tmp_path / "reference"
+    (reference / "cache").mkdir(parents=True)
+    for name in ("synthetic-speech", "features"):
+        (reference / "cache" / name).symlink_to((results / "cache" / name).resolve())
+    expected = run_recipe(recipe, "tiny", reference, CPU, progress=False)
+
+    from qbench.tasks.asr import ASRTask
+
+    original = ASRTask.train_batch
+
+    def dies_at_step_10(self, step, device):
+        if step == 10:
+            raise KeyboardInterrupt
+        return original(self, step, device)
+
+    monkeypatch.setattr(ASRTask, "train_batch", dies_at_step_10)
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(recipe, "tiny", results, CPU, progress=False)
+    run = results / "runs" / "tiny" / recipe.run_id
+    assert json.loads((run / "status.json").read_text())["state"] == "interrupted"
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 8
+    monkeypatch.setattr(ASRTask, "train_batch", original)
+    resumed = run_recipe(recipe, "tiny", results, CPU, progress=False)
+    assert "resumed from own checkpoint at step 8" in (run / "train.log").read_text()
+    for p in ("float", "w8", "w4"):
+        assert resumed["precisions"][p]["wer"] == expected["precisions"][p]["wer"]
+        assert resumed["precisions"][p]["cer"] == expected["precisions"][p]["cer"]
+    assert (run / "hyp/w4.tsv").read_text() == (reference / "runs/tiny" / recipe.run_id / "hyp/w4.tsv").read_text()
+
+
+def test_killed_process_resumes_with_same_command(tmp_path, results):
+    """A real SIGKILL mid-training; the same command again finishes with an uninterrupted run's hypotheses."""
+    path = tiny_recipe(tmp_path / "r.yaml", steps=300, warmup=100, ckpt=20)
+    recipe = load_suite(path).runs[0]
+    cmd = [sys.executable, "-m", "qbench", "run", str(path), "--results", str(results), "--no-progress"]
+    env = {**os.environ, "QBENCH_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = results / "runs" / "tiny" / recipe.run_id / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = torch.load(ckpt, weights_only=True)["step"]
+    assert 0 < killed_at < 300
+    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    run = results / "runs" / "tiny" / recipe.run_id
+    assert f"resumed from own checkpoint at step {killed_at}" in (run / "train.log").read_text()
+
+    fresh = tmp_path / "fresh"
+    (fresh / "cache").mkdir(parents=True)
+    for name in ("synthetic-speech", "features"):
+        (fresh / "cache" / name).symlink_to((results / "cache" / name).resolve())
+    subprocess.run([*cmd[:-3], "--results", str(fresh), "--no-progress"], env=env, check=True, capture_output=True)
+    for p in ("float", "w8", "w4"):
+        assert (run / f"hyp/{p}.tsv").read_text() == (fresh / "runs/tiny" / recipe.run_id / f"hyp/{p}.tsv").read_text()
+
+
+def test_techniques_share_float_warmup_and_ptq_reuses_float(tmp_path, results):
+    path = tiny_recipe(tmp_path / "r.yaml")
+    text = path.read_text() + "grid: {quant.technique: [float, ptq, ste]}\n"
+    path.write_text(text)
+    runs = load_suite(path).runs
+    for r in runs:
+        run_recipe(r, "tiny", results, CPU, progress=False)
+    logs = {r.quant.technique: (results / "runs/tiny" / r.run_id / "train.log").read_text() for r in runs}
+    assert "from scratch" in logs["float"]
+    assert "reused identical finished training" in logs["ptq"]
+    assert "reused shared float warm-up (5 steps)" in logs["ste"]
+    float_m = metrics_of(results, runs[0])["precisions"]
+    ptq_m = metrics_of(results, runs[1])["precisions"]
+    assert float_m["w4"]["wer"] == ptq_m["w4"]["wer"]  # same weights, same quantization at evaluation
+
+    # Sharing is only a shortcut: ste trained alone from scratch ends identically.
+    alone = tmp_path / "alone"
+    (alone / "cache").mkdir(parents=True)
+    for name in ("synthetic-speech", "features"):
+        (alone / "cache" / name).symlink_to((results / "cache" / name).resolve())
+    m = run_recipe(runs[2], "tiny", alone, CPU, progress=False)
+    assert "from scratch" in (alone / "runs/tiny" / runs[2].run_id / "train.log").read_text()
+    assert m["precisions"]["w4"]["wer"] == metrics_of(results, runs[2])["precisions"]["w4"]["wer"]
+
+
+def test_nan_loss_marks_run_failed(tmp_path, results, monkeypatch):
+    recipe = load_suite(tiny_recipe(tmp_path / "r.yaml")).runs[0]
+    from qbench.tasks.asr import ASRTask
+
+    original = ASRTask.loss
+    monkeypatch.setattr(ASRTask, "loss", lambda self, model, batch: original(self, model, batch) * float("nan"))
+    with pytest.raises(TrainingDiverged, match="at step 0"):
+        run_recipe(recipe, "tiny", results, CPU, progress=False)
+    status = json.loads((results / "runs/tiny" / recipe.run_id / "status.json").read_text())
+    assert status["state"] == "failed" and "nan" in status["reason"]
+    assert read_results(results).empty
+
+
+def test_cli_run_then_compare_and_skip(tmp_path, results):
+    path = tiny_recipe(tmp_path / "r.yaml", steps=6)
+    r = CliRunner().invoke(app, ["run", str(path), "--results", str(results), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    r2 = CliRunner().invoke(app, ["run", str(path), "--results", str(results), "--no-progress"])
+    assert "done, skipped" in r2.output
+    out = CliRunner().invoke(app, ["compare", "--results", str(results), "--format", "csv"])
+    assert out.exit_code == 0
+    assert "rand" in out.output and "w4" in out.output
+

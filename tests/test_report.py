@@ -1,0 +1,96 @@
+"""Leaderboard pivot and the CI regression check, on index rows written by the store."""
+
+import json
+import time
+
+from typer.testing import CliRunner
+
+from qbench.cli import app
+from qbench.report import leaderboard, render
+from qbench.store import read_results, record_results
+
+
+def row(technique, precision, value, seed=0, suite="s", bits=4):
+    return {
+        "run_id": f"{technique}-{seed}", "suite": suite, "task": "asr", "dataset": "synthetic-speech",
+        "technique": technique, "train_bits": bits, "seed": seed, "precision": precision, "metric": "wer",
+        "value": value, "higher_is_better": 0, "size_bits": {"float": 32000, "w8": 8400, "w4": 4400}[precision],
+        "float32_bits": 32000, "extra": None, "run_dir": "x", "created": time.time(),
+    }
+
+
+def fill(root):
+    rows = [row("float", p, 0.20) for p in ("float", "w8", "w4")]
+    rows += [row("rand", "float", 0.21, seed=s) for s in (0, 1)]
+    rows += [row("rand", "w4", v, seed=s) for s, v in ((0, 0.22), (1, 0.24))]
+    record_results(root, rows)
+
+
+def test_leaderboard_pivots_with_mean_std_and_size(tmp_path):
+    fill(tmp_path)
+    board = leaderboard(read_results(tmp_path))
+    assert list(board.table.columns) == ["float", "w8", "w4"]
+    assert list(board.table.index) == ["float", "rand", "packed size"]
+    assert board.table.loc["rand", "w4"] == "23.00 ± 1.41"
+    assert board.table.loc["rand", "w8"] == "–"
+    assert board.table.loc["packed size", "w4"].startswith("0.00 MB (7.3x)")
+    md = render(board, "markdown")
+    assert "| rand" in md and "WER %" in md
+    records = json.loads(render(board, "json"))
+    assert any(r["technique"] == "rand" and r["precision"] == "w4" and r["n"] == 2 and abs(r["mean"] - 0.23) < 1e-9
+               for r in records)
+
+def baseline(tmp_path, entries):
+    p = tmp_path / "baseline.json"
+    p.write_text(json.dumps({"entries": entries}))
+    return p
+
+
+def entry(technique, precision, value, tol=0.02):
+    return {"suite": "s", "technique": technique, "precision": precision, "metric": "wer", "value": value, "tolerance": tol}
+
+
+def invoke(tmp_path, entries):
+    return CliRunner().invoke(app, ["check", "--baseline", str(baseline(tmp_path, entries)), "--results", str(tmp_path)])
+
+
+def test_check_within_tolerance_passes(tmp_path):
+    fill(tmp_path)
+    out = invoke(tmp_path, [entry("float", "w4", 0.21), entry("rand", "w4", 0.22)])
+    assert out.exit_code == 0, out.output
+    assert "2 checked, 0 failing" in out.output
+
+
+def test_check_regression_fails_naming_it(tmp_path):
+    fill(tmp_path)
+    out = invoke(tmp_path, [entry("float", "w4", 0.20), entry("rand", "w4", 0.18)])
+    assert out.exit_code == 1
+    assert "REGRESSION  s/rand@w4 wer: 0.2300 vs baseline 0.1800" in out.output
+
+
+def test_check_improvement_is_reported_not_failed(tmp_path):
+    fill(tmp_path)
+    out = invoke(tmp_path, [entry("rand", "w4", 0.40)])
+    assert out.exit_code == 0 and "IMPROVEMENT" in out.output
+
+
+def test_check_missing_result_fails(tmp_path):
+    fill(tmp_path)
+    out = invoke(tmp_path, [entry("pqn", "w4", 0.2)])
+    assert out.exit_code == 1 and "MISSING     s/pqn@w4" in out.output
+
+
+def test_check_bad_baseline_file_exits_2(tmp_path):
+    p = tmp_path / "b.json"
+    p.write_text("{not json")
+    out = CliRunner().invoke(app, ["check", "--baseline", str(p), "--results", str(tmp_path)])
+    assert out.exit_code == 2 and "invalid JSON" in out.output
+
+
+def test_baseline_written_from_index_round_trips(tmp_path):
+    fill(tmp_path)
+    out_file = tmp_path / "new.json"
+    r = CliRunner().invoke(app, ["baseline", "s", "--out", str(out_file), "--tolerance", "0.01", "--results", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    out = CliRunner().invoke(app, ["check", "--baseline", str(out_file), "--results", str(tmp_path)])
+    assert out.exit_code == 0 and "5 checked, 0 failing" in out.output
