@@ -114,19 +114,21 @@ class Recipe(_Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     precisions: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _check_cross_fields(self) -> Recipe:
-        for p in self.eval.precisions:
+    def cross_field_errors(self) -> list[tuple[tuple, str]]:
+        """Checks that span sections, as (location, message) so errors still point at a line."""
+        errors = []
+        known = ["float", *(f"w{b}" for b in range(2, 9)), *self.precisions]
+        for i, p in enumerate(self.eval.precisions):
             try:
                 parse_precision(p, self.precisions)
             except ValueError as e:
-                raise ValueError(f"eval.precisions: {e}") from None
-        if self.quant.float_warmup_steps >= self.train.steps and self.quant.technique not in ("float", "ptq"):
-            raise ValueError(
-                f"quant.float_warmup_steps ({self.quant.float_warmup_steps}) must be below "
-                f"train.steps ({self.train.steps}), or no step would be quantization-aware"
-            )
-        return self
+                errors.append((("eval", "precisions", i), f"{e}{_nearest(p, known)}"))
+        q = self.quant
+        if q.technique not in ("float", "ptq") and q.float_warmup_steps >= self.train.steps:
+            errors.append((("quant", "float_warmup_steps"),
+                           f"{q.float_warmup_steps} must be below train.steps ({self.train.steps}), "
+                           "or no step would be quantization-aware"))
+        return errors
 
     def config_hash(self) -> str:
         return stable_hash(self.model_dump(mode="json"))
@@ -156,6 +158,7 @@ def _compose_with_lines(text: str, source: str) -> tuple[Any, dict[tuple, int]]:
     """Parse YAML safely, also returning the line of every key path (1-based)."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
@@ -175,7 +178,6 @@ def _compose_with_lines(text: str, source: str) -> tuple[Any, dict[tuple, int]]:
 
     if node is not None:
         walk(node, ())
-    data = yaml.safe_load(text)
     return data, lines
 
 
@@ -225,10 +227,14 @@ def _format_error(err: dict, source: str, lines: dict[tuple, int], overrides: di
 
 def _validate(raw: dict, source: str, lines: dict[tuple, int], overrides: dict[str, str]) -> Recipe:
     try:
-        return Recipe.model_validate(raw)
+        recipe = Recipe.model_validate(raw)
     except ValidationError as e:
         msgs = [_format_error(err, source, lines, overrides, raw) for err in e.errors()]
         raise RecipeError("\n".join(msgs)) from None
+    errors = [{"loc": loc, "msg": msg, "type": "value_error"} for loc, msg in recipe.cross_field_errors()]
+    if errors:
+        raise RecipeError("\n".join(_format_error(err, source, lines, overrides, raw) for err in errors))
+    return recipe
 
 
 # ---------------------------------------------------------------- overrides and grid

@@ -58,12 +58,12 @@ def test_set_override_changes_value_and_id(tmp_path):
 CASES = [
     # (replace this, with this, expected fragments of the message)
     ("  bits: 4\n", "  bits: 3.5\n", ["recipe.yaml:11", "quant.bits", "integer", "3.5"]),
-    ("  technique: rand\n", "  technique: rnad\n", ["recipe.yaml:10", "quant.technique", "did you mean 'rand'"]),
+    ("[float, ste, rand]", "[float, ste, rnad]", ["recipe.yaml:20", "quant.technique", "did you mean 'rand'"]),
     ("  steps: 10\n", "  steps: -5\n", ["recipe.yaml:13", "train.steps", "greater than or equal to 1", "-5"]),
     ("  layers: 1\n", "  layerz: 1\n", ["recipe.yaml:7", "model.layerz", "unknown key", "did you mean 'layers'"]),
     ("  bits: 4\n", "  bits: 9\n", ["recipe.yaml:11", "quant.bits", "less than or equal to 8"]),
     ("quant.technique: [float, ste, rand]", "quant.tecnique: [float]", ["recipe.yaml:20", "quant.tecnique", "did you mean 'technique'"]),
-    ("[float, w8, w4, mixed]", "[float, w8, w44]", ["recipe.yaml:15", "eval", "w44"]),
+    ("[float, w8, w4, mixed]", "[float, w8, w44]", ["recipe.yaml:16", "eval.precisions", "w44", "did you mean 'w4'"]),
     ("task: asr\n", "task: asrr\n", ["recipe.yaml:2", "task", "did you mean 'asr'"]),
     ("d_model: 16", "d_model: [16", ["recipe.yaml", "invalid YAML"]),
 ]
@@ -87,6 +87,12 @@ def test_cli_exits_2_and_writes_nothing(tmp_path, old, new, fragments):
     assert out.exit_code == 2, out.output
     assert fragments[1] in out.output
     assert not results.exists()
+
+
+def test_unknown_technique_outside_grid(tmp_path):
+    no_grid = GOOD.split("grid:")[0].replace("technique: rand", "technique: lsqq")
+    with pytest.raises(RecipeError, match=r"recipe.yaml:10: quant.technique: .*'lsqq'"):
+        load_suite(write(tmp_path, no_grid))
 
 
 def test_bad_override_names_the_flag(tmp_path):

@@ -1,10 +1,8 @@
 """Quantization core of qbench: weight fake-quantizers for QAT and mixed-precision evaluation.
 
-    spec = QuantSpec(technique="rand", bits=4)
-    quantize_(model, spec)                      # attach quantizers (in place)
-    ...train...
-    with use_precision(model, "w8", spec):      # evaluate at another precision
-        ...
+Usage: ``spec = QuantSpec(technique="rand", bits=4)``; ``quantize_(model, spec)`` attaches
+quantizers in place; train; ``with use_precision(model, "w8", spec): ...`` evaluates the
+same weights at another precision.
 """
 
 from .apply import find_quantizers, original_name, quantize_, quantized_parameter_names, use_precision

@@ -60,11 +60,7 @@ def _find_quantizer(module: nn.Module, tname: str) -> WeightQuantizer | None:
 
 
 def _is_selected(name: str, tensor: Tensor, spec: QuantSpec) -> bool:
-    return (
-        tensor.ndim >= 2
-        and name_matches(name, spec.include)
-        and not name_matches(name, spec.exclude)
-    )
+    return tensor.ndim >= 2 and name_matches(name, spec.include) and not name_matches(name, spec.exclude)
 
 
 def quantized_parameter_names(model: nn.Module, spec: QuantSpec) -> list[str]:
@@ -135,7 +131,7 @@ def use_precision(
         return
     pmap = parse_precision(precision)
     saved: list[tuple[WeightQuantizer, int, bool, bool]] = []
-    temporary: list[tuple[nn.Module, str, WeightQuantizer, bool]] = []
+    temporary: list[tuple[nn.Module, str, WeightQuantizer, list[str] | None]] = []
     try:
         for name, module, tname, tensor in list(_weight_slots(model)):
             q = _find_quantizer(module, tname)
@@ -151,17 +147,22 @@ def use_precision(
                 if bits is None:
                     continue
                 tq = WeightQuantizer(bits, "absmax", "round-ste", granularity=spec.granularity)
-                was_parametrized = parametrize.is_parametrized(module, tname)
+                # None: the tensor already had (user) parametrizations; else the
+                # parameter order, restored on exit (parametrize re-adds at the end)
+                order = None if parametrize.is_parametrized(module, tname) else list(module._parameters)
                 parametrize.register_parametrization(module, tname, tq, unsafe=True)
-                temporary.append((module, tname, tq, was_parametrized))
+                temporary.append((module, tname, tq, order))
         with parametrize.cached() if cache else nullcontext():
             yield model
     finally:
-        for module, tname, tq, was_parametrized in reversed(temporary):
-            if was_parametrized:  # keep the user's own parametrizations
+        for module, tname, tq, order in reversed(temporary):
+            if order is None:  # keep the user's own parametrizations
                 plist = module.parametrizations[tname]
                 del plist[list(plist).index(tq)]
             else:
                 parametrize.remove_parametrizations(module, tname, leave_parametrized=False)
+                params = module._parameters  # same order as before -> same state_dict / parameters()
+                for key in order:
+                    params[key] = params.pop(key)
         for q, bits, enabled, hard in saved:
             q.bits, q.enabled, q.hard = bits, enabled, hard

@@ -62,7 +62,9 @@ class PrecisionMap:
 
     def __post_init__(self) -> None:
         _parse_bits(self.default, f"precision {self.name!r} default")
-        rules = tuple((str(pat), _parse_bits(b, f"precision {self.name!r} rule {pat!r}")) for pat, b in self.rules)
+        rules = tuple(
+            (str(pat), _parse_bits(b, f"precision {self.name!r} rule {pat!r}")) for pat, b in self.rules
+        )
         object.__setattr__(self, "rules", rules)
         # rules in match order: most specific first, stable for ties
         ordered = tuple(sorted(rules, key=lambda r: -_specificity(r[0])))
@@ -80,7 +82,9 @@ class PrecisionMap:
         return self.default is None and all(b is None for _, b in self.rules)
 
 
-def parse_precision(name: str | PrecisionMap, named_maps: Mapping[str, Mapping] | None = None) -> PrecisionMap:
+def parse_precision(
+    name: str | PrecisionMap, named_maps: Mapping[str, Mapping] | None = None
+) -> PrecisionMap:
     """``"float"``, ``"w2"``..``"w8"`` or a key of ``named_maps`` -> :class:`PrecisionMap`.
 
     A named map is ``{"default": 4, "glob": bits, ...}`` with bits an int 2..8,
@@ -102,7 +106,9 @@ def parse_precision(name: str | PrecisionMap, named_maps: Mapping[str, Mapping] 
     if name in named_maps:
         spec = named_maps[name]
         if not isinstance(spec, Mapping):
-            raise ValueError(f"precision map {name!r} must be a mapping of glob -> bits, got {type(spec).__name__}")
+            raise ValueError(
+                f"precision map {name!r} must be a mapping of glob -> bits, got {type(spec).__name__}"
+            )
         default = spec.get("default")
         rules = tuple((pat, bits) for pat, bits in spec.items() if pat != "default")
         return PrecisionMap(name, _parse_bits(default, f"precision {name!r} default"), rules)

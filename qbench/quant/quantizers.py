@@ -8,9 +8,9 @@ its state (bits, flags) is plain Python attributes, so state_dicts only carry
 the original float weights.
 
 Estimators
-    ``round-ste``  forward ``s * clamp(round(W / s), -Qp, Qp)`` computed by
-                   ``torch.fake_quantize_per_channel_affine`` itself (bit-for-bit
-                   equal by construction); backward straight-through to ``W``
+    ``round-ste``  forward ``s * clamp(round(W / s), -Qp, Qp)``, bit-for-bit equal
+                   to ``torch.fake_quantize_per_channel_affine`` (same fp32
+                   arithmetic, faster); backward straight-through to ``W``
                    inside the clamp range and the LSQ gradient to ``s``
                    (``q - W/s`` inside the range, ``q = +-Qp`` outside).
     ``noise``      training forward ``W + s * u`` with fresh ``u ~ U(-1/2, 1/2)``
@@ -94,42 +94,43 @@ class QuantSpec:
 class _RoundSTE(torch.autograd.Function):
     """Round-to-nearest fake quantization of ``rows`` (G, n) with scales (G,).
 
-    Forward is ``torch.fake_quantize_per_channel_affine`` (one fused kernel);
-    backward: identity to ``rows`` inside the clamp range, LSQ gradient to ``scale``.
+    Forward: the arithmetic of ``torch.fake_quantize_per_channel_affine`` with
+    zero point 0 -- ``x = W * (1/s)`` in fp32, round half to even (= nearbyint),
+    clamp to [-Qp, Qp], ``+ 0.0`` (the kernel's integer cast turns -0.0 into
+    +0.0), times ``s`` -- so the result is bit-identical to the kernel (see the
+    tests) while several times faster than its CPU implementation.
+    Backward: identity to ``rows`` inside the clamp range, LSQ gradient to
+    ``scale`` (``q - W/s`` inside, ``q`` outside).
     """
 
     @staticmethod
-    def forward(ctx, rows: Tensor, scale: Tensor, zero_point: Tensor, qp: int) -> Tensor:
-        ctx.save_for_backward(rows, scale)
-        ctx.qp = qp
-        return torch.fake_quantize_per_channel_affine(rows, scale, zero_point, 0, -qp, qp)
+    def forward(ctx, rows: Tensor, scale: Tensor, qp: int) -> Tensor:
+        x = rows * scale.reciprocal().unsqueeze(1)
+        q = torch.round(x).clamp_(-qp, qp)
+        # 0 + q*s in one pass: the "0 +" turns -0.0 into +0.0 like the kernel's integer cast
+        out = torch.addcmul(x.new_zeros(()), q, scale.unsqueeze(1).to(x.dtype))
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+            ctx.save_for_backward(x, q if ctx.needs_input_grad[1] else None)
+            ctx.qp = qp
+        return out if out.dtype == rows.dtype else out.to(rows.dtype)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        rows, scale = ctx.saved_tensors
-        qp = ctx.qp
-        need_w, need_s = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_w = grad_s = None
-        if need_w or need_s:
-            # same arithmetic as the kernel: x = W * (1/s) in fp32, round half-even
-            x = rows * scale.reciprocal().unsqueeze(1)
-            r = torch.round(x)
-            inside = r.abs() <= qp
-            if need_w:
-                grad_w = grad * inside
-            if need_s:
-                q = r.clamp_(-qp, qp)
-                # d(s*q)/ds = q - W/s inside the range, q (= +-Qp) outside
-                ds = torch.where(inside, q - x, q)
-                grad_s = (grad * ds).sum(dim=1).to(scale.dtype)
-        return grad_w, grad_s, None, None
+        x, q = ctx.saved_tensors
+        # round(x) in [-Qp, Qp]  <=>  |x| < Qp + 1/2  (Qp is odd: Qp + 1/2 rounds outwards).
+        # In-place lt_ keeps the mask as 0./1. floats: bool masks cost dtype conversions on CPU.
+        inside = x.abs().lt_(ctx.qp + 0.5)
+        grad_w = grad * inside
+        grad_s = None
+        if ctx.needs_input_grad[1]:
+            # d(s * q)/ds = q - W/s inside the range, q (= +-Qp) outside
+            grad_s = torch.addcmul(grad * q, grad_w, x, value=-1.0).sum(dim=1)
+        return (grad_w if ctx.needs_input_grad[0] else None), grad_s, None
 
 
-def round_ste(rows: Tensor, scale: Tensor, qp: int, zero_point: Tensor | None = None) -> Tensor:
-    """Functional round-STE on a ``(G, n)`` view with ``(G,)`` scales."""
-    if zero_point is None:
-        zero_point = torch.zeros(rows.shape[0], dtype=torch.int32, device=rows.device)
-    return _RoundSTE.apply(rows, scale, zero_point, qp)
+def round_ste(rows: Tensor, scale: Tensor, qp: int) -> Tensor:
+    """Functional round-STE on a ``(G, n)`` view with ``(G,)`` fp32 scales."""
+    return _RoundSTE.apply(rows, scale, qp)
 
 
 class WeightQuantizer(nn.Module):
@@ -171,7 +172,6 @@ class WeightQuantizer(nn.Module):
         self.hard = False
         self._scale_impl = SCALE_FUNCTIONS[scale_fn]
         self._scale_kwargs = {"k": k, "p": p, "c": c} if scale_fn == "topk-lp" else {}
-        self._zp: Tensor | None = None  # cached int32 zeros (not a buffer: stays out of state_dict)
 
     @property
     def qp(self) -> int:
@@ -183,13 +183,7 @@ class WeightQuantizer(nn.Module):
 
     def _scales(self, rows: Tensor) -> Tensor:
         s = self._scale_impl(rows, self.qp, detach=self.detach_scale, **self._scale_kwargs)
-        return s if s.dtype in (torch.float32, torch.bfloat16) else s.float()
-
-    def _zero_point(self, n: int, device: torch.device) -> Tensor:
-        zp = self._zp
-        if zp is None or zp.shape[0] != n or zp.device != device:
-            zp = self._zp = torch.zeros(n, dtype=torch.int32, device=device)
-        return zp
+        return s if s.dtype == torch.float32 else s.float()
 
     def forward(self, w: Tensor) -> Tensor:
         if not self.enabled:
@@ -203,12 +197,16 @@ class WeightQuantizer(nn.Module):
                 u = torch.randn_like(rows).mul_(_INV_SQRT12)
             out = torch.addcmul(rows, s.unsqueeze(1).to(rows.dtype), u)
         else:
-            out = _RoundSTE.apply(rows, s, self._zero_point(rows.shape[0], rows.device), self.qp)
+            out = _RoundSTE.apply(rows, s, self.qp)
         return out.view(w.shape)
 
     def extra_repr(self) -> str:
-        parts = [f"bits={self.bits}", f"scale_fn={self.scale_fn}", f"estimator={self.estimator}",
-                 f"granularity={self.granularity}"]
+        parts = [
+            f"bits={self.bits}",
+            f"scale_fn={self.scale_fn}",
+            f"estimator={self.estimator}",
+            f"granularity={self.granularity}",
+        ]
         if self.scale_fn == "topk-lp":
             parts.append(f"k={self.k}, p={self.p}, c={self.c}")
         if self.estimator == "noise":

@@ -46,8 +46,7 @@ def check_granularity(granularity: str) -> str:
     if m and int(m.group(1)) >= 1:
         return granularity
     raise ValueError(
-        f"unknown granularity {granularity!r}; expected 'per-channel', 'per-tensor' "
-        "or 'per-group-N' (N >= 1)"
+        f"unknown granularity {granularity!r}; expected 'per-channel', 'per-tensor' or 'per-group-N' (N >= 1)"
     )
 
 
@@ -85,17 +84,36 @@ def rows_view(w: Tensor, granularity: str) -> Tensor:
     return w.reshape(-1, group_size(w.shape, granularity))
 
 
+class _AbsMax(torch.autograd.Function):
+    """Row-wise ``max |W|`` with a lean backward (autograd's abs + amax backward
+    costs ~6 full-size passes with bool masks on CPU; this is 4 float passes).
+    Same gradient as ``rows.abs().amax(1)``: split evenly between exact ties."""
+
+    @staticmethod
+    def forward(ctx, rows: Tensor) -> Tensor:
+        amax = rows.abs().amax(dim=1)
+        ctx.save_for_backward(rows, amax)
+        return amax
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        rows, amax = ctx.saved_tensors
+        at_max = rows.abs().eq_(amax.unsqueeze(1))  # in place: 0./1. floats, no bool mask
+        coef = grad / at_max.sum(dim=1)
+        return torch.copysign(at_max, rows).mul_(coef.unsqueeze(1))  # sign(W) * grad / n_ties
+
+
 def absmax_scale(rows: Tensor, qp: int, *, detach: bool = False) -> Tensor:
     """``s_i = max_j |W_ij| / Qp``, shape ``(G,)``.
 
     The gradient flows to the largest-magnitude weight of each row (split evenly
     between exact ties); ``detach=True`` stops it (the scale is a constant).
     """
-    if detach:
-        rows = rows.detach()
-    # inf-norm = max |w| in one fused kernel (no |W| temporary).
-    amax = torch.linalg.vector_norm(rows, ord=math.inf, dim=1)
-    return (amax * (1.0 / qp)).clamp_min(EPS)
+    if detach or not (rows.requires_grad and torch.is_grad_enabled()):
+        amax = rows.detach().abs().amax(dim=1)
+    else:
+        amax = _AbsMax.apply(rows)
+    return (amax / qp).clamp_min(EPS)
 
 
 def topk_lp_scale(
@@ -116,12 +134,17 @@ def topk_lp_scale(
     if detach:
         rows = rows.detach()
     k = min(k, rows.shape[1])
-    top = rows.abs().topk(k, dim=1, sorted=True).values  # (G, k), column 0 = max
+    # select on a detached |W|, then gather the k weights: autograd only sees the
+    # (G, k) gather (backward = one scatter) instead of abs/topk over the full tensor
+    idx = rows.detach().abs().topk(k, dim=1, sorted=True).indices  # column 0 = argmax
+    top = rows.gather(1, idx).abs()  # (G, k)
     # ||v||_p = m * ||v / m||_p with m = max (a constant: the identity holds for any
     # m, so the gradient is unchanged) avoids under/overflow of |v|^p for p = 8.
     m = top[:, :1].detach().clamp_min(torch.finfo(top.dtype).tiny)
     norm = m.squeeze(1) * torch.linalg.vector_norm(top / m, ord=p, dim=1)
-    return (norm * (c / qp)).clamp_min(EPS)
+    if c != 1.0:
+        norm = norm * c
+    return (norm / qp).clamp_min(EPS)
 
 
 #: name -> function(rows, qp, **options) -> (G,) scales
