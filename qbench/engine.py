@@ -162,7 +162,7 @@ class Runner:
         warm = r.quant.float_warmup_steps
         qat_start = warm if trains_quantized(r) else None
         model.train()
-        with make_progress() as bar:
+        with make_progress(enabled=self.progress) as bar:
             task_id = bar.add_task(f"train {self.run.recipe.run_id}", total=r.train.steps, completed=state.step, info="")
             t0 = time.perf_counter() - state.train_seconds
             running = None

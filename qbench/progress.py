@@ -12,11 +12,11 @@ T = TypeVar("T")
 console = Console(stderr=True)
 
 
-def make_progress(transient: bool = False) -> Progress:
+def make_progress(transient: bool = False, enabled: bool = True) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-        console=console, transient=transient,
+        console=console, transient=transient, disable=not enabled,
     )
 
 

@@ -48,10 +48,62 @@ class SyntheticSpeechData(_Strict):
         return v
 
 
-DataConfig = Annotated[SyntheticSpeechData, Field(discriminator="source")]
+class SyntheticMTData(_Strict):
+    """English->German pairs from a grammar (qbench.data.synthetic_mt)."""
+
+    source: Literal["synthetic-mt"] = "synthetic-mt"
+    seed: int = Field(0, ge=0)
+    train_sentences: int = Field(20000, ge=1)
+    valid_sentences: int = Field(500, ge=1)
+    test_sentences: int = Field(1000, ge=1)
 
 
-class ModelConfig(_Strict):
+class Multi30kData(_Strict):
+    """Multi30k task 1 raw files (train/val/test_2016_flickr .{en,de,fr}.gz) from a folder."""
+
+    source: Literal["multi30k"] = "multi30k"
+    path: str | None = None
+    src: Literal["en", "de", "fr"] = "en"
+    tgt: Literal["en", "de", "fr"] = "de"
+    test_set: str = "test_2016_flickr"
+
+
+class ParallelData(_Strict):
+    """Aligned text files per split (or one TSV per split: source<TAB>target)."""
+
+    source: Literal["parallel"] = "parallel"
+    train: tuple[str, ...]  # [src_file, tgt_file] or [tsv_file]
+    valid: tuple[str, ...]
+    test: tuple[str, ...]
+    max_line_chars: int = Field(1000, ge=1)
+
+
+DataConfig = Annotated[SyntheticSpeechData | SyntheticMTData | Multi30kData | ParallelData, Field(discriminator="source")]
+DATA_SOURCES = {"asr": ("synthetic-speech",), "mt": ("synthetic-mt", "multi30k", "parallel")}
+
+
+class TransformerConfig(_Strict):
+    """nn.Transformer encoder-decoder, pre-norm, shared embeddings, joint sentencepiece BPE."""
+
+    arch: Literal["transformer"] = "transformer"
+    d_model: int = Field(256, ge=8)
+    encoder_layers: int = Field(3, ge=1)
+    decoder_layers: int = Field(3, ge=1)
+    heads: int = Field(4, ge=1)
+    ffn_mult: int = Field(4, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    vocab_size: int = Field(4000, ge=16)
+    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+    max_len: int = Field(128, ge=8)
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> TransformerConfig:
+        if self.d_model % self.heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
+        return self
+
+
+class ConformerCTCConfig(_Strict):
     arch: Literal["conformer-ctc"] = "conformer-ctc"
     d_model: int = Field(144, ge=8)
     layers: int = Field(4, ge=1)
@@ -60,15 +112,26 @@ class ModelConfig(_Strict):
     conv_kernel: int = Field(15, ge=3)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     n_mels: int = Field(80, ge=8)
+    subsampling: Literal[4, 8] = 4
+    units: Literal["chars", "bpe"] = "chars"
+    vocab_size: int = Field(256, ge=8)  # sentencepiece vocabulary when units is bpe
     specaugment: bool = True
 
     @model_validator(mode="after")
-    def _heads_divide(self) -> ModelConfig:
+    def _heads_divide(self) -> ConformerCTCConfig:
         if self.d_model % self.heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
         if self.conv_kernel % 2 == 0:
             raise ValueError(f"conv_kernel must be odd, got {self.conv_kernel}")
         return self
+
+
+ModelConfig = Annotated[ConformerCTCConfig | TransformerConfig, Field(discriminator="arch")]
+ARCHS = {"asr": "conformer-ctc", "mt": "transformer"}
+_TAGGED_FIELD = {
+    SyntheticSpeechData: "source", SyntheticMTData: "source", Multi30kData: "source", ParallelData: "source",
+    ConformerCTCConfig: "arch", TransformerConfig: "arch",
+}
 
 
 class QuantConfig(_Strict):
@@ -101,14 +164,16 @@ class EvalConfig(_Strict):
     precisions: tuple[str, ...] = ("float", "w8", "w4")
     batch_size: int = Field(32, ge=1)
     hypotheses: bool = True
+    beam_size: int = Field(1, ge=1)  # MT: 1 is greedy
+    length_penalty: float = Field(1.0, ge=0.0)
 
 
 class Recipe(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    task: Literal["asr"] = "asr"
+    task: Literal["asr", "mt"] = "asr"
     seed: int = Field(0, ge=0)
     data: DataConfig = Field(default_factory=SyntheticSpeechData)
-    model: ModelConfig = Field(default_factory=ModelConfig)
+    model: ModelConfig = Field(default_factory=ConformerCTCConfig)
     quant: QuantConfig = Field(default_factory=QuantConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
@@ -117,6 +182,11 @@ class Recipe(_Strict):
     def cross_field_errors(self) -> list[tuple[tuple, str]]:
         """Checks that span sections, as (location, message) so errors still point at a line."""
         errors = []
+        if self.data.source not in DATA_SOURCES[self.task]:
+            errors.append((("data", "source"), f"{self.data.source!r} is not a {self.task} data source "
+                           f"(one of {', '.join(DATA_SOURCES[self.task])})"))
+        if self.model.arch != ARCHS[self.task]:
+            errors.append((("model", "arch"), f"{self.model.arch!r} is not a {self.task} model (use {ARCHS[self.task]!r})"))
         known = ["float", *(f"w{b}" for b in range(2, 9)), *self.precisions]
         for i, p in enumerate(self.eval.precisions):
             try:
@@ -181,16 +251,40 @@ def _compose_with_lines(text: str, source: str) -> tuple[Any, dict[tuple, int]]:
     return data, lines
 
 
-def _fields_at(path: tuple) -> list[str]:
-    """Valid key names at a dotted path of the schema, for 'did you mean' hints."""
+_TAGGED = {"data": ("source", DataConfig), "model": ("arch", ModelConfig)}
+
+
+def _union_members(annotated: Any) -> dict[str, type[BaseModel]]:
+    """{tag: class} of a discriminated union such as DataConfig."""
+    union = annotated.__origin__ if hasattr(annotated, "__metadata__") else annotated
+    return {m.model_fields[_TAGGED_FIELD[m]].default: m for m in union.__args__}
+
+
+def _strip_tags(loc: tuple) -> tuple[tuple, type[BaseModel] | None]:
+    """Pydantic puts the union tag into error locations (data.synthetic-speech.seed); drop it,
+    returning the location as the user wrote it and the schema class at its parent."""
+    clean: list = []
     model: Any = Recipe
-    for part in path:
-        fields = getattr(model, "model_fields", None)
-        if not fields or part not in fields:
-            return []
-        ann = fields[part].annotation
-        model = getattr(ann, "__origin__", None) and ann.__args__[0] or ann
-    fields = getattr(model, "model_fields", None)
+    i = 0
+    while i < len(loc):
+        part = loc[i]
+        clean.append(part)
+        if len(clean) == 1 and part in _TAGGED and i + 1 < len(loc):
+            members = _union_members(_TAGGED[part][1])
+            if loc[i + 1] in members:
+                model = members[loc[i + 1]]
+                i += 2
+                continue
+        fields = getattr(model, "model_fields", {})
+        model = fields[part].annotation if part in fields else None
+        i += 1
+    return tuple(clean), model
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    """Valid key names beside the last element of an error location, for 'did you mean' hints."""
+    _, parent = _strip_tags(loc[:-1])
+    fields = getattr(parent, "model_fields", None)
     return list(fields) if fields else []
 
 
@@ -200,7 +294,7 @@ def _nearest(word: Any, options: list[str]) -> str:
 
 
 def _format_error(err: dict, source: str, lines: dict[tuple, int], overrides: dict[str, str], data: dict) -> str:
-    loc = tuple(p for p in err["loc"] if p != "synthetic-speech")
+    loc, _ = _strip_tags(tuple(err["loc"]))
     dotted = ".".join(str(p) for p in loc) or "(top level)"
     if dotted in overrides:
         where = f"--set {dotted}={overrides[dotted]}"
@@ -211,13 +305,13 @@ def _format_error(err: dict, source: str, lines: dict[tuple, int], overrides: di
     hint = ""
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
-        hint = _nearest(loc[-1], _fields_at(loc[:-1]))
+        hint = _nearest(loc[-1], _fields_at(tuple(err["loc"])))
     elif err["type"] in ("literal_error", "union_tag_invalid"):
         allowed = err.get("ctx", {}).get("expected", "") or err.get("ctx", {}).get("expected_tags", "")
         options = [o.strip().strip("'") for o in str(allowed).replace(" or ", ",").split(",") if o.strip()]
         got = err.get("input")
         if isinstance(got, dict):
-            got = got.get("source")
+            got = got.get(_TAGGED[loc[0]][0]) if loc and loc[0] in _TAGGED else got
         hint = _nearest(got, options)
         msg = f"{msg}, got {got!r}"
     elif "input" in err and not isinstance(err["input"], dict | list):
@@ -226,6 +320,16 @@ def _format_error(err: dict, source: str, lines: dict[tuple, int], overrides: di
 
 
 def _validate(raw: dict, source: str, lines: dict[tuple, int], overrides: dict[str, str]) -> Recipe:
+    # The task implies the model and data kinds, so `model: {d_model: 16}` needs no `arch:`.
+    task = raw.get("task", "asr")
+    for section, default in (("model", ARCHS), ("data", {k: v[0] for k, v in DATA_SOURCES.items()})):
+        tag = _TAGGED[section][0]
+        if isinstance(raw.get(section), dict) and tag not in raw[section] and task in default:
+            raw[section] = {tag: default[task], **raw[section]}
+    if task == "mt" and "data" not in raw:
+        raw["data"] = {"source": "synthetic-mt"}
+    if task == "mt" and "model" not in raw:
+        raw["model"] = {"arch": "transformer"}
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as e:

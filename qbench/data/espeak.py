@@ -124,7 +124,7 @@ def _speak_in_child(engine: _Engine, requests: Sequence[SpeechRequest]) -> list[
             os.close(read_end)
             try:
                 result: object = [engine.speak(request) for request in requests]
-            except Exception as error:  # noqa: BLE001 - re-raised in the parent
+            except Exception as error:  # re-raised in the parent
                 result = error
             with os.fdopen(write_end, "wb") as pipe:
                 pickle.dump(result, pipe, protocol=pickle.HIGHEST_PROTOCOL)

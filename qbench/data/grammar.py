@@ -98,8 +98,13 @@ PREPOSITIONS = """
     around along past toward beyond
 """.split()
 
+
+def _verb_table(text: str) -> list[list[str]]:
+    return [line.split() for line in text.strip().splitlines()]
+
+
 # base, third person singular, past, past participle, present participle
-TRANSITIVE_VERBS = [line.split() for line in """
+TRANSITIVE_VERBS = _verb_table("""
     see sees saw seen seeing
     find finds found found finding
     buy buys bought bought buying
@@ -167,9 +172,9 @@ TRANSITIVE_VERBS = [line.split() for line in """
     protect protects protected protected protecting
     repair repairs repaired repaired repairing
     collect collects collected collected collecting
-""".strip().splitlines()]
+""")
 
-INTRANSITIVE_VERBS = [line.split() for line in """
+INTRANSITIVE_VERBS = _verb_table("""
     sleep sleeps slept slept sleeping
     run runs ran run running
     walk walks walked walked walking
@@ -200,7 +205,7 @@ INTRANSITIVE_VERBS = [line.split() for line in """
     complain complains complained complained complaining
     return returns returned returned returning
     wander wanders wandered wandered wandering
-""".strip().splitlines()]
+""")
 
 IRREGULAR_PLURALS = {
     "child": "children", "man": "men", "woman": "women", "person": "people",
@@ -219,10 +224,9 @@ OBJECT_PRONOUNS = "me you him her us them it".split()
 # Words that only appear in sentence frames, listed so vocabulary() is complete.
 FRAME_WORDS = """
     a an the this that these those my your his her our their some every many
-    one and but because while who which what where when why how please there
-    is are was were am has have do does did not don't doesn't
-    didn't won't can't isn't aren't wasn't weren't hasn't haven't it me us
-    him them very so
+    and but because while so who which what where when why how please there
+    is are was were am not has have do does did don't doesn't didn't won't
+    can't isn't aren't wasn't weren't hasn't haven't
 """.split()
 
 
@@ -267,7 +271,9 @@ def noun_phrase(rng: random.Random, nouns: list[str], allow_plural: bool = True)
         determiner = rng.choice(["the", "these", "those", "my", "your", "our", "their", "some", "many"])
         return [determiner, *head], True
     head = adjectives + [noun]
-    determiner = rng.choice(["the", "the", "a", "this", "that", "my", "your", "his", "her", "our", "their", "every"])
+    determiner = rng.choice(
+        ["the", "the", "a", "this", "that", "my", "your", "his", "her", "our", "their", "every"]
+    )
     return [article(head[0]) if determiner == "a" else determiner, *head], False
 
 
@@ -300,7 +306,7 @@ def be(subj: Subject, past: bool, negative: bool = False) -> str:
     if past:
         word = "were" if subj.is_plural or subj.person == 2 else "was"
     else:
-        word = "am" if subj.words == ["i"] else "is" if subj.is_third_singular else "are"
+        word = "am" if subj.person == 1 and not subj.is_plural else "is" if subj.is_third_singular else "are"
     if not negative:
         return word
     return {"am": "am not", "is": "isn't", "are": "aren't", "was": "wasn't", "were": "weren't"}[word]
@@ -310,7 +316,9 @@ def verb_group(rng: random.Random, subj: Subject, verb: list[str]) -> list[str]:
     """The verb in a random tense, aspect, mood and polarity, agreeing with the subject."""
     base, third, past, participle, ing = verb
     negative = rng.random() < 0.2
-    form = rng.choice(["present", "past", "past", "future", "progressive", "past_progressive", "perfect", "modal"])
+    form = rng.choice(
+        ["present", "past", "past", "future", "progressive", "past_progressive", "perfect", "modal"]
+    )
     if form == "present":
         if negative:
             return ["doesn't" if subj.is_third_singular else "don't", base]
@@ -344,7 +352,12 @@ def optional_tail(rng: random.Random) -> list[str]:
 
 def declarative_transitive(rng: random.Random) -> list[str]:
     subj = subject(rng)
-    return [*subj.words, *verb_group(rng, subj, rng.choice(TRANSITIVE_VERBS)), *object_phrase(rng), *optional_tail(rng)]
+    return [
+        *subj.words,
+        *verb_group(rng, subj, rng.choice(TRANSITIVE_VERBS)),
+        *object_phrase(rng),
+        *optional_tail(rng),
+    ]
 
 
 def declarative_intransitive(rng: random.Random) -> list[str]:
@@ -356,7 +369,13 @@ def copula(rng: random.Random) -> list[str]:
     subj = subject(rng)
     degree = [rng.choice(DEGREE_ADVERBS)] if rng.random() < 0.4 else []
     time = rng.choice(TIMES).split() if rng.random() < 0.3 else []
-    return [*subj.words, *be(subj, rng.random() < 0.5, rng.random() < 0.2).split(), *degree, rng.choice(ADJECTIVES), *time]
+    return [
+        *subj.words,
+        *be(subj, rng.random() < 0.5, rng.random() < 0.2).split(),
+        *degree,
+        rng.choice(ADJECTIVES),
+        *time,
+    ]
 
 
 def yes_no_question(rng: random.Random) -> list[str]:
@@ -403,7 +422,13 @@ def relative_clause(rng: random.Random) -> list[str]:
         inner = [*verb_group(rng, head, rng.choice(INTRANSITIVE_VERBS)), *place_phrase(rng)]
     else:
         inner = [*verb_group(rng, head, rng.choice(TRANSITIVE_VERBS)), *object_phrase(rng)]
-    return [*head.words, pronoun, *inner, *verb_group(rng, head, rng.choice(TRANSITIVE_VERBS)), *object_phrase(rng)]
+    return [
+        *head.words,
+        pronoun,
+        *inner,
+        *verb_group(rng, head, rng.choice(TRANSITIVE_VERBS)),
+        *object_phrase(rng),
+    ]
 
 
 def object_relative_clause(rng: random.Random) -> list[str]:

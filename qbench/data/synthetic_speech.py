@@ -157,7 +157,9 @@ def make_noise(kind: str, clean: np.ndarray, sample_rate: int, rng: np.random.Ge
         # Time-reversed, shifted copies of the utterance: speech spectrum and rhythm, no words.
         reversed_speech = clean[::-1].astype(np.float64)
         talkers = rng.integers(3, 7)
-        return sum(np.roll(reversed_speech, rng.integers(len(clean))) * rng.uniform(0.5, 1.0) for _ in range(talkers))
+        return sum(
+            np.roll(reversed_speech, rng.integers(len(clean))) * rng.uniform(0.5, 1.0) for _ in range(talkers)
+        )
     if kind == "white":
         return rng.standard_normal(len(clean))
     power_exponent = {"pink": 1.0, "brown": 2.0}[kind]
@@ -169,10 +171,9 @@ def make_noise(kind: str, clean: np.ndarray, sample_rate: int, rng: np.random.Ge
     return np.fft.irfft(spectrum, fft_length)[: len(clean)]
 
 
-def add_noise(clean: np.ndarray, snr_db: float, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
-    """``clean`` plus noise of a random kind, scaled so the whole-signal SNR is ``snr_db``."""
-    noise = make_noise(NOISE_KINDS[rng.integers(len(NOISE_KINDS))], clean, sample_rate, rng)
-    noise_power = np.mean(noise**2)
+def add_noise(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
+    """``clean`` plus ``noise`` scaled so that the whole-signal SNR is ``snr_db``."""
+    noise_power = np.mean(noise.astype(np.float64) ** 2)
     if noise_power == 0:  # babble made from an all-silent utterance
         return clean
     gain = np.sqrt(np.mean(clean.astype(np.float64) ** 2) / (noise_power * 10 ** (snr_db / 10)))
@@ -192,16 +193,17 @@ def _resampler(orig_freq: int, new_freq: int) -> torchaudio.transforms.Resample:
 
 def render_utterance(
     speech: np.ndarray, speech_rate: int, seed: int, cfg: SyntheticSpeechConfig
-) -> tuple[np.ndarray, np.ndarray]:
-    """eSpeak output -> (clean, noisy) float32 at the config's rate, before normalisation."""
+) -> np.ndarray:
+    """eSpeak output -> noisy float32 audio at the config's rate, before normalisation."""
     rng = np.random.default_rng(seed)
     clean = _resampler(speech_rate, cfg.sample_rate)(torch.from_numpy(speech)).numpy()
     lead, trail = (int(rng.uniform(*SILENCE_RANGE_S) * cfg.sample_rate) for _ in range(2))
     clean = np.pad(clean, (lead, trail))
-    return clean, add_noise(clean, rng.uniform(*cfg.snr_db), cfg.sample_rate, rng)
+    noise = make_noise(NOISE_KINDS[rng.integers(len(NOISE_KINDS))], clean, cfg.sample_rate, rng)
+    return add_noise(clean, noise, rng.uniform(*cfg.snr_db))
 
 
-def to_int16(audio: np.ndarray) -> np.ndarray:
+def normalise_to_int16(audio: np.ndarray) -> np.ndarray:
     peak = float(np.max(np.abs(audio), initial=0.0))
     scaled = audio * (PEAK_LEVEL / peak) if peak > 0 else audio
     return np.round(scaled * 32767).astype(np.int16)
@@ -212,8 +214,8 @@ def render_shard(plans: Sequence[UtterancePlan], cfg: SyntheticSpeechConfig) -> 
     requests = [espeak.SpeechRequest(plan.text, plan.voice.name, plan.rate, plan.pitch) for plan in plans]
     waveforms, speech_rate = espeak.synthesize_many(requests)
     return [
-        to_int16(render_utterance(waveform, speech_rate, plan.seed, cfg)[1])
-        for waveform, plan in zip(waveforms, plans)
+        normalise_to_int16(render_utterance(waveform, speech_rate, plan.seed, cfg))
+        for waveform, plan in zip(waveforms, plans, strict=True)
     ]
 
 
@@ -267,7 +269,7 @@ def _read_split(path: Path) -> list[Utterance]:
         return [
             Utterance(str(id_), str(text), audio[start:end], str(speaker))
             for id_, text, speaker, start, end in zip(
-                arrays["ids"], arrays["texts"], arrays["speakers"], offsets[:-1], offsets[1:]
+                arrays["ids"], arrays["texts"], arrays["speakers"], offsets[:-1], offsets[1:], strict=True
             )
         ]
 
@@ -287,7 +289,9 @@ def _generate(
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, disable=not progress) as bar:
         task = bar.add_task(f"synthetic-speech: synthesising {', '.join(splits)}", total=total)
-        for (split, _), rendered in zip(jobs, _render_shards([shard for _, shard in jobs], cfg, workers)):
+        for (split, _), rendered in zip(
+            jobs, _render_shards([shard for _, shard in jobs], cfg, workers), strict=True
+        ):
             waveforms[split].extend(rendered)
             bar.advance(task, len(rendered))
     directory.mkdir(parents=True, exist_ok=True)

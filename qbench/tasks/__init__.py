@@ -50,4 +50,8 @@ def build_task(recipe, cache_dir: Path, progress: bool = True) -> Task:
         from qbench.tasks.asr import ASRTask
 
         return ASRTask(recipe, cache_dir, progress=progress)
+    if recipe.task == "mt":
+        from qbench.tasks.mt import MTTask
+
+        return MTTask(recipe, cache_dir, progress=progress)
     raise ValueError(f"unknown task {recipe.task!r}")

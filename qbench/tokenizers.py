@@ -1,0 +1,60 @@
+"""Output units: characters, or sentencepiece subwords trained on the training transcripts.
+
+Id 0 is reserved (the CTC blank for ASR); unit ids start at 1.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import sentencepiece as spm
+
+from qbench.store import atomic_write_bytes
+
+
+class CharTokenizer:
+    units = (" ", "'", *"abcdefghijklmnopqrstuvwxyz")
+
+    def __init__(self) -> None:
+        self._ids = {c: i + 1 for i, c in enumerate(self.units)}
+
+    @property
+    def size(self) -> int:
+        return len(self.units) + 1
+
+    def encode(self, text: str) -> list[int]:
+        return [self._ids[c] for c in text if c in self._ids]
+
+    def decode(self, ids: list[int]) -> str:
+        return " ".join("".join(self.units[i - 1] for i in ids if i > 0).split())
+
+
+class SentencePieceTokenizer:
+    """A BPE model trained once per (texts, vocabulary size) and cached by its hash."""
+
+    def __init__(self, model_proto: bytes):
+        self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
+
+    @classmethod
+    def train(cls, texts: list[str], vocab_size: int, cache_file: Path) -> SentencePieceTokenizer:
+        if cache_file.is_file():
+            return cls(cache_file.read_bytes())
+        buf = io.BytesIO()
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(texts), model_writer=buf, vocab_size=vocab_size, model_type="bpe",
+            character_coverage=1.0, unk_id=0, bos_id=-1, eos_id=-1, num_threads=1, minloglevel=2,
+            hard_vocab_limit=False,
+        )
+        atomic_write_bytes(cache_file, buf.getvalue())
+        return cls(buf.getvalue())
+
+    @property
+    def size(self) -> int:
+        return self.sp.get_piece_size() + 1
+
+    def encode(self, text: str) -> list[int]:
+        return [i + 1 for i in self.sp.encode(text)]
+
+    def decode(self, ids: list[int]) -> str:
+        return " ".join(self.sp.decode([i - 1 for i in ids if i > 0]).split())
