@@ -26,6 +26,7 @@ from qbench.progress import console, make_progress
 from qbench.quant import QuantSpec, model_size_bits, parse_precision, quantize_, use_precision
 from qbench.quant.apply import original_name
 from qbench.recipe import Recipe, stable_hash
+from qbench.report import display_scale
 from qbench.store import RunDir, atomic_torch_save, load_checkpoint, record_results
 from qbench.tasks import Task, build_task
 
@@ -188,9 +189,11 @@ class Runner:
                     self.log(f"step {state.step} loss {loss.item():.4f} avg {running:.4f} "
                              f"grad_norm {grad_norm:.2f} lr {scheduler.get_last_lr()[0]:.2e} t {state.train_seconds:.1f}s")
                 if r.train.eval_every and state.step % r.train.eval_every == 0:
-                    res = task.evaluate(model, "valid", self.device, progress=False)
-                    state.curve.append({"step": state.step, "minutes": state.train_seconds / 60, res.metric: res.value})
-                    self.log(f"step {state.step} valid {res.metric} {res.value:.4f}")
+                    split = r.train.curve_split
+                    res = task.evaluate(model, split, self.device, progress=False)
+                    state.curve.append({"step": state.step, "minutes": state.train_seconds / 60, "split": split,
+                                        res.metric: res.value})
+                    self.log(f"step {state.step} {split} {res.metric} {res.value:.4f}")
                     t0 = time.perf_counter() - state.train_seconds  # evaluation is not training time
                 if state.step == warm and not state.quantized:
                     prefix = self.shared / f"float-{_training_key(r, float_until=warm)}.pt"
@@ -216,7 +219,7 @@ class Runner:
         for name in r.eval.precisions:
             precision = parse_precision(name, r.precisions)
             t0 = time.perf_counter()
-            with use_precision(state.model, precision, self.spec):
+            with use_precision(state.model, precision, self.spec, cache=True):
                 res = task.evaluate(state.model, "test", self.device)
             size = model_size_bits(state.model, precision, self.spec)
             per_precision[name] = {res.metric: res.value, **res.details, "size_bits": size["total_bits"],
@@ -230,7 +233,8 @@ class Runner:
                 "size_bits": size["total_bits"], "float32_bits": size["float32_bits"],
                 "extra": None, "run_dir": str(self.run.path), "created": time.time(),
             })
-            console.print(f"  {name:>10}: {res.metric} {100 * res.value:6.2f}%  ({size['total_bits'] / 8e6:.2f} MB packed)")
+            console.print(f"  {name:>10}: {res.metric} {display_scale(res.metric) * res.value:6.2f}  "
+                          f"({size['total_bits'] / 8e6:.2f} MB packed)")
         return {"per_precision": per_precision, "rows": rows}
 
     # -------------------------------------------------------------- the whole run

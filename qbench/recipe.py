@@ -156,7 +156,10 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(0.01, ge=0)
     grad_clip: float = Field(5.0, gt=0)
     checkpoint_every: int = Field(200, ge=1)
-    eval_every: int = Field(0, ge=0)  # 0: no validation curve during training
+    eval_every: int = Field(0, ge=0)  # 0: no learning curve during training
+    # The curve's split. "test" reports the unseen-voice metric against training minutes; it only
+    # draws the curve, nothing is selected on it.
+    curve_split: Literal["valid", "test"] = "valid"
     log_every: int = Field(25, ge=1)
 
 

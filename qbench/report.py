@@ -37,6 +37,14 @@ def filter_results(df: pd.DataFrame, suite: str | None = None, task: str | None 
     return df
 
 
+# Error rates are stored as fractions and shown as percentages; BLEU and chrF are already 0-100.
+_PERCENT_METRICS = ("wer", "cer")
+
+
+def display_scale(metric: str) -> float:
+    return 100.0 if metric in _PERCENT_METRICS else 1.0
+
+
 def _row_label(technique: str, train_bits: int, bits_vary: bool) -> str:
     if technique in ("float", "ptq") or not bits_vary:
         return technique
@@ -68,12 +76,14 @@ def leaderboard(df: pd.DataFrame) -> Leaderboard:
     precisions = sorted(g.precision.unique(), key=_precision_key)
     rows = sorted(g.row.unique(), key=lambda r: (_technique_key(g[g.row == r].technique.iloc[0]), r))
 
+    scale = display_scale(df.metric.iloc[0])
+
     def cell(sub: pd.DataFrame) -> str:
         if sub.empty:
             return "–"
         m, s, n = sub["mean"].iloc[0], sub["std"].iloc[0], sub["n"].iloc[0]
-        text = f"{100 * m:.2f}"
-        return text + (f" ± {100 * s:.2f}" if n > 1 and not math.isnan(s) else "")
+        text = f"{scale * m:.2f}"
+        return text + (f" ± {scale * s:.2f}" if n > 1 and not math.isnan(s) else "")
 
     table = pd.DataFrame(
         [[cell(g[(g.row == r) & (g.precision == p)]) for p in precisions] for r in rows],
@@ -85,8 +95,13 @@ def leaderboard(df: pd.DataFrame) -> Leaderboard:
     return Leaderboard(table, g.drop(columns="row").assign(row=g.row), df.metric.iloc[0], bool(df.higher_is_better.iloc[0]))
 
 
+def _unit(board: Leaderboard) -> str:
+    pct = " %" if board.metric in _PERCENT_METRICS else ""
+    return f"{board.metric.upper()}{pct}, {'higher' if board.higher_is_better else 'lower'} is better"
+
+
 def render(board: Leaderboard, fmt: str) -> str:
-    unit = f"{board.metric.upper()} % ({'higher' if board.higher_is_better else 'lower'} is better)"
+    unit = _unit(board)
     if fmt == "markdown":
         return f"{unit}; columns are the precision the model is evaluated at.\n\n" + board.table.to_markdown()
     if fmt == "csv":
@@ -99,8 +114,7 @@ def render(board: Leaderboard, fmt: str) -> str:
 def rich_table(board: Leaderboard, title: str):
     from rich.table import Table
 
-    t = Table(title=title, caption=f"{board.metric.upper()} %, {'higher' if board.higher_is_better else 'lower'} is better; "
-              "columns: evaluation precision")
+    t = Table(title=title, caption=f"{_unit(board)}; columns: evaluation precision")
     t.add_column("technique", style="bold")
     for c in board.table.columns:
         t.add_column(c, justify="right")

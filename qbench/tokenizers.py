@@ -1,6 +1,6 @@
 """Output units: characters, or sentencepiece subwords trained on the training transcripts.
 
-Id 0 is reserved (the CTC blank for ASR); unit ids start at 1.
+Id 0 is reserved (the CTC blank for ASR, padding for MT); unit ids start at 1.
 """
 
 from __future__ import annotations
@@ -31,20 +31,27 @@ class CharTokenizer:
 
 
 class SentencePieceTokenizer:
-    """A BPE model trained once per (texts, vocabulary size) and cached by its hash."""
+    """A BPE model trained once per (texts, vocabulary size) and cached by its hash.
+
+    With ``bos_eos=True`` (sequence-to-sequence targets) the model also reserves begin- and
+    end-of-sentence symbols; ``encode`` never adds them, the caller places them.
+    """
+
+    pad_id = 0
 
     def __init__(self, model_proto: bytes):
         self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
 
     @classmethod
-    def train(cls, texts: list[str], vocab_size: int, cache_file: Path) -> SentencePieceTokenizer:
+    def train(cls, texts: list[str], vocab_size: int, cache_file: Path, bos_eos: bool = False) -> SentencePieceTokenizer:
+        """Train on ``texts`` unless ``cache_file`` exists; its name must encode everything passed here."""
         if cache_file.is_file():
             return cls(cache_file.read_bytes())
         buf = io.BytesIO()
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(texts), model_writer=buf, vocab_size=vocab_size, model_type="bpe",
-            character_coverage=1.0, unk_id=0, bos_id=-1, eos_id=-1, num_threads=1, minloglevel=2,
-            hard_vocab_limit=False,
+            character_coverage=1.0, unk_id=0, bos_id=1 if bos_eos else -1, eos_id=2 if bos_eos else -1,
+            num_threads=1, minloglevel=2, hard_vocab_limit=False,
         )
         atomic_write_bytes(cache_file, buf.getvalue())
         return cls(buf.getvalue())
@@ -52,6 +59,18 @@ class SentencePieceTokenizer:
     @property
     def size(self) -> int:
         return self.sp.get_piece_size() + 1
+
+    @property
+    def bos_id(self) -> int:
+        if self.sp.bos_id() < 0:
+            raise ValueError("this sentencepiece model has no begin-of-sentence symbol (train with bos_eos=True)")
+        return self.sp.bos_id() + 1
+
+    @property
+    def eos_id(self) -> int:
+        if self.sp.eos_id() < 0:
+            raise ValueError("this sentencepiece model has no end-of-sentence symbol (train with bos_eos=True)")
+        return self.sp.eos_id() + 1
 
     def encode(self, text: str) -> list[int]:
         return [i + 1 for i in self.sp.encode(text)]
