@@ -80,11 +80,12 @@ def run(
         _fail(f"{len(failed)} run(s) failed: {', '.join(failed)} (see train.log in their run folders)", 1)
 
 
-def _print_board(results: Path, suite: str | None, task: str | None, technique: list[str] | None, fmt: Format) -> None:
+def _print_board(results: Path, suite: str | None, task: str | None, technique: list[str] | None, fmt: Format,
+                 metric: str | None = None) -> None:
     from qbench.report import filter_results, leaderboard, render, rich_table
     from qbench.store import read_results
 
-    df = filter_results(read_results(results), suite=suite, task=task, technique=technique)
+    df = filter_results(read_results(results), suite=suite, task=task, technique=technique, metric=metric)
     try:
         board = leaderboard(df)
     except ValueError as e:
@@ -100,11 +101,13 @@ def compare(
     suite: Annotated[str | None, typer.Option(help="Only this suite (the recipe's name).")] = None,
     task: Annotated[str | None, typer.Option(help="Only this task: asr or mt.")] = None,
     technique: Annotated[list[str] | None, typer.Option(help="Only these techniques (repeatable).")] = None,
+    metric: Annotated[str | None, typer.Option(help="Metric to show (default: the task's headline, WER or BLEU; "
+                                                "also cer, chrf).")] = None,
     format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
     results: ResultsOpt = Path("results"),
 ) -> None:
     """Leaderboard: rows are techniques, columns are evaluation precisions, cells the metric."""
-    _print_board(results, suite, task, technique, format)
+    _print_board(results, suite, task, technique, format, metric)
 
 
 @app.command()

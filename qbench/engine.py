@@ -226,13 +226,18 @@ class Runner:
                                    "float32_bits": size["float32_bits"], "eval_seconds": time.perf_counter() - t0}
             if r.eval.hypotheses:
                 self.run.write_hypotheses(name, res.rows)
-            rows.append({
+            # One index row per metric: the task's headline metric and its secondary ones (CER, chrF).
+            metrics = {res.metric: (res.value, res.higher_is_better, 1)}
+            for m, higher in getattr(task, "secondary_metrics", {}).items():
+                if m in res.details:
+                    metrics[m] = (res.details[m], higher, 0)
+            rows += [{
                 "run_id": r.run_id, "suite": self.suite, "task": r.task, "dataset": task.dataset,
                 "technique": r.quant.technique, "train_bits": r.quant.bits, "seed": r.seed, "precision": name,
-                "metric": res.metric, "value": res.value, "higher_is_better": int(res.higher_is_better),
+                "metric": m, "value": value, "higher_is_better": int(higher), "headline": headline,
                 "size_bits": size["total_bits"], "float32_bits": size["float32_bits"],
                 "extra": None, "run_dir": str(self.run.path), "created": time.time(),
-            })
+            } for m, (value, higher, headline) in metrics.items()]
             console.print(f"  {name:>10}: {res.metric} {display_scale(res.metric) * res.value:6.2f}  "
                           f"({size['total_bits'] / 8e6:.2f} MB packed)")
         return {"per_precision": per_precision, "rows": rows}

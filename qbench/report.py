@@ -23,9 +23,12 @@ def _technique_key(t: str) -> tuple[int, str]:
 
 
 def filter_results(df: pd.DataFrame, suite: str | None = None, task: str | None = None,
-                   technique: list[str] | None = None, dataset: str | None = None) -> pd.DataFrame:
+                   technique: list[str] | None = None, dataset: str | None = None,
+                   metric: str | None = None) -> pd.DataFrame:
+    """Select rows; without `metric`, each task's headline metric (WER, BLEU)."""
     if df.empty:
         return df
+    df = df[df.metric == metric] if metric else df[df.headline == 1]
     if suite:
         df = df[df.suite == suite]
     if task:

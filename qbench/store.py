@@ -4,7 +4,7 @@ Layout under the results root (default `results/`):
     runs/<suite>/<run-id>/   config.yaml, status.json, metrics.json, env.json, train.log,
                              hyp/<precision>.tsv, checkpoint.pt
     cache/                   data, features and shared training checkpoints
-    index.sqlite             one row per run x eval precision (WAL: several writers are safe)
+    index.sqlite             one row per run x eval precision x metric (WAL: several writers are safe)
 """
 
 from __future__ import annotations
@@ -151,12 +151,13 @@ CREATE TABLE IF NOT EXISTS results (
     metric TEXT NOT NULL,
     value REAL NOT NULL,
     higher_is_better INTEGER NOT NULL,
+    headline INTEGER NOT NULL DEFAULT 1,
     size_bits INTEGER,
     float32_bits INTEGER,
     extra TEXT,
     run_dir TEXT NOT NULL,
     created REAL NOT NULL,
-    PRIMARY KEY (run_id, suite, precision)
+    PRIMARY KEY (run_id, suite, precision, metric)
 )
 """
 
@@ -175,10 +176,10 @@ def index_path(root: Path) -> Path:
 
 
 def record_results(root: Path, rows: list[dict]) -> None:
-    """Insert or replace rows (one per run x precision) in one transaction."""
+    """Insert or replace rows (one per run x precision x metric) in one transaction."""
     cols = [
         "run_id", "suite", "task", "dataset", "technique", "train_bits", "seed", "precision", "metric",
-        "value", "higher_is_better", "size_bits", "float32_bits", "extra", "run_dir", "created",
+        "value", "higher_is_better", "headline", "size_bits", "float32_bits", "extra", "run_dir", "created",
     ]
     values = [tuple(r.get(c) for c in cols) for r in rows]
     with closing(_connect(index_path(root))) as con, con:

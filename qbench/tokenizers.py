@@ -43,7 +43,8 @@ class SentencePieceTokenizer:
         self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
 
     @classmethod
-    def train(cls, texts: list[str], vocab_size: int, cache_file: Path, bos_eos: bool = False) -> SentencePieceTokenizer:
+    def train(cls, texts: list[str], vocab_size: int, cache_file: Path,
+              bos_eos: bool = False) -> SentencePieceTokenizer:
         """Train on ``texts`` unless ``cache_file`` exists; its name must encode everything passed here."""
         if cache_file.is_file():
             return cls(cache_file.read_bytes())

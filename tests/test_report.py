@@ -14,7 +14,7 @@ def row(technique, precision, value, seed=0, suite="s", bits=4):
     return {
         "run_id": f"{technique}-{seed}", "suite": suite, "task": "asr", "dataset": "synthetic-speech",
         "technique": technique, "train_bits": bits, "seed": seed, "precision": precision, "metric": "wer",
-        "value": value, "higher_is_better": 0, "size_bits": {"float": 32000, "w8": 8400, "w4": 4400}[precision],
+        "value": value, "higher_is_better": 0, "headline": 1, "size_bits": {"float": 32000, "w8": 8400, "w4": 4400}[precision],
         "float32_bits": 32000, "extra": None, "run_dir": "x", "created": time.time(),
     }
 

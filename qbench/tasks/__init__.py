@@ -29,6 +29,7 @@ class Task(Protocol):
     name: str
     metric: str
     higher_is_better: bool
+    secondary_metrics: dict[str, bool]  # other metrics in EvalResult.details -> higher is better
     dataset: str
 
     def build_data(self) -> None: ...

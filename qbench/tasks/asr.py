@@ -107,6 +107,7 @@ class ASRTask:
     name = "asr"
     metric = "wer"
     higher_is_better = False
+    secondary_metrics = {"cer": False}  # name -> higher is better; recorded in the index beside WER
 
     def __init__(self, recipe: Recipe, cache_dir: Path, progress: bool = True):
         self.recipe = recipe

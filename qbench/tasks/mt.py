@@ -87,17 +87,20 @@ class TransformerMT(nn.Module):
         return self.transformer.encoder(self._embed(src), src_key_padding_mask=padding), padding
 
     def decode(self, tgt_in: torch.Tensor, memory: torch.Tensor, memory_padding: torch.Tensor) -> torch.Tensor:
-        """(B, T) decoder input -> logits (B, T, vocab). No target padding mask is needed: the causal
-        mask keeps real positions from seeing the padding after them, and padded positions are not scored."""
+        """(B, T) decoder input -> hidden states (B, T, d_model). No target padding mask is needed: the
+        causal mask keeps real positions from seeing the padding after them, and padding is not scored."""
         length = tgt_in.shape[1]
         causal = torch.ones(length, length, dtype=torch.bool, device=tgt_in.device).triu(1)
-        h = self.transformer.decoder(self._embed(tgt_in), memory, tgt_mask=causal, tgt_is_causal=True,
-                                     memory_key_padding_mask=memory_padding)
-        return F.linear(h, self.embed.weight)
+        return self.transformer.decoder(self._embed(tgt_in), memory, tgt_mask=causal, tgt_is_causal=True,
+                                        memory_key_padding_mask=memory_padding)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return F.linear(hidden, self.embed.weight)
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        """Training: logits (B, T, vocab) of every target position."""
         memory, padding = self.encode(src)
-        return self.decode(tgt_in, memory, padding)
+        return self.logits(self.decode(tgt_in, memory, padding))
 
 
 # ------------------------------------------------------------------ decoding
@@ -115,7 +118,7 @@ def gnmt_length_penalty(length: int, alpha: float) -> float:
 
 def _next_token_log_probs(model: TransformerMT, tokens: torch.Tensor, memory: torch.Tensor,
                           memory_padding: torch.Tensor, bos: int) -> torch.Tensor:
-    logits = model.decode(tokens, memory, memory_padding)[:, -1].float()
+    logits = model.logits(model.decode(tokens, memory, memory_padding)[:, -1]).float()
     logits[:, PAD] = logits[:, bos] = -math.inf  # never generated
     return logits.log_softmax(-1)
 
@@ -176,6 +179,8 @@ def beam_search(model: TransformerMT, src: torch.Tensor, bos: int, eos: int, max
                 continue
             at_limit = length >= limits[b]
             for score, beam, tok in zip(best_scores, best_origins, best_tokens, strict=True):
+                if score == -math.inf:  # a continuation of a beam that was never live (vocab < 2 * beam)
+                    continue
                 if tok == eos or at_limit:
                     seq = history[b * k + beam] + ([] if tok == eos else [tok])
                     finished[b].append((score / penalty, seq))
@@ -213,6 +218,7 @@ class MTTask:
     name = "mt"
     metric = "bleu"
     higher_is_better = True
+    secondary_metrics = {"chrf": True}  # name -> higher is better; recorded in the index beside BLEU
 
     def __init__(self, recipe: Recipe, cache_dir: Path, progress: bool = True):
         self.recipe = recipe
