@@ -11,9 +11,10 @@ RESULTS ?= results
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
-	@touch $(STAMP)
+	@start=$$(date +%s); \
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); \
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]" && \
+	touch $(STAMP) && echo "installed in $$(( $$(date +%s) - start )) s"
 
 demo: setup
 	$(BIN)/qbench run recipes/demo.yaml --results $(RESULTS)

@@ -1,3 +1,4 @@
 from qbench.cli import main
 
-main()
+if __name__ == "__main__":  # guard: data generation starts worker processes with "spawn"
+    main()

@@ -23,7 +23,9 @@ app = typer.Typer(
 
 ResultsOpt = Annotated[
     Path,
-    typer.Option("--results", help="Results root: run folders, caches and index.sqlite.", envvar="QBENCH_RESULTS"),
+    typer.Option(
+        "--results", help="Results root: run folders, caches and index.sqlite.", envvar="QBENCH_RESULTS"
+    ),
 ]
 
 
@@ -42,7 +44,9 @@ def _fail(msg: str, code: int) -> None:
 @app.command()
 def run(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML file (a single run or a grid of runs).")],
-    set_: Annotated[list[str], typer.Option("--set", help="Override a key, e.g. --set train.steps=200 (repeatable).")] = [],  # noqa: B006
+    set_: Annotated[
+        list[str], typer.Option("--set", help="Override a key, e.g. --set train.steps=200 (repeatable).")
+    ] = [],  # noqa: B006
     device: Annotated[str, typer.Option(help="auto (CUDA if present), cpu, cuda or cuda:N.")] = "auto",
     results: ResultsOpt = Path("results"),
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
@@ -56,6 +60,7 @@ def run(
         _fail(str(e), 2)
     import torch
 
+    from qbench.data import DataError
     from qbench.device import resolve_device
     from qbench.engine import TrainingDiverged, run_recipe
 
@@ -65,23 +70,42 @@ def run(
         _fail(str(e), 2)
     if dev.type == "cpu" and "QBENCH_THREADS" in os.environ:
         torch.set_num_threads(int(os.environ["QBENCH_THREADS"]))
-    console.print(f"[bold]{suite.name}[/bold]: {len(suite.runs)} run(s) on {dev} -> {results}/runs/{suite.name}")
+    console.print(
+        f"[bold]{suite.name}[/bold]: {len(suite.runs)} run(s) on {dev} -> {results}/runs/{suite.name}"
+    )
     failed = []
+    spent = {"data_seconds": 0.0, "train_wall_seconds": 0.0, "eval_seconds": 0.0}
     t0 = time.perf_counter()
     for r in suite.runs:
         try:
-            run_recipe(r, suite.name, results, dev, progress=progress)
+            m = run_recipe(r, suite.name, results, dev, progress=progress)
         except TrainingDiverged as e:
             console.print(f"[red]{r.run_id} failed:[/red] {e}")
             failed.append(r.run_id)
-    console.print(f"finished in {(time.perf_counter() - t0) / 60:.1f} min")
+            continue
+        except DataError as e:  # unusable data: nothing was trained; the message names file and line
+            _fail(str(e), 2)
+        if m.get("skipped"):
+            continue
+        for k in spent:
+            spent[k] += m["timings"].get(k, 0.0)
+    console.print(
+        f"finished in {(time.perf_counter() - t0) / 60:.1f} min: data {spent['data_seconds']:.0f} s, "
+        f"training {spent['train_wall_seconds']:.0f} s, evaluation {spent['eval_seconds']:.0f} s"
+    )
     _print_board(results, suite.name, None, None, Format.table)
     if failed:
         _fail(f"{len(failed)} run(s) failed: {', '.join(failed)} (see train.log in their run folders)", 1)
 
 
-def _print_board(results: Path, suite: str | None, task: str | None, technique: list[str] | None, fmt: Format,
-                 metric: str | None = None) -> None:
+def _print_board(
+    results: Path,
+    suite: str | None,
+    task: str | None,
+    technique: list[str] | None,
+    fmt: Format,
+    metric: str | None = None,
+) -> None:
     from qbench.report import filter_results, leaderboard, render, rich_table
     from qbench.store import read_results
 
@@ -101,8 +125,10 @@ def compare(
     suite: Annotated[str | None, typer.Option(help="Only this suite (the recipe's name).")] = None,
     task: Annotated[str | None, typer.Option(help="Only this task: asr or mt.")] = None,
     technique: Annotated[list[str] | None, typer.Option(help="Only these techniques (repeatable).")] = None,
-    metric: Annotated[str | None, typer.Option(help="Metric to show (default: the task's headline, WER or BLEU; "
-                                                "also cer, chrf).")] = None,
+    metric: Annotated[
+        str | None,
+        typer.Option(help="Metric to show (default: the task's headline, WER or BLEU; also cer, chrf)."),
+    ] = None,
     format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
     results: ResultsOpt = Path("results"),
 ) -> None:

@@ -37,7 +37,9 @@ class TrainingDiverged(RuntimeError):
 
 def quant_spec(recipe: Recipe) -> QuantSpec:
     q = recipe.quant
-    return QuantSpec(technique=q.technique, bits=q.bits, granularity=q.granularity, k=q.k, p=q.p, c=q.c, noise=q.noise)
+    return QuantSpec(
+        technique=q.technique, bits=q.bits, granularity=q.granularity, k=q.k, p=q.p, c=q.c, noise=q.noise
+    )
 
 
 def trains_quantized(recipe: Recipe) -> bool:
@@ -118,7 +120,9 @@ class TrainState:
 class Runner:
     """Runs one recipe (one grid point) into its run directory."""
 
-    def __init__(self, recipe: Recipe, suite: str, results: Path, device: torch.device, progress: bool = True):
+    def __init__(
+        self, recipe: Recipe, suite: str, results: Path, device: torch.device, progress: bool = True
+    ):
         self.recipe = recipe
         self.suite = suite
         self.results = results
@@ -164,7 +168,9 @@ class Runner:
         qat_start = warm if trains_quantized(r) else None
         model.train()
         with make_progress(enabled=self.progress) as bar:
-            task_id = bar.add_task(f"train {self.run.recipe.run_id}", total=r.train.steps, completed=state.step, info="")
+            task_id = bar.add_task(
+                f"train {self.run.recipe.run_id}", total=r.train.steps, completed=state.step, info=""
+            )
             t0 = time.perf_counter() - state.train_seconds
             running = None
             while state.step < r.train.steps:
@@ -186,13 +192,21 @@ class Runner:
                 running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
                 bar.update(task_id, completed=state.step, info=f"loss {running:.3f}")
                 if state.step % r.train.log_every == 0:
-                    self.log(f"step {state.step} loss {loss.item():.4f} avg {running:.4f} "
-                             f"grad_norm {grad_norm:.2f} lr {scheduler.get_last_lr()[0]:.2e} t {state.train_seconds:.1f}s")
+                    self.log(
+                        f"step {state.step} loss {loss.item():.4f} avg {running:.4f} "
+                        f"grad_norm {grad_norm:.2f} lr {scheduler.get_last_lr()[0]:.2e} t {state.train_seconds:.1f}s"
+                    )
                 if r.train.eval_every and state.step % r.train.eval_every == 0:
                     split = r.train.curve_split
                     res = task.evaluate(model, split, self.device, progress=False)
-                    state.curve.append({"step": state.step, "minutes": state.train_seconds / 60, "split": split,
-                                        res.metric: res.value})
+                    state.curve.append(
+                        {
+                            "step": state.step,
+                            "minutes": state.train_seconds / 60,
+                            "split": split,
+                            res.metric: res.value,
+                        }
+                    )
                     self.log(f"step {state.step} {split} {res.metric} {res.value:.4f}")
                     t0 = time.perf_counter() - state.train_seconds  # evaluation is not training time
                 if state.step == warm and not state.quantized:
@@ -222,8 +236,13 @@ class Runner:
             with use_precision(state.model, precision, self.spec, cache=True):
                 res = task.evaluate(state.model, "test", self.device)
             size = model_size_bits(state.model, precision, self.spec)
-            per_precision[name] = {res.metric: res.value, **res.details, "size_bits": size["total_bits"],
-                                   "float32_bits": size["float32_bits"], "eval_seconds": time.perf_counter() - t0}
+            per_precision[name] = {
+                res.metric: res.value,
+                **res.details,
+                "size_bits": size["total_bits"],
+                "float32_bits": size["float32_bits"],
+                "eval_seconds": time.perf_counter() - t0,
+            }
             if r.eval.hypotheses:
                 self.run.write_hypotheses(name, res.rows)
             # One index row per metric: the task's headline metric and its secondary ones (CER, chrF).
@@ -231,23 +250,40 @@ class Runner:
             for m, higher in getattr(task, "secondary_metrics", {}).items():
                 if m in res.details:
                     metrics[m] = (res.details[m], higher, 0)
-            rows += [{
-                "run_id": r.run_id, "suite": self.suite, "task": r.task, "dataset": task.dataset,
-                "technique": r.quant.technique, "train_bits": r.quant.bits, "seed": r.seed, "precision": name,
-                "metric": m, "value": value, "higher_is_better": int(higher), "headline": headline,
-                "size_bits": size["total_bits"], "float32_bits": size["float32_bits"],
-                "extra": None, "run_dir": str(self.run.path), "created": time.time(),
-            } for m, (value, higher, headline) in metrics.items()]
-            console.print(f"  {name:>10}: {res.metric} {display_scale(res.metric) * res.value:6.2f}  "
-                          f"({size['total_bits'] / 8e6:.2f} MB packed)")
+            rows += [
+                {
+                    "run_id": r.run_id,
+                    "suite": self.suite,
+                    "task": r.task,
+                    "dataset": task.dataset,
+                    "technique": r.quant.technique,
+                    "train_bits": r.quant.bits,
+                    "seed": r.seed,
+                    "precision": name,
+                    "metric": m,
+                    "value": value,
+                    "higher_is_better": int(higher),
+                    "headline": headline,
+                    "size_bits": size["total_bits"],
+                    "float32_bits": size["float32_bits"],
+                    "extra": None,
+                    "run_dir": str(self.run.path),
+                    "created": time.time(),
+                }
+                for m, (value, higher, headline) in metrics.items()
+            ]
+            console.print(
+                f"  {name:>10}: {res.metric} {display_scale(res.metric) * res.value:6.2f}  "
+                f"({size['total_bits'] / 8e6:.2f} MB packed)"
+            )
         return {"per_precision": per_precision, "rows": rows}
 
     # -------------------------------------------------------------- the whole run
 
-    def execute(self, task: Task) -> dict:
+    def execute(self, task: Task, data_seconds: float = 0.0) -> dict:
         r = self.recipe
         self.run.start(self.device)
-        timings: dict[str, float] = {}
+        timings: dict[str, float] = {"data_seconds": data_seconds}
         try:
             t0 = time.perf_counter()
             state = self.train(task)
@@ -264,9 +300,16 @@ class Runner:
             self.run.set_status("interrupted", reason=f"{type(e).__name__}: {e}")
             raise
         metrics = {
-            "run_id": r.run_id, "suite": self.suite, "task": r.task, "technique": r.quant.technique,
-            "train_bits": r.quant.bits, "seed": r.seed, "steps": state.step,
-            "train_seconds": state.train_seconds, "timings": timings, "curve": state.curve,
+            "run_id": r.run_id,
+            "suite": self.suite,
+            "task": r.task,
+            "technique": r.quant.technique,
+            "train_bits": r.quant.bits,
+            "seed": r.seed,
+            "steps": state.step,
+            "train_seconds": state.train_seconds,
+            "timings": timings,
+            "curve": state.curve,
             "precisions": ev["per_precision"],
         }
         self.run.write_metrics(metrics)
@@ -275,15 +318,25 @@ class Runner:
         return metrics
 
 
-def run_recipe(recipe: Recipe, suite: str, results: Path, device: torch.device, task: Task | None = None,
-               progress: bool = True) -> dict:
+def run_recipe(
+    recipe: Recipe,
+    suite: str,
+    results: Path,
+    device: torch.device,
+    task: Task | None = None,
+    progress: bool = True,
+) -> dict:
     """Run one grid point unless it already finished; returns its metrics."""
     runner = Runner(recipe, suite, results, device, progress=progress)
     if runner.run.status().get("state") == "done":
         console.print(f"[dim]{recipe.run_id}: done, skipped[/dim]")
-        return runner.run.metrics()
+        return {**runner.run.metrics(), "skipped": True}
+    t0 = time.perf_counter()
     if task is None:
         task = build_task(recipe, results / "cache", progress=progress)
         task.build_data()
-    console.print(f"[bold]{recipe.run_id}[/bold] ({recipe.quant.technique}, {recipe.quant.bits}-bit, seed {recipe.seed})")
-    return runner.execute(task)
+    data_seconds = time.perf_counter() - t0
+    console.print(
+        f"[bold]{recipe.run_id}[/bold] ({recipe.quant.technique}, {recipe.quant.bits}-bit, seed {recipe.seed})"
+    )
+    return runner.execute(task, data_seconds)

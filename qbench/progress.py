@@ -6,7 +6,14 @@ from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 T = TypeVar("T")
 console = Console(stderr=True)
@@ -14,13 +21,21 @@ console = Console(stderr=True)
 
 def make_progress(transient: bool = False, enabled: bool = True) -> Progress:
     return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-        console=console, transient=transient, disable=not enabled,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+        transient=transient,
+        disable=not enabled,
     )
 
 
-def progress_bar(items: Iterable[T], description: str, enabled: bool = True, total: int | None = None) -> Iterator[T]:
+def progress_bar(
+    items: Iterable[T], description: str, enabled: bool = True, total: int | None = None
+) -> Iterator[T]:
     """Iterate with a transient bar (nothing printed when disabled or not on a terminal)."""
     if not enabled or not console.is_terminal:
         yield from items

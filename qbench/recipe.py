@@ -78,7 +78,9 @@ class ParallelData(_Strict):
     max_line_chars: int = Field(1000, ge=1)
 
 
-DataConfig = Annotated[SyntheticSpeechData | SyntheticMTData | Multi30kData | ParallelData, Field(discriminator="source")]
+DataConfig = Annotated[
+    SyntheticSpeechData | SyntheticMTData | Multi30kData | ParallelData, Field(discriminator="source")
+]
 DATA_SOURCES = {"asr": ("synthetic-speech",), "mt": ("synthetic-mt", "multi30k", "parallel")}
 
 
@@ -129,8 +131,12 @@ class ConformerCTCConfig(_Strict):
 ModelConfig = Annotated[ConformerCTCConfig | TransformerConfig, Field(discriminator="arch")]
 ARCHS = {"asr": "conformer-ctc", "mt": "transformer"}
 _TAGGED_FIELD = {
-    SyntheticSpeechData: "source", SyntheticMTData: "source", Multi30kData: "source", ParallelData: "source",
-    ConformerCTCConfig: "arch", TransformerConfig: "arch",
+    SyntheticSpeechData: "source",
+    SyntheticMTData: "source",
+    Multi30kData: "source",
+    ParallelData: "source",
+    ConformerCTCConfig: "arch",
+    TransformerConfig: "arch",
 }
 
 
@@ -186,10 +192,20 @@ class Recipe(_Strict):
         """Checks that span sections, as (location, message) so errors still point at a line."""
         errors = []
         if self.data.source not in DATA_SOURCES[self.task]:
-            errors.append((("data", "source"), f"{self.data.source!r} is not a {self.task} data source "
-                           f"(one of {', '.join(DATA_SOURCES[self.task])})"))
+            errors.append(
+                (
+                    ("data", "source"),
+                    f"{self.data.source!r} is not a {self.task} data source "
+                    f"(one of {', '.join(DATA_SOURCES[self.task])})",
+                )
+            )
         if self.model.arch != ARCHS[self.task]:
-            errors.append((("model", "arch"), f"{self.model.arch!r} is not a {self.task} model (use {ARCHS[self.task]!r})"))
+            errors.append(
+                (
+                    ("model", "arch"),
+                    f"{self.model.arch!r} is not a {self.task} model (use {ARCHS[self.task]!r})",
+                )
+            )
         known = ["float", *(f"w{b}" for b in range(2, 9)), *self.precisions]
         for i, p in enumerate(self.eval.precisions):
             try:
@@ -198,9 +214,13 @@ class Recipe(_Strict):
                 errors.append((("eval", "precisions", i), f"{e}{_nearest(p, known)}"))
         q = self.quant
         if q.technique not in ("float", "ptq") and q.float_warmup_steps >= self.train.steps:
-            errors.append((("quant", "float_warmup_steps"),
-                           f"{q.float_warmup_steps} must be below train.steps ({self.train.steps}), "
-                           "or no step would be quantization-aware"))
+            errors.append(
+                (
+                    ("quant", "float_warmup_steps"),
+                    f"{q.float_warmup_steps} must be below train.steps ({self.train.steps}), "
+                    "or no step would be quantization-aware",
+                )
+            )
         return errors
 
     def config_hash(self) -> str:
@@ -296,7 +316,9 @@ def _nearest(word: Any, options: list[str]) -> str:
     return f" (did you mean '{match[0]}'?)" if match else ""
 
 
-def _format_error(err: dict, source: str, lines: dict[tuple, int], overrides: dict[str, str], data: dict) -> str:
+def _format_error(
+    err: dict, source: str, lines: dict[tuple, int], overrides: dict[str, str], data: dict
+) -> str:
     loc, _ = _strip_tags(tuple(err["loc"]))
     dotted = ".".join(str(p) for p in loc) or "(top level)"
     if dotted in overrides:

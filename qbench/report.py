@@ -22,9 +22,14 @@ def _technique_key(t: str) -> tuple[int, str]:
     return (TECHNIQUES.index(t) if t in TECHNIQUES else len(TECHNIQUES), t)
 
 
-def filter_results(df: pd.DataFrame, suite: str | None = None, task: str | None = None,
-                   technique: list[str] | None = None, dataset: str | None = None,
-                   metric: str | None = None) -> pd.DataFrame:
+def filter_results(
+    df: pd.DataFrame,
+    suite: str | None = None,
+    task: str | None = None,
+    technique: list[str] | None = None,
+    dataset: str | None = None,
+    metric: str | None = None,
+) -> pd.DataFrame:
     """Select rows; without `metric`, each task's headline metric (WER, BLEU)."""
     if df.empty:
         return df
@@ -71,9 +76,14 @@ def leaderboard(df: pd.DataFrame) -> Leaderboard:
     if len(metrics) > 1:
         raise ValueError(f"results mix metrics {sorted(metrics)}: filter with --task or --suite")
     bits_vary = df[~df.technique.isin(["float", "ptq"])].train_bits.nunique() > 1
-    df = df.assign(row=[_row_label(t, b, bits_vary) for t, b in zip(df.technique, df.train_bits, strict=True)])
+    df = df.assign(
+        row=[_row_label(t, b, bits_vary) for t, b in zip(df.technique, df.train_bits, strict=True)]
+    )
     g = df.groupby(["row", "technique", "precision"], as_index=False).agg(
-        mean=("value", "mean"), std=("value", "std"), n=("value", "size"), size_bits=("size_bits", "median"),
+        mean=("value", "mean"),
+        std=("value", "std"),
+        n=("value", "size"),
+        size_bits=("size_bits", "median"),
         float32_bits=("float32_bits", "median"),
     )
     precisions = sorted(g.precision.unique(), key=_precision_key)
@@ -90,12 +100,15 @@ def leaderboard(df: pd.DataFrame) -> Leaderboard:
 
     table = pd.DataFrame(
         [[cell(g[(g.row == r) & (g.precision == p)]) for p in precisions] for r in rows],
-        index=pd.Index(rows, name="technique"), columns=precisions,
+        index=pd.Index(rows, name="technique"),
+        columns=precisions,
     )
     sizes = g.groupby("precision").size_bits.median()
     f32 = g.float32_bits.median()
     table.loc["packed size"] = [f"{sizes[p] / 8e6:.2f} MB ({f32 / sizes[p]:.1f}x)" for p in precisions]
-    return Leaderboard(table, g.drop(columns="row").assign(row=g.row), df.metric.iloc[0], bool(df.higher_is_better.iloc[0]))
+    return Leaderboard(
+        table, g.drop(columns="row").assign(row=g.row), df.metric.iloc[0], bool(df.higher_is_better.iloc[0])
+    )
 
 
 def _unit(board: Leaderboard) -> str:
@@ -141,8 +154,10 @@ class CheckOutcome:
         if self.actual is None:
             return f"MISSING     {what}: no result in the index (baseline {e['value']:.4f})"
         delta = self.actual - e["value"]
-        return (f"{self.status.upper():<11} {what}: {self.actual:.4f} vs baseline {e['value']:.4f} "
-                f"({delta:+.4f}, tolerance {e['tolerance']:.4f})")
+        return (
+            f"{self.status.upper():<11} {what}: {self.actual:.4f} vs baseline {e['value']:.4f} "
+            f"({delta:+.4f}, tolerance {e['tolerance']:.4f})"
+        )
 
 
 def load_baseline(path: Path) -> list[dict]:
@@ -166,16 +181,30 @@ def load_baseline(path: Path) -> list[dict]:
 def check(df: pd.DataFrame, entries: list[dict]) -> list[CheckOutcome]:
     out = []
     for e in entries:
-        sub = df[(df.suite == e["suite"]) & (df.technique == e["technique"]) & (df.precision == e["precision"])
-                 & (df.metric == e["metric"])] if not df.empty else df
+        sub = (
+            df[
+                (df.suite == e["suite"])
+                & (df.technique == e["technique"])
+                & (df.precision == e["precision"])
+                & (df.metric == e["metric"])
+            ]
+            if not df.empty
+            else df
+        )
         if "train_bits" in e and not sub.empty:
             sub = sub[sub.train_bits == e["train_bits"]]
         if sub.empty:
             out.append(CheckOutcome(e, None, "missing"))
             continue
         actual = float(sub.value.mean())
-        better = actual - e["value"] if e.get("higher_is_better", sub.higher_is_better.iloc[0]) else e["value"] - actual
-        status = "regression" if better < -e["tolerance"] else "improvement" if better > e["tolerance"] else "ok"
+        better = (
+            actual - e["value"]
+            if e.get("higher_is_better", sub.higher_is_better.iloc[0])
+            else e["value"] - actual
+        )
+        status = (
+            "regression" if better < -e["tolerance"] else "improvement" if better > e["tolerance"] else "ok"
+        )
         out.append(CheckOutcome(e, actual, status))
     return out
 
@@ -185,9 +214,19 @@ def baseline_from(df: pd.DataFrame, suite: str, tolerance: float) -> dict:
     if sub.empty:
         raise ValueError(f"no results for suite {suite!r} in the index")
     g = sub.groupby(["technique", "precision", "metric"], as_index=False).agg(
-        value=("value", "mean"), higher_is_better=("higher_is_better", "first"))
-    return {"entries": [
-        {"suite": suite, "technique": r.technique, "precision": r.precision, "metric": r.metric,
-         "value": round(float(r.value), 4), "tolerance": tolerance, "higher_is_better": bool(r.higher_is_better)}
-        for r in g.itertuples()
-    ]}
+        value=("value", "mean"), higher_is_better=("higher_is_better", "first")
+    )
+    return {
+        "entries": [
+            {
+                "suite": suite,
+                "technique": r.technique,
+                "precision": r.precision,
+                "metric": r.metric,
+                "value": round(float(r.value), 4),
+                "tolerance": tolerance,
+                "higher_is_better": bool(r.higher_is_better),
+            }
+            for r in g.itertuples()
+        ]
+    }

@@ -69,7 +69,10 @@ def load_checkpoint(path: Path) -> dict:
 def git_commit() -> str | None:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
             cwd=Path(__file__).resolve().parent,
         )
         return out.stdout.strip() or None
@@ -178,8 +181,23 @@ def index_path(root: Path) -> Path:
 def record_results(root: Path, rows: list[dict]) -> None:
     """Insert or replace rows (one per run x precision x metric) in one transaction."""
     cols = [
-        "run_id", "suite", "task", "dataset", "technique", "train_bits", "seed", "precision", "metric",
-        "value", "higher_is_better", "headline", "size_bits", "float32_bits", "extra", "run_dir", "created",
+        "run_id",
+        "suite",
+        "task",
+        "dataset",
+        "technique",
+        "train_bits",
+        "seed",
+        "precision",
+        "metric",
+        "value",
+        "higher_is_better",
+        "headline",
+        "size_bits",
+        "float32_bits",
+        "extra",
+        "run_dir",
+        "created",
     ]
     values = [tuple(r.get(c) for c in cols) for r in rows]
     with closing(_connect(index_path(root))) as con, con:

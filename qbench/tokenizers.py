@@ -43,16 +43,25 @@ class SentencePieceTokenizer:
         self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
 
     @classmethod
-    def train(cls, texts: list[str], vocab_size: int, cache_file: Path,
-              bos_eos: bool = False) -> SentencePieceTokenizer:
+    def train(
+        cls, texts: list[str], vocab_size: int, cache_file: Path, bos_eos: bool = False
+    ) -> SentencePieceTokenizer:
         """Train on ``texts`` unless ``cache_file`` exists; its name must encode everything passed here."""
         if cache_file.is_file():
             return cls(cache_file.read_bytes())
         buf = io.BytesIO()
         spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(texts), model_writer=buf, vocab_size=vocab_size, model_type="bpe",
-            character_coverage=1.0, unk_id=0, bos_id=1 if bos_eos else -1, eos_id=2 if bos_eos else -1,
-            num_threads=1, minloglevel=2, hard_vocab_limit=False,
+            sentence_iterator=iter(texts),
+            model_writer=buf,
+            vocab_size=vocab_size,
+            model_type="bpe",
+            character_coverage=1.0,
+            unk_id=0,
+            bos_id=1 if bos_eos else -1,
+            eos_id=2 if bos_eos else -1,
+            num_threads=1,
+            minloglevel=2,
+            hard_vocab_limit=False,
         )
         atomic_write_bytes(cache_file, buf.getvalue())
         return cls(buf.getvalue())
@@ -64,13 +73,13 @@ class SentencePieceTokenizer:
     @property
     def bos_id(self) -> int:
         if self.sp.bos_id() < 0:
-            raise ValueError("this sentencepiece model has no begin-of-sentence symbol (train with bos_eos=True)")
+            raise ValueError("this sentencepiece model has no begin-of-sentence symbol (train with bos_eos)")
         return self.sp.bos_id() + 1
 
     @property
     def eos_id(self) -> int:
         if self.sp.eos_id() < 0:
-            raise ValueError("this sentencepiece model has no end-of-sentence symbol (train with bos_eos=True)")
+            raise ValueError("this sentencepiece model has no end-of-sentence symbol (train with bos_eos)")
         return self.sp.eos_id() + 1
 
     def encode(self, text: str) -> list[int]:

@@ -2,6 +2,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 TINY = """\
 name: tiny
@@ -18,6 +19,16 @@ eval: {{precisions: [float, w8, w4], batch_size: 4}}
 def tiny_recipe(path: Path, technique: str = "rand", steps: int = 12, warmup: int = 5, ckpt: int = 4) -> Path:
     path.write_text(TINY.format(technique=technique, steps=steps, warmup=warmup, ckpt=ckpt))
     return path
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy machine OpenMP's spin-waiting makes
+    them many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
@@ -44,4 +55,3 @@ def data_dir() -> Path:
     if not d or not Path(d).is_dir():
         pytest.skip("QBENCH_DATA is unset or missing (.ci/run sets it to ../shared/data)")
     return Path(d)
-

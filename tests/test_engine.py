@@ -28,8 +28,17 @@ def test_run_writes_run_dir_and_index(tmp_path, results):
     recipe = load_suite(tiny_recipe(tmp_path / "r.yaml")).runs[0]
     m = run_recipe(recipe, "tiny", results, CPU, progress=False)
     run = results / "runs" / "tiny" / recipe.run_id
-    for f in ("config.yaml", "metrics.json", "env.json", "status.json", "checkpoint.pt", "train.log",
-              "hyp/float.tsv", "hyp/w8.tsv", "hyp/w4.tsv"):
+    for f in (
+        "config.yaml",
+        "metrics.json",
+        "env.json",
+        "status.json",
+        "checkpoint.pt",
+        "train.log",
+        "hyp/float.tsv",
+        "hyp/w8.tsv",
+        "hyp/w4.tsv",
+    ):
         assert (run / f).is_file(), f
     assert json.loads((run / "status.json").read_text())["state"] == "done"
     env = json.loads((run / "env.json").read_text())
@@ -73,7 +82,9 @@ def test_interrupted_run_resumes_to_identical_metrics(tmp_path, results, monkeyp
     for p in ("float", "w8", "w4"):
         assert resumed["precisions"][p]["wer"] == expected["precisions"][p]["wer"]
         assert resumed["precisions"][p]["cer"] == expected["precisions"][p]["cer"]
-    assert (run / "hyp/w4.tsv").read_text() == (reference / "runs/tiny" / recipe.run_id / "hyp/w4.tsv").read_text()
+    assert (run / "hyp/w4.tsv").read_text() == (
+        reference / "runs/tiny" / recipe.run_id / "hyp/w4.tsv"
+    ).read_text()
 
 
 def test_killed_process_resumes_with_same_command(tmp_path, results):
@@ -99,9 +110,13 @@ def test_killed_process_resumes_with_same_command(tmp_path, results):
     (fresh / "cache").mkdir(parents=True)
     for name in ("synthetic-speech", "features"):
         (fresh / "cache" / name).symlink_to((results / "cache" / name).resolve())
-    subprocess.run([*cmd[:-3], "--results", str(fresh), "--no-progress"], env=env, check=True, capture_output=True)
+    subprocess.run(
+        [*cmd[:-3], "--results", str(fresh), "--no-progress"], env=env, check=True, capture_output=True
+    )
     for p in ("float", "w8", "w4"):
-        assert (run / f"hyp/{p}.tsv").read_text() == (fresh / "runs/tiny" / recipe.run_id / f"hyp/{p}.tsv").read_text()
+        assert (run / f"hyp/{p}.tsv").read_text() == (
+            fresh / "runs/tiny" / recipe.run_id / f"hyp/{p}.tsv"
+        ).read_text()
 
 
 def test_techniques_share_float_warmup_and_ptq_reuses_float(tmp_path, results):
@@ -134,7 +149,9 @@ def test_nan_loss_marks_run_failed(tmp_path, results, monkeypatch):
     from qbench.tasks.asr import ASRTask
 
     original = ASRTask.loss
-    monkeypatch.setattr(ASRTask, "loss", lambda self, model, batch: original(self, model, batch) * float("nan"))
+    monkeypatch.setattr(
+        ASRTask, "loss", lambda self, model, batch: original(self, model, batch) * float("nan")
+    )
     with pytest.raises(TrainingDiverged, match="at step 0"):
         run_recipe(recipe, "tiny", results, CPU, progress=False)
     status = json.loads((results / "runs/tiny" / recipe.run_id / "status.json").read_text())
@@ -151,4 +168,3 @@ def test_cli_run_then_compare_and_skip(tmp_path, results):
     out = CliRunner().invoke(app, ["compare", "--results", str(results), "--format", "csv"])
     assert out.exit_code == 0
     assert "rand" in out.output and "w4" in out.output
-

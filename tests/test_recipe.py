@@ -42,7 +42,9 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_good_recipe_expands_grid_with_distinct_ids(tmp_path):
     suite = load_suite(write(tmp_path, GOOD))
     assert len(suite.runs) == 6
-    assert {(r.quant.technique, r.seed) for r in suite.runs} == {(t, s) for t in ("float", "ste", "rand") for s in (0, 1)}
+    assert {(r.quant.technique, r.seed) for r in suite.runs} == {
+        (t, s) for t in ("float", "ste", "rand") for s in (0, 1)
+    }
     assert len({r.run_id for r in suite.runs}) == 6
     assert suite.runs[0].model.d_model == 16
 
@@ -58,12 +60,28 @@ def test_set_override_changes_value_and_id(tmp_path):
 CASES = [
     # (replace this, with this, expected fragments of the message)
     ("  bits: 4\n", "  bits: 3.5\n", ["recipe.yaml:11", "quant.bits", "integer", "3.5"]),
-    ("[float, ste, rand]", "[float, ste, rnad]", ["recipe.yaml:20", "quant.technique", "did you mean 'rand'"]),
+    (
+        "[float, ste, rand]",
+        "[float, ste, rnad]",
+        ["recipe.yaml:20", "quant.technique", "did you mean 'rand'"],
+    ),
     ("  steps: 10\n", "  steps: -5\n", ["recipe.yaml:13", "train.steps", "greater than or equal to 1", "-5"]),
-    ("  layers: 1\n", "  layerz: 1\n", ["recipe.yaml:7", "model.layerz", "unknown key", "did you mean 'layers'"]),
+    (
+        "  layers: 1\n",
+        "  layerz: 1\n",
+        ["recipe.yaml:7", "model.layerz", "unknown key", "did you mean 'layers'"],
+    ),
     ("  bits: 4\n", "  bits: 9\n", ["recipe.yaml:11", "quant.bits", "less than or equal to 8"]),
-    ("quant.technique: [float, ste, rand]", "quant.tecnique: [float]", ["recipe.yaml:20", "quant.tecnique", "did you mean 'technique'"]),
-    ("[float, w8, w4, mixed]", "[float, w8, w44]", ["recipe.yaml:16", "eval.precisions", "w44", "did you mean 'w4'"]),
+    (
+        "quant.technique: [float, ste, rand]",
+        "quant.tecnique: [float]",
+        ["recipe.yaml:20", "quant.tecnique", "did you mean 'technique'"],
+    ),
+    (
+        "[float, w8, w4, mixed]",
+        "[float, w8, w44]",
+        ["recipe.yaml:16", "eval.precisions", "w44", "did you mean 'w4'"],
+    ),
     ("task: asr\n", "task: asrr\n", ["recipe.yaml:2", "task", "did you mean 'asr'"]),
     ("d_model: 16", "d_model: [16", ["recipe.yaml", "invalid YAML"]),
 ]

@@ -12,10 +12,23 @@ from qbench.store import read_results, record_results
 
 def row(technique, precision, value, seed=0, suite="s", bits=4):
     return {
-        "run_id": f"{technique}-{seed}", "suite": suite, "task": "asr", "dataset": "synthetic-speech",
-        "technique": technique, "train_bits": bits, "seed": seed, "precision": precision, "metric": "wer",
-        "value": value, "higher_is_better": 0, "headline": 1, "size_bits": {"float": 32000, "w8": 8400, "w4": 4400}[precision],
-        "float32_bits": 32000, "extra": None, "run_dir": "x", "created": time.time(),
+        "run_id": f"{technique}-{seed}",
+        "suite": suite,
+        "task": "asr",
+        "dataset": "synthetic-speech",
+        "technique": technique,
+        "train_bits": bits,
+        "seed": seed,
+        "precision": precision,
+        "metric": "wer",
+        "value": value,
+        "higher_is_better": 0,
+        "headline": 1,
+        "size_bits": {"float": 32000, "w8": 8400, "w4": 4400}[precision],
+        "float32_bits": 32000,
+        "extra": None,
+        "run_dir": "x",
+        "created": time.time(),
     }
 
 
@@ -37,8 +50,11 @@ def test_leaderboard_pivots_with_mean_std_and_size(tmp_path):
     md = render(board, "markdown")
     assert "| rand" in md and "WER %" in md
     records = json.loads(render(board, "json"))
-    assert any(r["technique"] == "rand" and r["precision"] == "w4" and r["n"] == 2 and abs(r["mean"] - 0.23) < 1e-9
-               for r in records)
+    assert any(
+        r["technique"] == "rand" and r["precision"] == "w4" and r["n"] == 2 and abs(r["mean"] - 0.23) < 1e-9
+        for r in records
+    )
+
 
 def baseline(tmp_path, entries):
     p = tmp_path / "baseline.json"
@@ -47,11 +63,20 @@ def baseline(tmp_path, entries):
 
 
 def entry(technique, precision, value, tol=0.02):
-    return {"suite": "s", "technique": technique, "precision": precision, "metric": "wer", "value": value, "tolerance": tol}
+    return {
+        "suite": "s",
+        "technique": technique,
+        "precision": precision,
+        "metric": "wer",
+        "value": value,
+        "tolerance": tol,
+    }
 
 
 def invoke(tmp_path, entries):
-    return CliRunner().invoke(app, ["check", "--baseline", str(baseline(tmp_path, entries)), "--results", str(tmp_path)])
+    return CliRunner().invoke(
+        app, ["check", "--baseline", str(baseline(tmp_path, entries)), "--results", str(tmp_path)]
+    )
 
 
 def test_check_within_tolerance_passes(tmp_path):
@@ -90,7 +115,9 @@ def test_check_bad_baseline_file_exits_2(tmp_path):
 def test_baseline_written_from_index_round_trips(tmp_path):
     fill(tmp_path)
     out_file = tmp_path / "new.json"
-    r = CliRunner().invoke(app, ["baseline", "s", "--out", str(out_file), "--tolerance", "0.01", "--results", str(tmp_path)])
+    r = CliRunner().invoke(
+        app, ["baseline", "s", "--out", str(out_file), "--tolerance", "0.01", "--results", str(tmp_path)]
+    )
     assert r.exit_code == 0, r.output
     out = CliRunner().invoke(app, ["check", "--baseline", str(out_file), "--results", str(tmp_path)])
     assert out.exit_code == 0 and "5 checked, 0 failing" in out.output

@@ -61,91 +61,228 @@ VERB = {**TRANSITIVE, **DATIVE, **DITRANSITIVE, **INTRANSITIVE, **MOTION}
 # Each case is built from fixed choices; the German was checked by hand.
 CASES = [
     # weak endings after the definite article; nominative and accusative feminine
-    (statement(Clause(np(THE, "dog", "small"), VERB["see"], objects=(np(THE, "cat", "big"),))),
-     "The small dog sees the big cat.", "Der kleine Hund sieht die große Katze."),
+    (
+        statement(Clause(np(THE, "dog", "small"), VERB["see"], objects=(np(THE, "cat", "big"),))),
+        "The small dog sees the big cat.",
+        "Der kleine Hund sieht die große Katze.",
+    ),
     # mixed endings after ein: -er/-es in the nominative, accusative masculine einen ... -en
-    (statement(Clause(np(A, "horse", "old"), VERB["see"], objects=(np(A, "dog", "small"),))),
-     "An old horse sees a small dog.", "Ein altes Pferd sieht einen kleinen Hund."),
+    (
+        statement(Clause(np(A, "horse", "old"), VERB["see"], objects=(np(A, "dog", "small"),))),
+        "An old horse sees a small dog.",
+        "Ein altes Pferd sieht einen kleinen Hund.",
+    ),
     # weak masculine noun: den Jungen; stem change of the third person (läuft)
-    (statement(Clause(np(THE, "lion"), VERB["chase"], objects=(np(THE, "boy"),))),
-     "The lion chases the boy.", "Der Löwe jagt den Jungen."),
+    (
+        statement(Clause(np(THE, "lion"), VERB["chase"], objects=(np(THE, "boy"),))),
+        "The lion chases the boy.",
+        "Der Löwe jagt den Jungen.",
+    ),
     # dative after "mit", with a contraction-free feminine and an ein-word
-    (statement(Clause(np(THE, "boy"), VERB["play"], complement=pp("with", np(A, "cat", "small")))),
-     "The boy plays with a small cat.", "Der Junge spielt mit einer kleinen Katze."),
+    (
+        statement(Clause(np(THE, "boy"), VERB["play"], complement=pp("with", np(A, "cat", "small")))),
+        "The boy plays with a small cat.",
+        "Der Junge spielt mit einer kleinen Katze.",
+    ),
     # dative plural adds -n to the noun; possessive ein-word plural takes weak -en on adjectives
-    (statement(Clause(PRONOUNS["I"], VERB["dance"], complement=pp("with", np(POSSESSIVES["our"], "child", "happy",
-                                                                            plural=True)))),
-     "I dance with our happy children.", "Ich tanze mit unseren glücklichen Kindern."),
+    (
+        statement(
+            Clause(
+                PRONOUNS["I"],
+                VERB["dance"],
+                complement=pp("with", np(POSSESSIVES["our"], "child", "happy", plural=True)),
+            )
+        ),
+        "I dance with our happy children.",
+        "Ich tanze mit unseren glücklichen Kindern.",
+    ),
     # strong endings after a number; verb agrees with the plural subject
-    (statement(Clause(np(number(3), "dog", "small", plural=True), VERB["see"], objects=(np(THE, "cat"),))),
-     "Three small dogs see the cat.", "Drei kleine Hunde sehen die Katze."),
-    (statement(Clause(PRONOUNS["she"], VERB["sleep"], complement=pp("next to", np(number(21), "dog", "black",
-                                                                                 plural=True)))),
-     "She sleeps next to twenty-one black dogs.", "Sie schläft neben einundzwanzig schwarzen Hunden."),
+    (
+        statement(Clause(np(number(3), "dog", "small", plural=True), VERB["see"], objects=(np(THE, "cat"),))),
+        "Three small dogs see the cat.",
+        "Drei kleine Hunde sehen die Katze.",
+    ),
+    (
+        statement(
+            Clause(
+                PRONOUNS["she"],
+                VERB["sleep"],
+                complement=pp("next to", np(number(21), "dog", "black", plural=True)),
+            )
+        ),
+        "She sleeps next to twenty-one black dogs.",
+        "Sie schläft neben einundzwanzig schwarzen Hunden.",
+    ),
     # dative verb and ditransitive: dative before accusative
-    (statement(Clause(np(THE, "girl"), VERB["help"], objects=(np(THE, "man", "old"),))),
-     "The girl helps the old man.", "Das Mädchen hilft dem alten Mann."),
-    (statement(Clause(np(THE, "man"), VERB["give"], objects=(np(THE, "child"), np(A, "apple")))),
-     "The man gives the child an apple.", "Der Mann gibt dem Kind einen Apfel."),
+    (
+        statement(Clause(np(THE, "girl"), VERB["help"], objects=(np(THE, "man", "old"),))),
+        "The girl helps the old man.",
+        "Das Mädchen hilft dem alten Mann.",
+    ),
+    (
+        statement(Clause(np(THE, "man"), VERB["give"], objects=(np(THE, "child"), np(A, "apple")))),
+        "The man gives the child an apple.",
+        "Der Mann gibt dem Kind einen Apfel.",
+    ),
     # perfect with haben/sein, participle at the end; contractions im/ins/zum/zur
-    (statement(Clause(np(THE, "cat"), VERB["sleep"], "past", complement=pp("in", np(THE, "house")))),
-     "The cat slept in the house.", "Die Katze hat im Haus geschlafen."),
-    (statement(Clause(np(THE, "dog"), VERB["run"], "past", complement=pp("into", np(THE, "house"))),
-               front_time=False),
-     "The dog ran into the house.", "Der Hund ist ins Haus gelaufen."),
-    (statement(Clause(PRONOUNS["we"], VERB["go"], "future", complement=pp("to", np(THE, "teacher")))),
-     "We will go to the teacher.", "Wir werden zum Lehrer gehen."),
-    (statement(Clause(PRONOUNS["you"], VERB["run"], complement=pp("to", np(THE, "queen")))),
-     "You run to the queen.", "Du läufst zur Königin."),
+    (
+        statement(Clause(np(THE, "cat"), VERB["sleep"], "past", complement=pp("in", np(THE, "house")))),
+        "The cat slept in the house.",
+        "Die Katze hat im Haus geschlafen.",
+    ),
+    (
+        statement(
+            Clause(np(THE, "dog"), VERB["run"], "past", complement=pp("into", np(THE, "house"))),
+            front_time=False,
+        ),
+        "The dog ran into the house.",
+        "Der Hund ist ins Haus gelaufen.",
+    ),
+    (
+        statement(Clause(PRONOUNS["we"], VERB["go"], "future", complement=pp("to", np(THE, "teacher")))),
+        "We will go to the teacher.",
+        "Wir werden zum Lehrer gehen.",
+    ),
+    (
+        statement(Clause(PRONOUNS["you"], VERB["run"], complement=pp("to", np(THE, "queen")))),
+        "You run to the queen.",
+        "Du läufst zur Königin.",
+    ),
     # verb second after a fronted time: the finite verb comes before the subject
-    (statement(Clause(np(THE, "dog"), VERB["run"], "past", complement=pp("into", np(THE, "garden")),
-                      time=TIMES["yesterday"]), front_time=True),
-     "Yesterday the dog ran into the garden.", "Gestern ist der Hund in den Garten gelaufen."),
+    (
+        statement(
+            Clause(
+                np(THE, "dog"),
+                VERB["run"],
+                "past",
+                complement=pp("into", np(THE, "garden")),
+                time=TIMES["yesterday"],
+            ),
+            front_time=True,
+        ),
+        "Yesterday the dog ran into the garden.",
+        "Gestern ist der Hund in den Garten gelaufen.",
+    ),
     # modals and the future: infinitive at the end
-    (statement(Clause(PRONOUNS["you"], VERB["see"], "can", objects=(np(POSSESSIVES["my"], "house"),))),
-     "You can see my house.", "Du kannst mein Haus sehen."),
-    (statement(Clause(np(THE, "dog"), VERB["see"], "future", objects=(np(THE, "cat"),), time=TIMES["tomorrow"])),
-     "The dog will see the cat tomorrow.", "Der Hund wird die Katze morgen sehen."),
-    (statement(Clause(Name("Anna"), VERB["read"], "want", objects=(np(THIS, "book"),))),
-     "Anna wants to read this book.", "Anna will dieses Buch lesen."),
+    (
+        statement(Clause(PRONOUNS["you"], VERB["see"], "can", objects=(np(POSSESSIVES["my"], "house"),))),
+        "You can see my house.",
+        "Du kannst mein Haus sehen.",
+    ),
+    (
+        statement(
+            Clause(np(THE, "dog"), VERB["see"], "future", objects=(np(THE, "cat"),), time=TIMES["tomorrow"])
+        ),
+        "The dog will see the cat tomorrow.",
+        "Der Hund wird die Katze morgen sehen.",
+    ),
+    (
+        statement(Clause(Name("Anna"), VERB["read"], "want", objects=(np(THIS, "book"),))),
+        "Anna wants to read this book.",
+        "Anna will dieses Buch lesen.",
+    ),
     # negation: nicht after a definite object, kein for an indefinite one
-    (statement(Clause(np(THE, "dog"), VERB["see"], "past", objects=(np(THE, "cat"),), negative=True)),
-     "The dog did not see the cat.", "Der Hund hat die Katze nicht gesehen."),
-    (statement(Clause(np(THE, "dog"), VERB["see"], objects=(np(A, "cat"),), negative=True)),
-     "The dog does not see a cat.", "Der Hund sieht keine Katze."),
-    (statement(Clause(PRONOUNS["he"], VERB["buy"], objects=(np(BARE, "apple", "red", plural=True),),
-                      negative=True)),
-     "He does not buy red apples.", "Er kauft keine roten Äpfel."),
+    (
+        statement(Clause(np(THE, "dog"), VERB["see"], "past", objects=(np(THE, "cat"),), negative=True)),
+        "The dog did not see the cat.",
+        "Der Hund hat die Katze nicht gesehen.",
+    ),
+    (
+        statement(Clause(np(THE, "dog"), VERB["see"], objects=(np(A, "cat"),), negative=True)),
+        "The dog does not see a cat.",
+        "Der Hund sieht keine Katze.",
+    ),
+    (
+        statement(
+            Clause(
+                PRONOUNS["he"], VERB["buy"], objects=(np(BARE, "apple", "red", plural=True),), negative=True
+            )
+        ),
+        "He does not buy red apples.",
+        "Er kauft keine roten Äpfel.",
+    ),
     # the time goes before new (indefinite) information
-    (statement(Clause(np(THE, "woman"), VERB["find"], "past", objects=(np(A, "key"),), time=TIMES["yesterday"])),
-     "The woman found a key yesterday.", "Die Frau hat gestern einen Schlüssel gefunden."),
+    (
+        statement(
+            Clause(np(THE, "woman"), VERB["find"], "past", objects=(np(A, "key"),), time=TIMES["yesterday"])
+        ),
+        "The woman found a key yesterday.",
+        "Die Frau hat gestern einen Schlüssel gefunden.",
+    ),
     # "be": predicate adjective without an ending, age with a number, simple past war
-    (statement(Clause(np(EVERY, "house", "old"), BE, complement=AdjectivePredicate(ADJECTIVES["dark"],
-                                                                                 DEGREES["very"]))),
-     "Every old house is very dark.", "Jedes alte Haus ist sehr dunkel."),
-    (statement(Clause(np(THE, "man"), BE, "past", complement=Age(42))),
-     "The man was forty-two years old.", "Der Mann war zweiundvierzig Jahre alt."),
-    (statement(Clause(np(A, "lamp", "dark"), BE, complement=pp("on", np(THE, "table")))),
-     "A dark lamp is on the table.", "Eine dunkle Lampe ist auf dem Tisch."),
+    (
+        statement(
+            Clause(
+                np(EVERY, "house", "old"),
+                BE,
+                complement=AdjectivePredicate(ADJECTIVES["dark"], DEGREES["very"]),
+            )
+        ),
+        "Every old house is very dark.",
+        "Jedes alte Haus ist sehr dunkel.",
+    ),
+    (
+        statement(Clause(np(THE, "man"), BE, "past", complement=Age(42))),
+        "The man was forty-two years old.",
+        "Der Mann war zweiundvierzig Jahre alt.",
+    ),
+    (
+        statement(Clause(np(A, "lamp", "dark"), BE, complement=pp("on", np(THE, "table")))),
+        "A dark lamp is on the table.",
+        "Eine dunkle Lampe ist auf dem Tisch.",
+    ),
     # questions: the finite verb first
-    (question(Clause(np(THE, "dog"), VERB["see"], objects=(np(THE, "cat"),))),
-     "Does the dog see the cat?", "Sieht der Hund die Katze?"),
+    (
+        question(Clause(np(THE, "dog"), VERB["see"], objects=(np(THE, "cat"),))),
+        "Does the dog see the cat?",
+        "Sieht der Hund die Katze?",
+    ),
     (question(Clause(PRONOUNS["they"], VERB["swim"], "past")), "Did they swim?", "Sind sie geschwommen?"),
     # subordinate clauses: verb last, comma in German
-    (reported(Clause(PRONOUNS["I"], REPORTING["know"]),
-              Clause(np(THE, "dog"), VERB["see"], "past", objects=(np(THE, "cat"),))),
-     "I know that the dog saw the cat.", "Ich weiß, dass der Hund die Katze gesehen hat."),
-    (reported(Clause(np(THE, "teacher"), REPORTING["say"], "past"),
-              Clause(PRONOUNS["she"], VERB["help"], "can", objects=(PRONOUNS["I"],))),
-     "The teacher said that she can help me.", "Der Lehrer hat gesagt, dass sie mir helfen kann."),
-    (subordinate(Clause(np(THE, "dog"), VERB["sleep"]), CONJUNCTIONS["because"], Clause(np(THE, "cat"), VERB["sing"])),
-     "The dog sleeps because the cat sings.", "Der Hund schläft, weil die Katze singt."),
-    (subordinate(Clause(np(THE, "dog"), VERB["sleep"]), CONJUNCTIONS["although"], Clause(np(THE, "cat"), VERB["sing"])),
-     "The dog sleeps, although the cat sings.", "Der Hund schläft, obwohl die Katze singt."),
+    (
+        reported(
+            Clause(PRONOUNS["I"], REPORTING["know"]),
+            Clause(np(THE, "dog"), VERB["see"], "past", objects=(np(THE, "cat"),)),
+        ),
+        "I know that the dog saw the cat.",
+        "Ich weiß, dass der Hund die Katze gesehen hat.",
+    ),
+    (
+        reported(
+            Clause(np(THE, "teacher"), REPORTING["say"], "past"),
+            Clause(PRONOUNS["she"], VERB["help"], "can", objects=(PRONOUNS["I"],)),
+        ),
+        "The teacher said that she can help me.",
+        "Der Lehrer hat gesagt, dass sie mir helfen kann.",
+    ),
+    (
+        subordinate(
+            Clause(np(THE, "dog"), VERB["sleep"]),
+            CONJUNCTIONS["because"],
+            Clause(np(THE, "cat"), VERB["sing"]),
+        ),
+        "The dog sleeps because the cat sings.",
+        "Der Hund schläft, weil die Katze singt.",
+    ),
+    (
+        subordinate(
+            Clause(np(THE, "dog"), VERB["sleep"]),
+            CONJUNCTIONS["although"],
+            Clause(np(THE, "cat"), VERB["sing"]),
+        ),
+        "The dog sleeps, although the cat sings.",
+        "Der Hund schläft, obwohl die Katze singt.",
+    ),
     # a fronted subordinate clause takes the first position: verb before subject in the main clause
-    (fronted_subordinate(CONJUNCTIONS["if"], Clause(np(THE, "cat"), VERB["sing"]),
-                         Clause(np(THE, "dog"), VERB["sleep"], "future")),
-     "If the cat sings, the dog will sleep.", "Wenn die Katze singt, wird der Hund schlafen."),
+    (
+        fronted_subordinate(
+            CONJUNCTIONS["if"],
+            Clause(np(THE, "cat"), VERB["sing"]),
+            Clause(np(THE, "dog"), VERB["sleep"], "future"),
+        ),
+        "If the cat sings, the dog will sleep.",
+        "Wenn die Katze singt, wird der Hund schlafen.",
+    ),
 ]
 
 
@@ -184,7 +321,9 @@ def test_vocabulary_is_large_and_covers_generated_english() -> None:
 def test_sentences_are_capitalised_and_punctuated() -> None:
     german_nouns = {n.de for n in NOUNS.values()} | {n.de_plural for n in NOUNS.values()}
     # lower-case words that look like nouns: attributive adjectives (junge, der Junge)
-    adjective_forms = {a.de_stem + ending for a in ADJECTIVES.values() for ending in ("e", "en", "er", "es", "em")}
+    adjective_forms = {
+        a.de_stem + ending for a in ADJECTIVES.values() for ending in ("e", "en", "er", "es", "em")
+    }
     for en, de in make_pairs(500, random.Random(2)):
         for text in (en, de):
             assert text[0].isupper() and text[-1] in ".?" and "  " not in text

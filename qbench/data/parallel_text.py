@@ -11,16 +11,13 @@ import gzip
 import zlib
 from pathlib import Path
 
+from qbench.data import DataError
 from qbench.recipe import Multi30kData, ParallelData
 
 Pair = tuple[str, str]
 SPLITS = ("train", "valid", "test")
 GZIP_MAGIC = b"\x1f\x8b"
 MULTI30K_MAX_LINE_CHARS = 1000  # Multi30k's longest en/de line has 254 characters
-
-
-class DataError(ValueError):
-    """Parallel text that cannot be used; the message says which file, which line and why."""
 
 
 def read_lines(path: str | Path, max_line_chars: int) -> list[str]:
@@ -44,12 +41,16 @@ def read_lines(path: str | Path, max_line_chars: int) -> list[str]:
         try:
             line = chunk.decode("utf-8").removesuffix("\r")
         except UnicodeDecodeError as e:
-            raise DataError(f"{path}:{number}: invalid UTF-8 at byte {e.start + 1} of the line "
-                            f"({chunk[e.start:e.end]!r})") from None
+            raise DataError(
+                f"{path}:{number}: invalid UTF-8 at byte {e.start + 1} of the line "
+                f"({chunk[e.start : e.end]!r})"
+            ) from None
         if number == 1:
             line = line.removeprefix("\ufeff")  # a byte-order mark is not text
         if len(line) > max_line_chars:
-            raise DataError(f"{path}:{number}: line has {len(line)} characters, over max_line_chars={max_line_chars}")
+            raise DataError(
+                f"{path}:{number}: line has {len(line)} characters, over max_line_chars={max_line_chars}"
+            )
         if not line.strip():
             raise DataError(f"{path}:{number}: blank line (every line must hold a sentence)")
         lines.append(line)
@@ -62,8 +63,10 @@ def read_aligned(source: str | Path, target: str | Path, max_line_chars: int) ->
     tgt = read_lines(target, max_line_chars)
     if len(src) != len(tgt):
         longer, n = (source, len(src)) if len(src) > len(tgt) else (target, len(tgt))
-        raise DataError(f"{source} has {len(src)} lines but {target} has {len(tgt)}: the files must be "
-                        f"line-aligned; the first unmatched line is {longer}:{min(len(src), len(tgt)) + 1} (of {n})")
+        raise DataError(
+            f"{source} has {len(src)} lines but {target} has {len(tgt)}: the files must be "
+            f"line-aligned; the first unmatched line is {longer}:{min(len(src), len(tgt)) + 1} (of {n})"
+        )
     return list(zip(src, tgt, strict=True))
 
 
@@ -73,7 +76,9 @@ def read_tsv(path: str | Path, max_line_chars: int) -> list[Pair]:
     for number, line in enumerate(read_lines(path, max_line_chars), 1):
         fields = line.split("\t")
         if len(fields) != 2:
-            raise DataError(f"{path}:{number}: expected source<TAB>target (exactly one tab), found {len(fields) - 1} tabs")
+            raise DataError(
+                f"{path}:{number}: expected source<TAB>target (exactly one tab), found {len(fields) - 1} tabs"
+            )
         src, tgt = fields
         if not src.strip() or not tgt.strip():
             raise DataError(f"{path}:{number}: empty {'source' if not src.strip() else 'target'} side")
@@ -82,7 +87,8 @@ def read_tsv(path: str | Path, max_line_chars: int) -> list[Pair]:
 
 
 def load_parallel(cfg: ParallelData) -> dict[str, list[Pair]]:
-    """Each split from [source_file, target_file] or [tsv_file]; relative paths are from the working directory."""
+    """Each split from [source_file, target_file] or [tsv_file]; relative paths start at the working
+    directory."""
     splits = {}
     for split in SPLITS:
         files = getattr(cfg, split)
@@ -91,15 +97,19 @@ def load_parallel(cfg: ParallelData) -> dict[str, list[Pair]]:
         elif len(files) == 1:
             splits[split] = read_tsv(files[0], cfg.max_line_chars)
         else:
-            raise DataError(f"data.{split}: expected [source_file, target_file] or [tsv_file], got {len(files)} paths")
+            raise DataError(
+                f"data.{split}: expected [source_file, target_file] or [tsv_file], got {len(files)} paths"
+            )
     return splits
 
 
 def load_multi30k(cfg: Multi30kData) -> dict[str, list[Pair]]:
     """Multi30k task 1 from a folder of `{train,val,<test_set>}.{en,de,fr}[.gz]` files."""
     if cfg.path is None:
-        raise DataError("multi30k needs the folder that holds its raw files (train.en.gz, val.en.gz, "
-                        "test_2016_flickr.en.gz, ...): pass --set data.path=/path/to/multi30k")
+        raise DataError(
+            "multi30k needs the folder that holds its raw files (train.en.gz, val.en.gz, "
+            "test_2016_flickr.en.gz, ...): pass --set data.path=/path/to/multi30k"
+        )
     if cfg.src == cfg.tgt:
         raise DataError(f"data.src and data.tgt are both {cfg.src!r}: pick two different languages")
     folder = Path(cfg.path).expanduser()
@@ -113,5 +123,7 @@ def load_multi30k(cfg: Multi30kData) -> dict[str, list[Pair]]:
         raise DataError(f"{folder}: missing {stem}.{lang}.gz (or {stem}.{lang})")
 
     stems = {"train": "train", "valid": "val", "test": cfg.test_set}
-    return {split: read_aligned(find(stem, cfg.src), find(stem, cfg.tgt), MULTI30K_MAX_LINE_CHARS)
-            for split, stem in stems.items()}
+    return {
+        split: read_aligned(find(stem, cfg.src), find(stem, cfg.tgt), MULTI30K_MAX_LINE_CHARS)
+        for split, stem in stems.items()
+    }

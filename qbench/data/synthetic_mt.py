@@ -591,8 +591,15 @@ class Degree:
     de: str
 
 
-DEGREES = {d.en: d for d in (Degree("very", "sehr"), Degree("quite", "ziemlich"), Degree("too", "zu"),
-                             Degree("really", "wirklich"))}
+DEGREES = {
+    d.en: d
+    for d in (
+        Degree("very", "sehr"),
+        Degree("quite", "ziemlich"),
+        Degree("too", "zu"),
+        Degree("really", "wirklich"),
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -616,12 +623,21 @@ def _verbs(table: str, objects: tuple[Case, ...] = (), motion: bool = False) -> 
         de, *changed = (s.strip() for s in de.split(","))
         er, du = changed or (None, None)
         auxiliary, participle = perfect.split()
-        verbs[en] = Verb(en, en_past, de, conjugate_present(de, er, du),
-                         {"hat": "haben", "ist": "sein"}[auxiliary], participle, objects, motion)  # type: ignore[arg-type]
+        verbs[en] = Verb(
+            en,
+            en_past,
+            de,
+            conjugate_present(de, er, du),
+            {"hat": "haben", "ist": "sein"}[auxiliary],
+            participle,
+            objects,
+            motion,
+        )  # type: ignore[arg-type]
     return verbs
 
 
-TRANSITIVE = _verbs("""
+TRANSITIVE = _verbs(
+    """
     see, saw | sehen, sieht, siehst | hat gesehen
     find, found | finden | hat gefunden
     buy, bought | kaufen | hat gekauft
@@ -688,9 +704,12 @@ TRANSITIVE = _verbs("""
     bake, baked | backen | hat gebacken
     smell, smelled | riechen | hat gerochen
     taste, tasted | probieren | hat probiert
-""", objects=("acc",))
+""",
+    objects=("acc",),
+)
 
-DATIVE = _verbs("""
+DATIVE = _verbs(
+    """
     help, helped | helfen, hilft, hilfst | hat geholfen
     follow, followed | folgen | ist gefolgt
     thank, thanked | danken | hat gedankt
@@ -698,9 +717,12 @@ DATIVE = _verbs("""
     trust, trusted | vertrauen | hat vertraut
     wave to, waved to | winken | hat gewinkt
     congratulate, congratulated | gratulieren | hat gratuliert
-""", objects=("dat",))
+""",
+    objects=("dat",),
+)
 
-DITRANSITIVE = _verbs("""
+DITRANSITIVE = _verbs(
+    """
     give, gave | geben, gibt, gibst | hat gegeben
     show, showed | zeigen | hat gezeigt
     bring, brought | bringen | hat gebracht
@@ -708,7 +730,9 @@ DITRANSITIVE = _verbs("""
     lend, lent | leihen | hat geliehen
     promise, promised | versprechen, verspricht, versprichst | hat versprochen
     hand, handed | reichen | hat gereicht
-""", objects=("dat", "acc"))
+""",
+    objects=("dat", "acc"),
+)
 
 INTRANSITIVE = _verbs("""
     sleep, slept | schlafen, schläft, schläfst | hat geschlafen
@@ -733,7 +757,8 @@ INTRANSITIVE = _verbs("""
     cough, coughed | husten | hat gehustet
 """)
 
-MOTION = _verbs("""
+MOTION = _verbs(
+    """
     run, ran | laufen, läuft, läufst | ist gelaufen
     go, went | gehen | ist gegangen
     swim, swam | schwimmen | ist geschwommen
@@ -749,7 +774,9 @@ MOTION = _verbs("""
     hurry, hurried | eilen | ist geeilt
     crawl, crawled | kriechen | ist gekrochen
     sneak, sneaked | schleichen | ist geschlichen
-""", motion=True)
+""",
+    motion=True,
+)
 
 # Verbs that take a dass-clause: "the teacher says that ..."
 REPORTING = _verbs("""
@@ -798,8 +825,17 @@ EVERY = Determiner("every", None, "jed", "der-word", None, definite=True)
 SOME = Determiner(None, "some", "einig", "quantifier", None)
 MANY = Determiner(None, "many", "viel", "quantifier", None)
 BARE = Determiner(None, "", "", "uninflected", "kein")
-POSSESSIVES = {en: Determiner(en, en, de, "ein-word", "nicht", definite=True) for en, de in (
-    ("my", "mein"), ("your", "dein"), ("his", "sein"), ("her", "ihr"), ("our", "unser"), ("their", "ihr"))}
+POSSESSIVES = {
+    en: Determiner(en, en, de, "ein-word", "nicht", definite=True)
+    for en, de in (
+        ("my", "mein"),
+        ("your", "dein"),
+        ("his", "sein"),
+        ("her", "ihr"),
+        ("our", "unser"),
+        ("their", "ihr"),
+    )
+}
 
 
 def number(n: int) -> Determiner:
@@ -842,8 +878,11 @@ class NounPhrase:
         determiner = KEIN if self.negated else self.determiner
         article = determiner.german(case, key)
         ending = determiner.adjective_endings()[case][key]
-        return [*([article] if article else []), *(a.de_stem + ending for a in self.adjectives),
-                self.noun.german(case, self.plural)]
+        return [
+            *([article] if article else []),
+            *(a.de_stem + ending for a in self.adjectives),
+            self.noun.german(case, self.plural),
+        ]
 
 
 @dataclass(frozen=True)
@@ -862,14 +901,17 @@ class Pronoun:
         return [self.de[("nom", "acc", "dat").index(case)]]
 
 
-PRONOUNS = {p.en: p for p in (
-    Pronoun("I", "me", ("ich", "mich", "mir"), FIRST_SG),
-    Pronoun("you", "you", ("du", "dich", "dir"), SECOND_SG),
-    Pronoun("he", "him", ("er", "ihn", "ihm"), THIRD_SG),
-    Pronoun("she", "her", ("sie", "sie", "ihr"), THIRD_SG),
-    Pronoun("we", "us", ("wir", "uns", "uns"), FIRST_PL),
-    Pronoun("they", "them", ("sie", "sie", "ihnen"), THIRD_PL),
-)}
+PRONOUNS = {
+    p.en: p
+    for p in (
+        Pronoun("I", "me", ("ich", "mich", "mir"), FIRST_SG),
+        Pronoun("you", "you", ("du", "dich", "dir"), SECOND_SG),
+        Pronoun("he", "him", ("er", "ihn", "ihm"), THIRD_SG),
+        Pronoun("she", "her", ("sie", "sie", "ihr"), THIRD_SG),
+        Pronoun("we", "us", ("wir", "uns", "uns"), FIRST_PL),
+        Pronoun("they", "them", ("sie", "sie", "ihnen"), THIRD_PL),
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -899,13 +941,23 @@ class Preposition:
     case: Case
 
 
-PREPOSITIONS = {p.en: p for p in (
-    Preposition("in", "in", "dat"), Preposition("on", "auf", "dat"), Preposition("under", "unter", "dat"),
-    Preposition("behind", "hinter", "dat"), Preposition("next to", "neben", "dat"),
-    Preposition("in front of", "vor", "dat"), Preposition("with", "mit", "dat"),
-    Preposition("without", "ohne", "acc"), Preposition("for", "für", "acc"),
-    Preposition("into", "in", "acc"), Preposition("through", "durch", "acc"), Preposition("to", "zu", "dat"),
-)}
+PREPOSITIONS = {
+    p.en: p
+    for p in (
+        Preposition("in", "in", "dat"),
+        Preposition("on", "auf", "dat"),
+        Preposition("under", "unter", "dat"),
+        Preposition("behind", "hinter", "dat"),
+        Preposition("next to", "neben", "dat"),
+        Preposition("in front of", "vor", "dat"),
+        Preposition("with", "mit", "dat"),
+        Preposition("without", "ohne", "acc"),
+        Preposition("for", "für", "acc"),
+        Preposition("into", "in", "acc"),
+        Preposition("through", "durch", "acc"),
+        Preposition("to", "zu", "dat"),
+    )
+}
 LOCATIVE = ("in", "on", "under", "behind", "next to", "in front of")
 ACCOMPANYING = ("with", "without", "for")
 DIRECTIONAL = ("into", "through", "to")
@@ -964,25 +1016,73 @@ class TimeExpression:
 _NOW = frozenset({"present", "can", "must", "want"})
 _LATER = frozenset({"future", "can", "must", "want"})
 _ANY = _NOW | _LATER | {"past"}
-TIMES = {t.en: t for t in (
-    *(TimeExpression(en, de, _NOW) for en, de in (
-        ("today", "heute"), ("now", "jetzt"), ("every day", "jeden Tag"), ("every morning", "jeden Morgen"),
-        ("every evening", "jeden Abend"), ("in the morning", "am Morgen"), ("in the evening", "am Abend"),
-        ("at night", "in der Nacht"), ("sometimes", "manchmal"), ("often", "oft"),
-        ("in the summer", "im Sommer"), ("in the winter", "im Winter"))),
-    *(TimeExpression(en, de, frozenset({"past"})) for en, de in (
-        ("yesterday", "gestern"), ("last week", "letzte Woche"), ("last year", "letztes Jahr"),
-        ("this morning", "heute Morgen"), ("yesterday evening", "gestern Abend"), ("last night", "letzte Nacht"))),
-    *(TimeExpression(en, de, _LATER) for en, de in (
-        ("tomorrow", "morgen"), ("next week", "nächste Woche"), ("next year", "nächstes Jahr"),
-        ("soon", "bald"), ("later", "später"), ("tomorrow evening", "morgen Abend"))),
-    *(TimeExpression(f"on {en}", f"am {de}", frozenset({"past"}) | _LATER) for en, de in (
-        ("Monday", "Montag"), ("Tuesday", "Dienstag"), ("Wednesday", "Mittwoch"), ("Thursday", "Donnerstag"),
-        ("Friday", "Freitag"), ("Saturday", "Samstag"), ("Sunday", "Sonntag"))),
-    *(TimeExpression(f"in {en}", f"im {de}", _ANY) for en, de in (
-        ("January", "Januar"), ("March", "März"), ("May", "Mai"), ("July", "Juli"), ("September", "September"),
-        ("November", "November"))),
-)}
+TIMES = {
+    t.en: t
+    for t in (
+        *(
+            TimeExpression(en, de, _NOW)
+            for en, de in (
+                ("today", "heute"),
+                ("now", "jetzt"),
+                ("every day", "jeden Tag"),
+                ("every morning", "jeden Morgen"),
+                ("every evening", "jeden Abend"),
+                ("in the morning", "am Morgen"),
+                ("in the evening", "am Abend"),
+                ("at night", "in der Nacht"),
+                ("sometimes", "manchmal"),
+                ("often", "oft"),
+                ("in the summer", "im Sommer"),
+                ("in the winter", "im Winter"),
+            )
+        ),
+        *(
+            TimeExpression(en, de, frozenset({"past"}))
+            for en, de in (
+                ("yesterday", "gestern"),
+                ("last week", "letzte Woche"),
+                ("last year", "letztes Jahr"),
+                ("this morning", "heute Morgen"),
+                ("yesterday evening", "gestern Abend"),
+                ("last night", "letzte Nacht"),
+            )
+        ),
+        *(
+            TimeExpression(en, de, _LATER)
+            for en, de in (
+                ("tomorrow", "morgen"),
+                ("next week", "nächste Woche"),
+                ("next year", "nächstes Jahr"),
+                ("soon", "bald"),
+                ("later", "später"),
+                ("tomorrow evening", "morgen Abend"),
+            )
+        ),
+        *(
+            TimeExpression(f"on {en}", f"am {de}", frozenset({"past"}) | _LATER)
+            for en, de in (
+                ("Monday", "Montag"),
+                ("Tuesday", "Dienstag"),
+                ("Wednesday", "Mittwoch"),
+                ("Thursday", "Donnerstag"),
+                ("Friday", "Freitag"),
+                ("Saturday", "Samstag"),
+                ("Sunday", "Sonntag"),
+            )
+        ),
+        *(
+            TimeExpression(f"in {en}", f"im {de}", _ANY)
+            for en, de in (
+                ("January", "Januar"),
+                ("March", "März"),
+                ("May", "Mai"),
+                ("July", "Juli"),
+                ("September", "September"),
+                ("November", "November"),
+            )
+        ),
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -992,18 +1092,26 @@ class Conjunction:
     en_comma: bool = False  # English puts a comma before it when the clause comes second
 
 
-CONJUNCTIONS = {c.en: c for c in (
-    Conjunction("because", "weil"), Conjunction("although", "obwohl", en_comma=True),
-    Conjunction("while", "während", en_comma=True), Conjunction("if", "wenn"), Conjunction("before", "bevor"),
-    Conjunction("as soon as", "sobald"), Conjunction("until", "bis"),
-)}
+CONJUNCTIONS = {
+    c.en: c
+    for c in (
+        Conjunction("because", "weil"),
+        Conjunction("although", "obwohl", en_comma=True),
+        Conjunction("while", "während", en_comma=True),
+        Conjunction("if", "wenn"),
+        Conjunction("before", "bevor"),
+        Conjunction("as soon as", "sobald"),
+        Conjunction("until", "bis"),
+    )
+}
 THAT = Conjunction("that", "dass")
 
 # ---------------------------------------------------------------- clauses
 
 
-def english_verb(verb: Verb, tense: Tense, person: int, negative: bool = False,
-                 question: bool = False) -> tuple[list[str], list[str]]:
+def english_verb(
+    verb: Verb, tense: Tense, person: int, negative: bool = False, question: bool = False
+) -> tuple[list[str], list[str]]:
     """The English verb group as (words before the subject, words after it); statements have no
     words before the subject, questions invert the auxiliary (does the dog see ...)."""
     if verb is BE and tense in ("present", "past"):
@@ -1019,8 +1127,14 @@ def english_verb(verb: Verb, tense: Tense, person: int, negative: bool = False,
             return [], verb.en_past.split()
         if tense == "want":
             return [], ["wants" if third else "want", "to", *base]
-    auxiliary = {"present": "does" if third else "do", "past": "did", "future": "will", "can": "can",
-                 "must": "must", "want": "does" if third else "do"}[tense]
+    auxiliary = {
+        "present": "does" if third else "do",
+        "past": "did",
+        "future": "will",
+        "can": "can",
+        "must": "must",
+        "want": "does" if third else "do",
+    }[tense]
     main = ["want", "to", *base] if tense == "want" else base
     if question:
         return [auxiliary], main
@@ -1073,7 +1187,9 @@ class Clause:
 
     def __post_init__(self) -> None:
         if len(self.objects) != len(self.verb.objects):
-            raise ValueError(f"{self.verb.en!r} takes {len(self.verb.objects)} object(s), got {len(self.objects)}")
+            raise ValueError(
+                f"{self.verb.en!r} takes {len(self.verb.objects)} object(s), got {len(self.objects)}"
+            )
         if self.negative and not self.can_negate(self.verb, self.tense, self.objects):
             raise ValueError("this clause has no natural negation (must, every/some/many/numbers as objects)")
 
@@ -1082,7 +1198,9 @@ class Clause:
         """German negates with "nicht" after definite objects or with "kein" on a final indefinite
         one; "must not" (darf nicht) and quantified objects (nicht jeden Hund) are left out."""
         kinds = [o.negation for o in objects]
-        return tense != "must" and all(k == "nicht" for k in kinds[:-1]) and (not kinds or kinds[-1] is not None)
+        return (
+            tense != "must" and all(k == "nicht" for k in kinds[:-1]) and (not kinds or kinds[-1] is not None)
+        )
 
     def english(self, question: bool = False, with_time: bool = True) -> list[str]:
         before, after = english_verb(self.verb, self.tense, self.subject.person, self.negative, question)
@@ -1128,8 +1246,10 @@ def statement(clause: Clause, front_time: bool = False) -> Pair:
     """A main clause; with `front_time` the time comes first and German inverts (Gestern hat er ...)."""
     if front_time and clause.time:
         fronted = clause.time.en.split()
-        return (sentence([*fronted, *clause.english(with_time=False)]),
-                sentence(clause.german(with_time=False).verb_second(clause.time.de.split())))
+        return (
+            sentence([*fronted, *clause.english(with_time=False)]),
+            sentence(clause.german(with_time=False).verb_second(clause.time.de.split())),
+        )
     return sentence(clause.english()), sentence(clause.german().verb_second())
 
 
@@ -1163,7 +1283,7 @@ def reported(main: Clause, clause: Clause) -> Pair:
 TENSE_WEIGHTS = {"present": 30, "past": 30, "future": 12, "can": 10, "must": 8, "want": 10}
 
 
-_POOLS: dict[int, tuple] = {}
+_POOLS: dict[int, tuple] = {}  # id of a module-level lexicon table -> its values
 
 
 def _choice(rng: random.Random, table: dict):
@@ -1174,6 +1294,7 @@ def _choice(rng: random.Random, table: dict):
     return rng.choice(pool)
 
 
+# NUMBERS stands for "a number", drawn uniformly once chosen
 PLURAL_DETERMINERS = (THE, THIS, BARE, SOME, MANY, NUMBERS, *POSSESSIVES.values())
 PLURAL_WEIGHTS = (30, 6, 12, 6, 6, 12, *(4,) * len(POSSESSIVES))
 SINGULAR_DETERMINERS = (THE, A, THIS, EVERY, *POSSESSIVES.values())
@@ -1223,12 +1344,17 @@ def random_preposition_phrase(rng: random.Random, kinds: tuple[str, ...]) -> Pre
     return PrepositionalPhrase(preposition, obj)
 
 
-def random_clause(rng: random.Random, tense: Tense | None = None, time_probability: float = 0.3,
-                  negation_probability: float = 0.15) -> Clause:
+def random_clause(
+    rng: random.Random,
+    tense: Tense | None = None,
+    time_probability: float = 0.3,
+    negation_probability: float = 0.15,
+) -> Clause:
     """A clause of any kind: transitive, dative, ditransitive, intransitive, motion or "be"."""
     tense = tense or rng.choices(list(TENSE_WEIGHTS), list(TENSE_WEIGHTS.values()))[0]
-    kind = rng.choices(["transitive", "dative", "ditransitive", "intransitive", "motion", "be"],
-                       [34, 8, 10, 16, 14, 18])[0]
+    kind = rng.choices(
+        ["transitive", "dative", "ditransitive", "intransitive", "motion", "be"], [34, 8, 10, 16, 14, 18]
+    )[0]
     complement: Complement | None = None
     objects: tuple[Phrase, ...] = ()
     if kind == "be":
@@ -1238,13 +1364,21 @@ def random_clause(rng: random.Random, tense: Tense | None = None, time_probabili
         if roll < 0.55:
             degree = _choice(rng, DEGREES) if rng.random() < 0.3 else None
             complement = AdjectivePredicate(_choice(rng, ADJECTIVES), degree)
-        elif roll < 0.85 or isinstance(subject, NounPhrase) and subject.noun.en in OBJECTS:
-            complement = random_preposition_phrase(rng, LOCATIVE)
+        elif roll < 0.85 or (isinstance(subject, NounPhrase) and subject.noun.en in OBJECTS):
+            complement = random_preposition_phrase(rng, LOCATIVE)  # things have no age
         else:
             complement = Age(rng.randint(2, 99))
     else:
-        verb = _choice(rng, {"transitive": TRANSITIVE, "dative": DATIVE, "ditransitive": DITRANSITIVE,
-                             "intransitive": INTRANSITIVE, "motion": MOTION}[kind])
+        verb = _choice(
+            rng,
+            {
+                "transitive": TRANSITIVE,
+                "dative": DATIVE,
+                "ditransitive": DITRANSITIVE,
+                "intransitive": INTRANSITIVE,
+                "motion": MOTION,
+            }[kind],
+        )
         subject = random_animate(rng)
         objects = tuple(random_animate(rng) if case == "dat" else random_object(rng) for case in verb.objects)
         if kind == "ditransitive":  # the thing given: an acc pronoun would move before the dative
@@ -1290,12 +1424,37 @@ def english_vocabulary() -> set[str]:
     """Every English word (lower case, hyphenated numbers split) the grammar can produce."""
     phrases = [
         *(form for noun in NOUNS.values() for form in (noun.en, noun.en_plural)),
-        *ADJECTIVES, *DEGREES, *NAMES, *PREPOSITIONS, *CONJUNCTIONS, THAT.en, *TIMES,
-        *(form for verb in (*VERBS.values(), *REPORTING.values())
-          for form in (verb.en, verb.en_past, english_third_person(verb.en))),
-        *EN_BE_PRESENT, *EN_BE_PAST, "be", "do", "does", "did", "not", "will", "can", "cannot", "must",
-        "want", "wants", "to", "years", "old", "an",
-        *(p.en for p in PRONOUNS.values()), *(p.en_object for p in PRONOUNS.values()),
+        *ADJECTIVES,
+        *DEGREES,
+        *NAMES,
+        *PREPOSITIONS,
+        *CONJUNCTIONS,
+        THAT.en,
+        *TIMES,
+        *(
+            form
+            for verb in (*VERBS.values(), *REPORTING.values())
+            for form in (verb.en, verb.en_past, english_third_person(verb.en))
+        ),
+        *EN_BE_PRESENT,
+        *EN_BE_PAST,
+        "be",
+        "do",
+        "does",
+        "did",
+        "not",
+        "will",
+        "can",
+        "cannot",
+        "must",
+        "want",
+        "wants",
+        "to",
+        "years",
+        "old",
+        "an",
+        *(p.en for p in PRONOUNS.values()),
+        *(p.en_object for p in PRONOUNS.values()),
         *(d.en_singular or "" for d in (THE, A, THIS, EVERY, *POSSESSIVES.values())),
         *(d.en_plural or "" for d in (THE, THIS, SOME, MANY)),
         *(num2words(n) for n in range(2, 100)),

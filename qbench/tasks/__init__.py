@@ -43,7 +43,9 @@ class Task(Protocol):
 
     def loss(self, model: nn.Module, batch: Any) -> torch.Tensor: ...
 
-    def evaluate(self, model: nn.Module, split: str, device: torch.device, progress: bool = True) -> EvalResult: ...
+    def evaluate(
+        self, model: nn.Module, split: str, device: torch.device, progress: bool = True
+    ) -> EvalResult: ...
 
 
 def build_task(recipe, cache_dir: Path, progress: bool = True) -> Task:

@@ -31,7 +31,10 @@ FEATURE_VERSION = 1
 def log_mel(audio: torch.Tensor, sample_rate: int, n_mels: int) -> torch.Tensor:
     """(samples,) float in [-1, 1] -> (frames, n_mels): 25 ms windows every 10 ms."""
     return torchaudio.compliance.kaldi.fbank(
-        audio.unsqueeze(0) * 32768.0, num_mel_bins=n_mels, sample_frequency=sample_rate, dither=0.0,
+        audio.unsqueeze(0) * 32768.0,
+        num_mel_bins=n_mels,
+        sample_frequency=sample_rate,
+        dither=0.0,
         energy_floor=1.0,
     )
 
@@ -61,16 +64,30 @@ class ConvSubsampling(nn.Module):
 
 
 class ConformerCTC(nn.Module):
-    def __init__(self, n_mels: int, vocab: int, d_model: int, layers: int, heads: int, ffn_mult: int,
-                 conv_kernel: int, dropout: float, subsampling: int = 4):
+    def __init__(
+        self,
+        n_mels: int,
+        vocab: int,
+        d_model: int,
+        layers: int,
+        heads: int,
+        ffn_mult: int,
+        conv_kernel: int,
+        dropout: float,
+        subsampling: int = 4,
+    ):
         super().__init__()
         self.register_buffer("feat_mean", torch.zeros(n_mels))
         self.register_buffer("feat_std", torch.ones(n_mels))
         self.subsample = ConvSubsampling(n_mels, d_model, subsampling)
         self.dropout = nn.Dropout(dropout)
         self.encoder = torchaudio.models.Conformer(
-            input_dim=d_model, num_heads=heads, ffn_dim=d_model * ffn_mult, num_layers=layers,
-            depthwise_conv_kernel_size=conv_kernel, dropout=dropout,
+            input_dim=d_model,
+            num_heads=heads,
+            ffn_dim=d_model * ffn_mult,
+            num_layers=layers,
+            depthwise_conv_kernel_size=conv_kernel,
+            dropout=dropout,
         )
         self.head = nn.Linear(d_model, vocab)
 
@@ -85,7 +102,10 @@ class ConformerCTC(nn.Module):
 def ctc_greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, tokenizer) -> list[str]:
     """Best path: argmax per frame, merge repeats, drop blanks (id 0)."""
     best = log_probs.argmax(-1).cpu()
-    return [tokenizer.decode(torch.unique_consecutive(seq[:n]).tolist()) for seq, n in zip(best, lengths.tolist(), strict=True)]
+    return [
+        tokenizer.decode(torch.unique_consecutive(seq[:n]).tolist())
+        for seq, n in zip(best, lengths.tolist(), strict=True)
+    ]
 
 
 def word_error_details(refs: list[str], hyps: list[str]) -> dict[str, Any]:
@@ -124,10 +144,15 @@ class ASRTask:
 
         d = self.recipe.data
         cfg = SyntheticSpeechConfig(
-            seed=d.seed, train_utterances=d.train_utterances, valid_utterances=d.valid_utterances,
-            test_utterances=d.test_utterances, snr_db=tuple(d.snr_db),
+            seed=d.seed,
+            train_utterances=d.train_utterances,
+            valid_utterances=d.valid_utterances,
+            test_utterances=d.test_utterances,
+            snr_db=tuple(d.snr_db),
         )
-        key = stable_hash({"data": d.model_dump(mode="json"), "n_mels": self.recipe.model.n_mels, "v": FEATURE_VERSION})
+        key = stable_hash(
+            {"data": d.model_dump(mode="json"), "n_mels": self.recipe.model.n_mels, "v": FEATURE_VERSION}
+        )
         feat_file = self.cache_dir / "features" / f"{d.source}-{key[:16]}.pt"
         if feat_file.is_file():
             from qbench.store import load_checkpoint
@@ -139,7 +164,9 @@ class ASRTask:
         for split, utts in utterances.items():
             feats = []
             for u in progress_bar(utts, f"features {split}", enabled=self.progress):
-                feats.append(log_mel(torch.from_numpy(u.audio), cfg.sample_rate, self.recipe.model.n_mels).half())
+                feats.append(
+                    log_mel(torch.from_numpy(u.audio), cfg.sample_rate, self.recipe.model.n_mels).half()
+                )
             splits[split] = {"ids": [u.id for u in utts], "texts": [u.text for u in utts], "feats": feats}
         from qbench.store import atomic_torch_save
 
@@ -155,7 +182,9 @@ class ASRTask:
             else:
                 texts = self.splits["train"]["texts"]
                 key = stable_hash({"texts": texts, "vocab": m.vocab_size})[:16]
-                self._tokenizer = SentencePieceTokenizer.train(texts, m.vocab_size, self.cache_dir / "spm" / f"{key}.model")
+                self._tokenizer = SentencePieceTokenizer.train(
+                    texts, m.vocab_size, self.cache_dir / "spm" / f"{key}.model"
+                )
         return self._tokenizer
 
     def feature_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -166,8 +195,17 @@ class ASRTask:
 
     def build_model(self) -> nn.Module:
         m = self.recipe.model
-        model = ConformerCTC(m.n_mels, self.tokenizer.size, m.d_model, m.layers, m.heads, m.ffn_mult, m.conv_kernel,
-                             m.dropout, m.subsampling)
+        model = ConformerCTC(
+            m.n_mels,
+            self.tokenizer.size,
+            m.d_model,
+            m.layers,
+            m.heads,
+            m.ffn_mult,
+            m.conv_kernel,
+            m.dropout,
+            m.subsampling,
+        )
         mean, std = self.feature_stats()
         model.feat_mean.copy_(mean)
         model.feat_std.copy_(std)
@@ -212,12 +250,19 @@ class ASRTask:
             feats = spec_augment(feats, batch["lengths"])
         log_probs, out_lengths = model(feats, batch["lengths"])
         return F.ctc_loss(
-            log_probs.transpose(0, 1), batch["targets"], out_lengths, batch["target_lengths"],
-            blank=0, reduction="mean", zero_infinity=True,
+            log_probs.transpose(0, 1),
+            batch["targets"],
+            out_lengths,
+            batch["target_lengths"],
+            blank=0,
+            reduction="mean",
+            zero_infinity=True,
         )
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, split: str, device: torch.device, progress: bool = True) -> EvalResult:
+    def evaluate(
+        self, model: nn.Module, split: str, device: torch.device, progress: bool = True
+    ) -> EvalResult:
         was_training = model.training
         model.eval()
         s = self.splits[split]
@@ -243,10 +288,11 @@ def spec_augment(feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Two frequency masks (up to 15 bins) and two time masks (up to 5% of the frames) per utterance."""
     x = feats.transpose(1, 2)  # (B, F, T) as torchaudio's masking transforms expect
     freq = torchaudio.transforms.FrequencyMasking(freq_mask_param=15, iid_masks=True)
-    time_mask = torchaudio.transforms.TimeMasking(time_mask_param=max(1, int(0.05 * x.shape[-1])), iid_masks=True)
+    time_mask = torchaudio.transforms.TimeMasking(
+        time_mask_param=max(1, int(0.05 * x.shape[-1])), iid_masks=True
+    )
     mean = float(x.mean())
     for _ in range(2):
         x = freq(x.unsqueeze(1), mask_value=mean).squeeze(1)
         x = time_mask(x.unsqueeze(1), mask_value=mean).squeeze(1)
     return x.transpose(1, 2)
-

@@ -55,8 +55,17 @@ def sinusoidal_positions(length: int, d_model: int) -> torch.Tensor:
 class TransformerMT(nn.Module):
     """nn.Transformer (pre-norm, batch first) between one shared embedding and its transpose."""
 
-    def __init__(self, vocab_size: int, d_model: int, encoder_layers: int, decoder_layers: int, heads: int,
-                 ffn_mult: int, dropout: float, max_len: int):
+    def __init__(
+        self,
+        vocab_size: int,
+        d_model: int,
+        encoder_layers: int,
+        decoder_layers: int,
+        heads: int,
+        ffn_mult: int,
+        dropout: float,
+        max_len: int,
+    ):
         super().__init__()
         self.max_len = max_len
         self.scale = math.sqrt(d_model)
@@ -70,12 +79,24 @@ class TransformerMT(nn.Module):
         ffn = d_model * ffn_mult
         # nn.Transformer's default encoder warns that pre-norm rules out nested tensors; say so instead
         encoder = nn.TransformerEncoder(
-            nn.TransformerEncoderLayer(d_model, heads, ffn, dropout, "gelu", batch_first=True, norm_first=True),
-            encoder_layers, nn.LayerNorm(d_model), enable_nested_tensor=False,
+            nn.TransformerEncoderLayer(
+                d_model, heads, ffn, dropout, "gelu", batch_first=True, norm_first=True
+            ),
+            encoder_layers,
+            nn.LayerNorm(d_model),
+            enable_nested_tensor=False,
         )
         self.transformer = nn.Transformer(
-            d_model, heads, encoder_layers, decoder_layers, ffn, dropout, "gelu", custom_encoder=encoder,
-            batch_first=True, norm_first=True,
+            d_model,
+            heads,
+            encoder_layers,
+            decoder_layers,
+            ffn,
+            dropout,
+            "gelu",
+            custom_encoder=encoder,
+            batch_first=True,
+            norm_first=True,
         )
 
     def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -86,13 +107,20 @@ class TransformerMT(nn.Module):
         padding = src == PAD
         return self.transformer.encoder(self._embed(src), src_key_padding_mask=padding), padding
 
-    def decode(self, tgt_in: torch.Tensor, memory: torch.Tensor, memory_padding: torch.Tensor) -> torch.Tensor:
+    def decode(
+        self, tgt_in: torch.Tensor, memory: torch.Tensor, memory_padding: torch.Tensor
+    ) -> torch.Tensor:
         """(B, T) decoder input -> hidden states (B, T, d_model). No target padding mask is needed: the
         causal mask keeps real positions from seeing the padding after them, and padding is not scored."""
         length = tgt_in.shape[1]
         causal = torch.ones(length, length, dtype=torch.bool, device=tgt_in.device).triu(1)
-        return self.transformer.decoder(self._embed(tgt_in), memory, tgt_mask=causal, tgt_is_causal=True,
-                                        memory_key_padding_mask=memory_padding)
+        return self.transformer.decoder(
+            self._embed(tgt_in),
+            memory,
+            tgt_mask=causal,
+            tgt_is_causal=True,
+            memory_key_padding_mask=memory_padding,
+        )
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return F.linear(hidden, self.embed.weight)
@@ -116,8 +144,9 @@ def gnmt_length_penalty(length: int, alpha: float) -> float:
     return ((5 + length) / 6) ** alpha
 
 
-def _next_token_log_probs(model: TransformerMT, tokens: torch.Tensor, memory: torch.Tensor,
-                          memory_padding: torch.Tensor, bos: int) -> torch.Tensor:
+def _next_token_log_probs(
+    model: TransformerMT, tokens: torch.Tensor, memory: torch.Tensor, memory_padding: torch.Tensor, bos: int
+) -> torch.Tensor:
     logits = model.logits(model.decode(tokens, memory, memory_padding)[:, -1]).float()
     logits[:, PAD] = logits[:, bos] = -math.inf  # never generated
     return logits.log_softmax(-1)
@@ -128,8 +157,9 @@ def _until_eos(ids: list[int], eos: int) -> list[int]:
 
 
 @torch.no_grad()
-def greedy_decode(model: TransformerMT, src: torch.Tensor, bos: int, eos: int,
-                  max_lengths: torch.Tensor) -> list[list[int]]:
+def greedy_decode(
+    model: TransformerMT, src: torch.Tensor, bos: int, eos: int, max_lengths: torch.Tensor
+) -> list[list[int]]:
     """The most probable next token at every step, for a batch; returns ids without <s>/</s>."""
     memory, memory_padding = model.encode(src)
     tokens = src.new_full((src.shape[0], 1), bos)
@@ -146,8 +176,15 @@ def greedy_decode(model: TransformerMT, src: torch.Tensor, bos: int, eos: int,
 
 
 @torch.no_grad()
-def beam_search(model: TransformerMT, src: torch.Tensor, bos: int, eos: int, max_lengths: torch.Tensor,
-                beam_size: int, length_penalty: float) -> list[list[int]]:
+def beam_search(
+    model: TransformerMT,
+    src: torch.Tensor,
+    bos: int,
+    eos: int,
+    max_lengths: torch.Tensor,
+    beam_size: int,
+    length_penalty: float,
+) -> list[list[int]]:
     """Batched beam search (fairseq's scheme): each step keeps the `beam_size` best unfinished
     hypotheses by log-probability; a hypothesis ending in </s> among the best `beam_size`
     candidates is set aside, scored by log-probability / GNMT length penalty; a sentence is done
@@ -204,9 +241,12 @@ def translation_result(ids: list[str], refs: list[str], hyps: list[str], decodin
     bleu_score = bleu.corpus_score(hyps, [refs])
     chrf_score = chrf.corpus_score(hyps, [refs])
     details = {
-        "bleu": bleu_score.score, "chrf": chrf_score.score,
-        "signature": str(bleu.get_signature()), "chrf_signature": str(chrf.get_signature()),
-        "sentences": len(refs), "decoding": decoding,
+        "bleu": bleu_score.score,
+        "chrf": chrf_score.score,
+        "signature": str(bleu.get_signature()),
+        "chrf_signature": str(chrf.get_signature()),
+        "sentences": len(refs),
+        "decoding": decoding,
     }
     return EvalResult("bleu", bleu_score.score, True, details, list(zip(ids, refs, hyps, strict=True)))
 
@@ -236,8 +276,9 @@ class MTTask:
         m = self.recipe.model
         texts = [text for pair in self.splits["train"] for text in pair]
         key = stable_hash({"texts": texts, "vocab": m.vocab_size, "bos_eos": True})[:16]
-        self.tokenizer = SentencePieceTokenizer.train(texts, m.vocab_size, self.cache_dir / "spm" / f"{key}.model",
-                                                      bos_eos=True)
+        self.tokenizer = SentencePieceTokenizer.train(
+            texts, m.vocab_size, self.cache_dir / "spm" / f"{key}.model", bos_eos=True
+        )
         self.encoded = {split: self._encode(pairs) for split, pairs in self.splits.items()}
 
     def _encode(self, pairs: list[Pair]) -> tuple[list[list[int]], list[list[int]]]:
@@ -252,8 +293,16 @@ class MTTask:
 
     def build_model(self) -> nn.Module:
         m = self.recipe.model
-        return TransformerMT(self.tokenizer.size, m.d_model, m.encoder_layers, m.decoder_layers, m.heads,
-                             m.ffn_mult, m.dropout, m.max_len)
+        return TransformerMT(
+            self.tokenizer.size,
+            m.d_model,
+            m.encoder_layers,
+            m.decoder_layers,
+            m.heads,
+            m.ffn_mult,
+            m.dropout,
+            m.max_len,
+        )
 
     # ------------------------------------------------------------------ batches
 
@@ -263,8 +312,10 @@ class MTTask:
         small, then shuffle the batch order."""
         rng = random.Random(f"{self.recipe.seed}-{epoch}")
         sources, targets = self.encoded["train"]
-        order = sorted(range(len(sources)),
-                       key=lambda i: max(len(sources[i]), len(targets[i]) + 1) * rng.uniform(0.9, 1.1))
+        order = sorted(
+            range(len(sources)),
+            key=lambda i: max(len(sources[i]), len(targets[i]) + 1) * rng.uniform(0.9, 1.1),
+        )
         bs = self.recipe.train.batch_size
         batches = [order[i : i + bs] for i in range(0, len(order), bs)]
         rng.shuffle(batches)
@@ -272,8 +323,9 @@ class MTTask:
 
     def _sources(self, split: str, idx: list[int], device: torch.device) -> torch.Tensor:
         sources = self.encoded[split][0]
-        return nn.utils.rnn.pad_sequence([torch.tensor(sources[i]) for i in idx], batch_first=True,
-                                         padding_value=PAD).to(device)
+        return nn.utils.rnn.pad_sequence(
+            [torch.tensor(sources[i]) for i in idx], batch_first=True, padding_value=PAD
+        ).to(device)
 
     def _collate(self, split: str, idx: list[int], device: torch.device) -> dict[str, Any]:
         targets = self.encoded[split][1]
@@ -294,8 +346,12 @@ class MTTask:
 
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         logits = model(batch["src"], batch["tgt_in"])
-        return F.cross_entropy(logits.flatten(0, 1).float(), batch["tgt_out"].flatten(), ignore_index=PAD,
-                               label_smoothing=self.recipe.model.label_smoothing)
+        return F.cross_entropy(
+            logits.flatten(0, 1).float(),
+            batch["tgt_out"].flatten(),
+            ignore_index=PAD,
+            label_smoothing=self.recipe.model.label_smoothing,
+        )
 
     def translate(self, model: TransformerMT, src: torch.Tensor) -> list[list[int]]:
         """Token ids of the translations of a padded batch of sources, as eval.beam_size asks."""
@@ -307,7 +363,9 @@ class MTTask:
         return beam_search(model, src, bos, eos, lengths, e.beam_size, e.length_penalty)
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, split: str, device: torch.device, progress: bool = True) -> EvalResult:
+    def evaluate(
+        self, model: nn.Module, split: str, device: torch.device, progress: bool = True
+    ) -> EvalResult:
         was_training = model.training
         model.eval()
         e = self.recipe.eval
@@ -324,6 +382,11 @@ class MTTask:
                     hyps[i] = self.tokenizer.decode(ids)
         model.train(was_training)
         pairs = self.splits[split]
-        decoding = "greedy" if e.beam_size == 1 else (
-            f"beam {e.beam_size}, GNMT length penalty alpha={e.length_penalty}")
-        return translation_result([f"{split}-{i}" for i in range(len(pairs))], [t for _, t in pairs], hyps, decoding)
+        decoding = (
+            "greedy"
+            if e.beam_size == 1
+            else (f"beam {e.beam_size}, GNMT length penalty alpha={e.length_penalty}")
+        )
+        return translation_result(
+            [f"{split}-{i}" for i in range(len(pairs))], [t for _, t in pairs], hyps, decoding
+        )
