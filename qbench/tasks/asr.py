@@ -75,8 +75,10 @@ class ConformerCTC(nn.Module):
         conv_kernel: int,
         dropout: float,
         subsampling: int = 4,
+        utterance_cmn: bool = True,
     ):
         super().__init__()
+        self.utterance_cmn = utterance_cmn
         self.register_buffer("feat_mean", torch.zeros(n_mels))
         self.register_buffer("feat_std", torch.ones(n_mels))
         self.subsample = ConvSubsampling(n_mels, d_model, subsampling)
@@ -93,7 +95,14 @@ class ConformerCTC(nn.Module):
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T, n_mels) -> CTC log-probabilities (B, T/subsampling, vocab) in float32, and their lengths."""
-        x = (feats - self.feat_mean) / self.feat_std
+        if self.utterance_cmn:
+            # Per-utterance mean over the real frames (Kaldi's CMN): removes much of what differs
+            # between voices and channels, which matters when test voices are unseen.
+            mask = (torch.arange(feats.shape[1], device=feats.device)[None, :] < lengths[:, None]).unsqueeze(-1)
+            mean = (feats * mask).sum(1, keepdim=True) / lengths[:, None, None].clamp(min=1)
+            x = (feats - mean) * mask / self.feat_std
+        else:
+            x = (feats - self.feat_mean) / self.feat_std
         x, lengths = self.subsample(x, lengths)
         x, lengths = self.encoder(self.dropout(x), lengths)
         return F.log_softmax(self.head(x).float(), dim=-1), lengths
@@ -205,6 +214,7 @@ class ASRTask:
             m.conv_kernel,
             m.dropout,
             m.subsampling,
+            utterance_cmn=m.feature_norm == "utterance",
         )
         mean, std = self.feature_stats()
         model.feat_mean.copy_(mean)
