@@ -153,7 +153,7 @@ def check(
     outcomes = run_check(read_results(results), entries)
     for o in outcomes:
         color = {"ok": "green", "improvement": "cyan", "regression": "red", "missing": "red"}[o.status]
-        console.print(f"[{color}]{o.describe()}[/{color}]", highlight=False)
+        console.print(f"[{color}]{o.describe()}[/{color}]", highlight=False, soft_wrap=True)
     bad = [o for o in outcomes if o.status in ("regression", "missing")]
     console.print(f"{len(outcomes)} checked, {len(bad)} failing")
     if bad:
@@ -165,6 +165,7 @@ def write_baseline(
     suite: Annotated[str, typer.Argument(help="Suite whose results become the baseline.")],
     out: Annotated[Path, typer.Option(help="Where to write the baseline JSON.")],
     tolerance: Annotated[float, typer.Option(help="Allowed absolute change of the metric.")] = 0.05,
+    metric: Annotated[list[str] | None, typer.Option(help="Only these metrics (repeatable; default: all).")] = None,
     results: ResultsOpt = Path("results"),
 ) -> None:
     """Write a baseline from the index after a deliberate change (review the diff before committing)."""
@@ -174,7 +175,7 @@ def write_baseline(
     from qbench.store import atomic_write_text, read_results
 
     try:
-        data = baseline_from(read_results(results), suite, tolerance)
+        data = baseline_from(read_results(results), suite, tolerance, metric)
     except ValueError as e:
         _fail(str(e), 1)
     atomic_write_text(out, json.dumps(data, indent=2) + "\n")

@@ -209,8 +209,10 @@ def check(df: pd.DataFrame, entries: list[dict]) -> list[CheckOutcome]:
     return out
 
 
-def baseline_from(df: pd.DataFrame, suite: str, tolerance: float) -> dict:
-    sub = df[df.suite == suite]
+def baseline_from(df: pd.DataFrame, suite: str, tolerance: float, metrics: list[str] | None = None) -> dict:
+    sub = df[df.suite == suite] if not df.empty else df
+    if metrics and not sub.empty:
+        sub = sub[sub.metric.isin(metrics)]
     if sub.empty:
         raise ValueError(f"no results for suite {suite!r} in the index")
     g = sub.groupby(["technique", "precision", "metric"], as_index=False).agg(
