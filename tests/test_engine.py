@@ -48,7 +48,11 @@ def test_run_writes_run_dir_and_index(tmp_path, results):
     assert {"wer", "cer", "substitutions", "deletions", "insertions"} <= set(p4)
     assert p4["size_bits"] < m["precisions"]["w8"]["size_bits"] < m["precisions"]["float"]["size_bits"]
     df = read_results(results)
-    assert sorted(df.precision) == ["float", "w4", "w8"] and set(df.technique) == {"rand"}
+    assert set(df.technique) == {"rand"}
+    for metric, headline in (("wer", 1), ("cer", 0)):  # one row per precision and metric
+        rows = df[df.metric == metric]
+        assert sorted(rows.precision) == ["float", "w4", "w8"] and set(rows.headline) == {headline}
+        assert rows.set_index("precision").value["w4"] == m["precisions"]["w4"][metric]
     assert len((run / "hyp/w4.tsv").read_text().splitlines()) == 1 + 6
 
 
