@@ -33,8 +33,8 @@ bench: setup
 	$(BIN)/qbench run recipes/asr-synthetic.yaml --results $(RESULTS)
 
 lint: setup
-	$(BIN)/ruff check qbench tests benchmarks
-	$(BIN)/ruff format --check qbench tests benchmarks
+	$(BIN)/ruff check qbench tests
+	$(BIN)/ruff format --check qbench tests
 
 clean:
 	rm -rf .cache $(RESULTS)/runs $(RESULTS)/cache $(RESULTS)/index.sqlite*

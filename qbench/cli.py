@@ -165,7 +165,9 @@ def write_baseline(
     suite: Annotated[str, typer.Argument(help="Suite whose results become the baseline.")],
     out: Annotated[Path, typer.Option(help="Where to write the baseline JSON.")],
     tolerance: Annotated[float, typer.Option(help="Allowed absolute change of the metric.")] = 0.05,
-    metric: Annotated[list[str] | None, typer.Option(help="Only these metrics (repeatable; default: all).")] = None,
+    metric: Annotated[
+        list[str] | None, typer.Option(help="Only these metrics (repeatable; default: all).")
+    ] = None,
     results: ResultsOpt = Path("results"),
 ) -> None:
     """Write a baseline from the index after a deliberate change (review the diff before committing)."""

@@ -115,7 +115,9 @@ class ConformerCTCConfig(_Strict):
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     n_mels: int = Field(80, ge=8)
     subsampling: Literal[4, 8] = 4
-    feature_norm: Literal["utterance", "global"] = "utterance"  # mean: per utterance or global; variance: global
+    feature_norm: Literal["utterance", "global"] = (
+        "utterance"  # mean: per utterance or global; variance: global
+    )
     units: Literal["chars", "bpe"] = "chars"
     vocab_size: int = Field(256, ge=8)  # sentencepiece vocabulary when units is bpe
     specaugment: bool = True

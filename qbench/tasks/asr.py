@@ -98,7 +98,9 @@ class ConformerCTC(nn.Module):
         if self.utterance_cmn:
             # Per-utterance mean over the real frames (Kaldi's CMN): removes much of what differs
             # between voices and channels, which matters when test voices are unseen.
-            mask = (torch.arange(feats.shape[1], device=feats.device)[None, :] < lengths[:, None]).unsqueeze(-1)
+            mask = (torch.arange(feats.shape[1], device=feats.device)[None, :] < lengths[:, None]).unsqueeze(
+                -1
+            )
             mean = (feats * mask).sum(1, keepdim=True) / lengths[:, None, None].clamp(min=1)
             x = (feats - mean) * mask / self.feat_std
         else:
