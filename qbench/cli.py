@@ -37,7 +37,7 @@ class Format(str, Enum):
 
 
 def _fail(msg: str, code: int) -> None:
-    console.print(f"[red]error:[/red] {msg}", highlight=False)
+    console.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
