@@ -23,7 +23,14 @@ from torch import nn
 
 from qbench.device import autocast
 from qbench.progress import console, make_progress
-from qbench.quant import QuantSpec, model_size_bits, parse_precision, quantize_, use_precision
+from qbench.quant import (
+    QuantSpec,
+    model_size_bits,
+    parse_precision,
+    quantize_,
+    quantizer_parameters,
+    use_precision,
+)
 from qbench.quant.apply import original_name
 from qbench.recipe import Recipe, stable_hash
 from qbench.report import display_scale
@@ -66,6 +73,13 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def attach_quantizers(model: nn.Module, optimizer: torch.optim.Optimizer, spec: QuantSpec) -> None:
+    """quantize_ + put the learned scales it creates (lsq/pact) in the no-decay group: scheduled
+    like every parameter, and the group sizes match a checkpoint saved after quantization."""
+    quantize_(model, spec)
+    optimizer.param_groups[1]["params"].extend(p for _, p in quantizer_parameters(model))
+
+
 def lr_lambda(recipe: Recipe):
     """Linear warm-up, then cosine decay to `min_lr_ratio` of the peak."""
     t = recipe.train
@@ -104,7 +118,7 @@ class TrainState:
 
     def load(self, ckpt: dict, spec: QuantSpec) -> None:
         if ckpt["quantized"] and not self.quantized:
-            quantize_(self.model, spec)
+            attach_quantizers(self.model, self.optimizer, spec)  # before the loads: keys, group sizes
             self.quantized = True
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -175,7 +189,7 @@ class Runner:
             running = None
             while state.step < r.train.steps:
                 if qat_start is not None and not state.quantized and state.step >= qat_start:
-                    quantize_(model, self.spec)
+                    attach_quantizers(model, optimizer, self.spec)
                     state.quantized = True
                 batch = task.train_batch(state.step, self.device)
                 with autocast(self.device):
@@ -220,7 +234,7 @@ class Runner:
             if not final.is_file():
                 atomic_torch_save(final, state.to_checkpoint())
         if trains_quantized(r) and not state.quantized:  # resumed from a finished checkpoint
-            quantize_(model, self.spec)
+            attach_quantizers(model, optimizer, self.spec)
             state.quantized = True
         return state
 

@@ -19,8 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from qbench.quant.precision import parse_precision
-
-TECHNIQUES = ("float", "ptq", "ste", "pqn", "pqn-sg", "rand", "rand-ste")
+from qbench.quant.quantizers import TECHNIQUES
 
 
 class RecipeError(Exception):

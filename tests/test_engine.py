@@ -56,9 +56,10 @@ def test_run_writes_run_dir_and_index(tmp_path, results):
     assert len((run / "hyp/w4.tsv").read_text().splitlines()) == 1 + 6
 
 
-def test_interrupted_run_resumes_to_identical_metrics(tmp_path, results, monkeypatch):
+@pytest.mark.parametrize("technique", ["rand", "lsq"])  # lsq: learned scales join the optimizer mid-run
+def test_interrupted_run_resumes_to_identical_metrics(tmp_path, results, monkeypatch, technique):
     """Killed after its step-8 checkpoint (QAT began at step 5), the rerun resumes and matches."""
-    recipe = load_suite(tiny_recipe(tmp_path / "r.yaml")).runs[0]
+    recipe = load_suite(tiny_recipe(tmp_path / "r.yaml", technique=technique)).runs[0]
     reference = tmp_path / "reference"
     (reference / "cache").mkdir(parents=True)
     for name in ("synthetic-speech", "features"):

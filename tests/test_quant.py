@@ -410,7 +410,7 @@ def test_parse_precision_valid_and_errors():
         with pytest.raises(ValueError):
             parse_precision("bad", {"bad": bad_map})
     with pytest.raises(ValueError):
-        QuantSpec("lsq")
+        QuantSpec("lsq-2")  # unknown technique
     with pytest.raises(ValueError):
         QuantSpec("ste", bits=9)
 
@@ -471,4 +471,38 @@ def test_original_name_and_selection():
     assert original_name("a.b.weight") == "a.b.weight"
     assert quantized_parameter_names(Tiny(), QuantSpec("ste")) == ["conv.weight", "ffn.weight", "out.weight"]
     assert quantized_parameter_names(nn.Linear(3, 4), QuantSpec("ste")) == ["weight"]  # top level
-    assert set(TECHNIQUES) == {"float", "ptq", "ste", "pqn", "pqn-sg", "rand", "rand-ste"}
+    assert set(TECHNIQUES) == {
+        "float",
+        "ptq",
+        "ste",
+        "pqn",
+        "pqn-sg",
+        "rand",
+        "rand-ste",
+        "lsq",
+        "pact",
+        "clip",
+    }
+
+
+@pytest.mark.parametrize("technique", ["ste", "lsq", "pact", "clip"])
+def test_per_group_on_fused_in_proj_weight(technique):
+    torch.manual_seed(14)
+    mha = nn.MultiheadAttention(8, 2, batch_first=True)
+    spec = QuantSpec(technique, 4, granularity="per-group-4")
+    quantize_(mha, spec)
+    q = mha.parametrizations.in_proj_weight[0]
+    w = mha.parametrizations.in_proj_weight.original.detach()  # (24, 8) -> 48 groups of 4
+    assert q.scale(w).shape == (48,)
+    if q.learned is not None:
+        assert q.learned.shape == (48,)
+    mha.eval()
+    out = mha.in_proj_weight.detach()
+    assert torch.equal(out.reshape(48, 4), fq(w.reshape(48, 4), q.scale(w), 4))
+    assert (
+        model_size_bits(mha, None, spec)["total_bits"]
+        == (24 * 8 + 8 * 8) * 4 + (48 + 16) * 32 + (24 + 8) * 32
+    )
+    x = torch.randn(2, 3, 8)
+    with torch.no_grad():
+        assert torch.isfinite(mha(x, x, x)[0]).all()

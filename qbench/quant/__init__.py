@@ -5,7 +5,15 @@ quantizers in place; train; ``with use_precision(model, "w8", spec): ...`` evalu
 same weights at another precision.
 """
 
-from .apply import find_quantizers, original_name, quantize_, quantized_parameter_names, use_precision
+from .apply import (
+    find_quantizers,
+    original_name,
+    quantize_,
+    quantized_parameter_names,
+    quantizer_parameters,
+    use_precision,
+)
+from .export import export_packed, load_packed, packed_size_bytes
 from .precision import PrecisionMap, model_size_bits, parse_precision
 from .quantizers import TECHNIQUES, QuantSpec, WeightQuantizer
 
@@ -21,4 +29,8 @@ __all__ = [
     "original_name",
     "WeightQuantizer",
     "find_quantizers",
+    "quantizer_parameters",
+    "export_packed",
+    "load_packed",
+    "packed_size_bytes",
 ]

@@ -24,7 +24,14 @@ from torch.nn.utils import parametrize
 from .precision import PrecisionMap, name_matches, parse_precision
 from .quantizers import TECHNIQUE_CONFIGS, QuantSpec, WeightQuantizer, make_quantizer
 
-__all__ = ["quantize_", "quantized_parameter_names", "original_name", "use_precision", "find_quantizers"]
+__all__ = [
+    "quantize_",
+    "quantized_parameter_names",
+    "quantizer_parameters",
+    "original_name",
+    "use_precision",
+    "find_quantizers",
+]
 
 _ORIGINAL_RE = re.compile(r"(^|\.)parametrizations\.([^.]+)\.original\d*$")
 
@@ -92,7 +99,8 @@ def quantize_(model: nn.Module, spec: QuantSpec) -> list[str]:
     for name, module, tname, tensor in list(_weight_slots(model)):
         if not _is_selected(name, tensor, spec):
             continue
-        q = make_quantizer(spec)
+        # learned scales start from the weight as it is now (QAT may start mid-training)
+        q = make_quantizer(spec, weight=tensor)
         q.train(module.training)
         old = _find_quantizer(module, tname)
         if old is not None:
@@ -104,6 +112,15 @@ def quantize_(model: nn.Module, spec: QuantSpec) -> list[str]:
             parametrize.register_parametrization(module, tname, q, unsafe=True)
         names.append(name)
     return names
+
+
+def quantizer_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """``(name in model.named_parameters(), parameter)`` of every attached quantizer's
+    learned scale (LSQ ``step``, PACT ``alpha``), e.g.
+    ``ffn.parametrizations.weight.0.step``.  ``quantize_`` creates them: add them to the
+    optimizer afterwards (no weight decay).  Empty for functional scales."""
+    ids = {id(p) for q in find_quantizers(model).values() for p in q.parameters()}
+    return [(n, p) for n, p in model.named_parameters() if id(p) in ids]
 
 
 @contextmanager

@@ -125,7 +125,7 @@ def model_size_bits(
 
     Quantized weights cost ``bits * numel + 32 * n_scales`` (one fp32 scale per
     output channel for per-channel granularity); every other parameter costs
-    ``32 * numel``.  Each parameter is counted once (tied weights too).  The
+    ``32 * numel``; learned quantizer scales are not counted twice.  Each parameter is counted once (tied weights too).  The
     quantized weights are the ones ``use_precision`` would quantize: those with
     a quantizer attached plus those ``spec`` selects.  ``precision_map=None``
     means "as trained": attached quantizers at their own bits, the rest float.
@@ -133,7 +133,7 @@ def model_size_bits(
     Returns ``total_bits``, ``float32_bits`` (32 x all parameters),
     ``quantized_params`` and ``float_params`` (numbers of scalars).
     """
-    from .apply import _find_quantizer, _is_selected, _weight_slots
+    from .apply import _find_quantizer, _is_selected, _weight_slots, quantizer_parameters
     from .scales import num_scales
 
     pmap = None if precision_map is None else parse_precision(precision_map)
@@ -152,8 +152,12 @@ def model_size_bits(
         if bits is not None:
             qinfo[id(tensor)] = (bits, num_scales(tensor.shape, granularity))
 
+    # learned scales (LSQ/PACT) are folded into the exported per-row scales already counted
+    learned = {id(p) for _, p in quantizer_parameters(model)}
     total = float32 = n_q = n_f = 0
     for p in model.parameters():  # deduplicated
+        if id(p) in learned:
+            continue
         n = p.numel()
         float32 += 32 * n
         if id(p) in qinfo:

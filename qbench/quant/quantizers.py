@@ -3,9 +3,19 @@
 A :class:`WeightQuantizer` is an ``nn.Module`` mapping a float weight ``W`` to
 its (fake-)quantized value.  It is attached to a model with
 ``torch.nn.utils.parametrize`` (see :mod:`qbench.quant.apply`), so it runs
-every time the module reads its weight.  It holds no parameters or buffers:
-its state (bits, flags) is plain Python attributes, so state_dicts only carry
-the original float weights.
+every time the module reads its weight.  Its state (bits, flags) is plain
+Python attributes; only the learned scales own a parameter (``step`` for LSQ,
+``alpha`` for PACT, one per row), which ``model.parameters()`` and the
+state_dict then carry (``<module>.parametrizations.<name>.0.step``).
+
+Scales
+    ``absmax`` / ``topk-lp`` / ``mse-clip``  functions of W (see :mod:`.scales`).
+    ``learned`` (LSQ)  ``s`` a parameter, init ``2 mean|W_i| / sqrt(Qp)``; its gradient
+                   is scaled by ``g = 1 / sqrt(N Qp)`` (N weights per scale).
+    ``pact``       ``alpha`` a parameter (init ``max|W_i|``), ``s = alpha / Qp``, W
+                   clamped to ``+-alpha``; alpha's gradient comes from the clamp only.
+    At another bit width a learned LSQ scale keeps its clipping range ``s * Qp``
+    (``s * Qp_train / Qp``); PACT's ``alpha`` is that range already.
 
 Estimators
     ``round-ste``  forward ``s * clamp(round(W / s), -Qp, Qp)``, bit-for-bit equal
@@ -25,18 +35,31 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .scales import SCALE_FUNCTIONS, check_granularity, rows_view
+from .scales import EPS, SCALE_FUNCTIONS, check_granularity, lsq_init_scale, rows_view
 
 __all__ = [
     "TECHNIQUES",
     "TECHNIQUE_CONFIGS",
+    "LEARNED_SCALES",
+    "grad_scale",
     "QuantSpec",
     "WeightQuantizer",
     "make_quantizer",
     "round_ste",
 ]
 
-TECHNIQUES: tuple[str, ...] = ("float", "ptq", "ste", "pqn", "pqn-sg", "rand", "rand-ste")
+TECHNIQUES: tuple[str, ...] = (
+    "float",
+    "ptq",
+    "ste",
+    "pqn",
+    "pqn-sg",
+    "rand",
+    "rand-ste",
+    "lsq",
+    "pact",
+    "clip",
+)
 
 #: technique -> WeightQuantizer options. "float" and "ptq" attach nothing.
 TECHNIQUE_CONFIGS: dict[str, dict] = {
@@ -45,7 +68,14 @@ TECHNIQUE_CONFIGS: dict[str, dict] = {
     "pqn-sg": dict(scale_fn="absmax", estimator="noise", detach_scale=True),
     "rand": dict(scale_fn="topk-lp", estimator="noise"),
     "rand-ste": dict(scale_fn="topk-lp", estimator="round-ste"),
+    "lsq": dict(scale_fn="learned", estimator="round-ste"),
+    "pact": dict(scale_fn="pact", estimator="round-ste"),
+    "clip": dict(scale_fn="mse-clip", estimator="round-ste"),
 }
+
+#: scale kinds that are parameters of the quantizer (attribute name of the parameter)
+LEARNED_SCALES: dict[str, str] = {"learned": "step", "pact": "alpha"}
+SCALE_KINDS: tuple[str, ...] = (*SCALE_FUNCTIONS, *LEARNED_SCALES)
 
 ESTIMATORS = ("round-ste", "noise")
 NOISES = ("uniform", "normal")
@@ -133,6 +163,24 @@ def round_ste(rows: Tensor, scale: Tensor, qp: int) -> Tensor:
     return _RoundSTE.apply(rows, scale, qp)
 
 
+class _GradScale(torch.autograd.Function):
+    """Identity forward (bit-exact, unlike LSQ's ``(s - s g).detach() + s g``), gradient times ``g``."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, g: float) -> Tensor:
+        ctx.g = g
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return grad * ctx.g, None
+
+
+def grad_scale(x: Tensor, g: float) -> Tensor:
+    """``x`` with its gradient multiplied by ``g``."""
+    return _GradScale.apply(x, g)
+
+
 class WeightQuantizer(nn.Module):
     """Fake-quantizes one weight tensor: ``forward(W) -> Wq`` (same shape/dtype).
 
@@ -155,8 +203,8 @@ class WeightQuantizer(nn.Module):
         detach_scale: bool = False,
     ) -> None:
         super().__init__()
-        if scale_fn not in SCALE_FUNCTIONS:
-            raise ValueError(f"unknown scale function {scale_fn!r}; expected one of {tuple(SCALE_FUNCTIONS)}")
+        if scale_fn not in SCALE_KINDS:
+            raise ValueError(f"unknown scale function {scale_fn!r}; expected one of {SCALE_KINDS}")
         if estimator not in ESTIMATORS:
             raise ValueError(f"unknown estimator {estimator!r}; expected one of {ESTIMATORS}")
         if noise not in NOISES:
@@ -170,26 +218,89 @@ class WeightQuantizer(nn.Module):
         self.detach_scale = detach_scale
         self.enabled = True
         self.hard = False
-        self._scale_impl = SCALE_FUNCTIONS[scale_fn]
+        self._scale_impl = SCALE_FUNCTIONS.get(scale_fn)
         self._scale_kwargs = {"k": k, "p": p, "c": c} if scale_fn == "topk-lp" else {}
+        self._param_name = LEARNED_SCALES.get(scale_fn)
+        if self._param_name is not None:
+            # the bit width the parameter is trained at: evaluating at other bits rescales it
+            self.train_bits = self.bits
+            # empty until initialised from a weight (init_from / first forward): the
+            # number of rows is only known then
+            self.register_parameter(self._param_name, nn.Parameter(torch.empty(0)))
 
     @property
     def qp(self) -> int:
         return 2 ** (self.bits - 1) - 1
+
+    @property
+    def learned(self) -> nn.Parameter | None:
+        """The learned scale parameter (``step`` or ``alpha``), None for functional scales."""
+        return None if self._param_name is None else getattr(self, self._param_name)
+
+    @property
+    def initialized(self) -> bool:
+        return self._param_name is None or self.learned.numel() > 0
+
+    @torch.no_grad()
+    def init_from(self, w: Tensor) -> WeightQuantizer:
+        """(Re-)initialise a learned scale from weight ``w`` at ``train_bits``, in place
+        (the same Parameter object, so it can already sit in an optimizer)."""
+        if self._param_name is not None:
+            rows = rows_view(w.detach(), self.granularity)
+            qp = 2 ** (self.train_bits - 1) - 1
+            if self._param_name == "step":
+                v = lsq_init_scale(rows, qp)
+            else:
+                v = rows.abs().amax(dim=1).float().clamp_min(EPS)
+            self.learned.data = v.to(w.device)
+        return self
 
     def scale(self, w: Tensor) -> Tensor:
         """Scales of ``w`` at the current bit width, shape ``(G,)``, float32."""
         return self._scales(rows_view(w, self.granularity))
 
     def _scales(self, rows: Tensor) -> Tensor:
-        s = self._scale_impl(rows, self.qp, detach=self.detach_scale, **self._scale_kwargs)
-        return s if s.dtype == torch.float32 else s.float()
+        if self._param_name is None:
+            s = self._scale_impl(rows, self.qp, detach=self.detach_scale, **self._scale_kwargs)
+            return s if s.dtype == torch.float32 else s.float()
+        if not self.initialized:
+            self.init_from(rows)
+        if self._param_name == "alpha":
+            return self._alpha() / self.qp
+        s = self.learned
+        if self.bits != self.train_bits:  # same clipping range s * Qp at the other width
+            s = s * ((2 ** (self.train_bits - 1) - 1) / self.qp)
+        if torch.is_grad_enabled() and s.requires_grad:
+            s = grad_scale(s, 1.0 / math.sqrt(rows.shape[1] * self.qp))  # LSQ: g = 1/sqrt(N Qp)
+        return s.clamp_min(EPS)
+
+    def _alpha(self) -> Tensor:
+        return self.learned.clamp_min(EPS)
+
+    def _clipped_rows_and_scale(self, w: Tensor) -> tuple[Tensor, Tensor]:
+        """The ``(G, n)`` rows to round and their ``(G,)`` scales; PACT clamps the rows
+        to ``+-alpha`` (alpha's only gradient path) and detaches the scale."""
+        rows = rows_view(w, self.granularity)
+        if self._param_name == "alpha":
+            if not self.initialized:
+                self.init_from(rows)
+            a = self._alpha().unsqueeze(1).to(rows.dtype)
+            rows = torch.minimum(torch.maximum(rows, -a), a)
+            return rows, (self._alpha() / self.qp).detach()
+        return rows, self._scales(rows)
+
+    @torch.no_grad()
+    def quantize_int(self, w: Tensor) -> tuple[Tensor, Tensor]:
+        """Integers ``q`` (int8, ``(G, n)``) and fp32 scales ``s`` (``(G,)``) of the hard
+        (eval) forward at the current bits: ``forward(w) == (q * s).view(w.shape)``."""
+        rows, s = self._clipped_rows_and_scale(w)
+        q = torch.round(rows * s.reciprocal().unsqueeze(1)).clamp_(-self.qp, self.qp)
+        return q.to(torch.int8), s.float()
 
     def forward(self, w: Tensor) -> Tensor:
         if not self.enabled:
             return w
-        rows = rows_view(w, self.granularity)
-        s = self._scales(rows)
+        rows, s = self._clipped_rows_and_scale(w)
         if self.estimator == "noise" and self.training and not self.hard:
             if self.noise == "uniform":
                 u = torch.rand_like(rows).sub_(0.5)
@@ -213,6 +324,8 @@ class WeightQuantizer(nn.Module):
             parts.append(f"noise={self.noise}")
         if self.detach_scale:
             parts.append("detach_scale=True")
+        if self._param_name is not None and self.train_bits != self.bits:
+            parts.append(f"train_bits={self.train_bits}")
         if not self.enabled:
             parts.append("enabled=False")
         if self.hard:
@@ -220,11 +333,12 @@ class WeightQuantizer(nn.Module):
         return ", ".join(parts)
 
 
-def make_quantizer(spec: QuantSpec, bits: int | None = None) -> WeightQuantizer:
-    """The quantizer a technique preset attaches to one weight."""
+def make_quantizer(spec: QuantSpec, bits: int | None = None, weight: Tensor | None = None) -> WeightQuantizer:
+    """The quantizer a technique preset attaches to one weight (a learned scale is
+    initialised from ``weight`` when given, else lazily on the first forward)."""
     if spec.technique not in TECHNIQUE_CONFIGS:
         raise ValueError(f"technique {spec.technique!r} attaches no quantizer")
-    return WeightQuantizer(
+    q = WeightQuantizer(
         spec.bits if bits is None else bits,
         granularity=spec.granularity,
         k=spec.k,
@@ -233,3 +347,4 @@ def make_quantizer(spec: QuantSpec, bits: int | None = None) -> WeightQuantizer:
         noise=spec.noise,
         **TECHNIQUE_CONFIGS[spec.technique],
     )
+    return q if weight is None else q.init_from(weight)

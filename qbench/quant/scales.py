@@ -26,6 +26,10 @@ __all__ = [
     "EPS",
     "absmax_scale",
     "topk_lp_scale",
+    "mse_clip_scale",
+    "lsq_init_scale",
+    "CLIP_GRID",
+    "fake_quant_rows",
     "check_granularity",
     "group_size",
     "num_scales",
@@ -147,8 +151,49 @@ def topk_lp_scale(
     return (norm / qp).clamp_min(EPS)
 
 
-#: name -> function(rows, qp, **options) -> (G,) scales
+#: Clipping ratios the mse-clip search tries (0.50 .. 1.00 in 0.01 steps; 1.0 exactly = absmax).
+CLIP_GRID: Tensor = torch.arange(50, 101, dtype=torch.float64).div(100).float()
+
+#: Elements (grid points x weights) evaluated at once by the clip search: bounds its memory.
+_CLIP_CHUNK_ELEMS = 1 << 22
+
+
+def fake_quant_rows(rows: Tensor, scale: Tensor, qp: int) -> Tensor:
+    """``s * clamp(round(W / s))`` with the arithmetic of ``_RoundSTE`` (scales broadcast
+    against rows from the right: ``(..., G)`` scales for ``(G, n)`` rows)."""
+    s = scale.unsqueeze(-1)
+    return torch.round(rows * s.reciprocal()).clamp_(-qp, qp).mul_(s)
+
+
+def mse_clip_scale(rows: Tensor, qp: int, *, detach: bool = True, grid: Tensor | None = None) -> Tensor:
+    """``s_i = c_i * max|W_i| / Qp`` with ``c_i`` from ``grid`` minimising the row's squared
+    quantization error at ``qp``; shape ``(G,)``, always detached (no gradient to the scale).
+
+    Vectorised over rows; the grid is evaluated in chunks of grid points so memory stays
+    ``O(numel * chunk)``.  Ties go to the smallest ratio (``argmin`` takes the first).
+    """
+    rows = rows.detach()
+    grid = (CLIP_GRID if grid is None else grid).to(rows.device, torch.float32)
+    amax = rows.abs().amax(dim=1).float()
+    r32 = rows.float()
+    chunk = max(1, _CLIP_CHUNK_ELEMS // max(1, rows.numel()))
+    errs = []
+    for start in range(0, grid.numel(), chunk):  # loop over grid chunks, not channels
+        s = (grid[start : start + chunk, None] * amax / qp).clamp_min(EPS)  # (K, G)
+        errs.append((fake_quant_rows(r32, s, qp) - r32).square_().sum(dim=-1))  # (K, G)
+    best = torch.cat(errs).argmin(dim=0)  # (G,)
+    return (grid[best] * amax / qp).clamp_min(EPS)
+
+
+def lsq_init_scale(rows: Tensor, qp: int) -> Tensor:
+    """LSQ initial step size ``2 * mean|W_i| / sqrt(Qp)``, shape ``(G,)``, detached fp32."""
+    return (2.0 * rows.detach().abs().float().mean(dim=1) / math.sqrt(qp)).clamp_min(EPS)
+
+
+#: name -> function(rows, qp, **options) -> (G,) scales (functions of W; the learned
+#: "learned" (LSQ) and "pact" scales are parameters of the quantizer instead)
 SCALE_FUNCTIONS = {
     "absmax": absmax_scale,
     "topk-lp": topk_lp_scale,
+    "mse-clip": mse_clip_scale,
 }
