@@ -184,6 +184,52 @@ def write_baseline(
     console.print(f"wrote {len(data['entries'])} entries to {out}")
 
 
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run folder, results/runs/<suite>/<run-id>.")],
+    precision: Annotated[str, typer.Option(help="float, w2..w8 or a named map of the run's recipe.")] = "w4",
+    out: Annotated[
+        Path | None, typer.Option(help="Output file (default: RUN_DIR/model-<precision>.safetensors).")
+    ] = None,
+    verify: Annotated[
+        bool, typer.Option(help="Reload the file into a float model and compare test hypotheses.")
+    ] = True,
+    results: ResultsOpt = Path("results"),
+) -> None:
+    """Write the packed model (int4 two per byte, int8, scales) as safetensors; check it reloads exactly."""
+    import torch
+
+    from qbench.engine import load_trained
+    from qbench.quant import model_size_bits, parse_precision, use_precision
+    from qbench.quant.export import export_packed, load_packed, packed_size_bytes
+
+    try:
+        recipe, task, model, spec = load_trained(run_dir, results)
+        pmap = parse_precision(precision, recipe.precisions)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e), 2)
+    out = out or run_dir / f"model-{precision}.safetensors"
+    export_packed(model, pmap, spec, out)
+    size = packed_size_bytes(out)
+    f32 = model_size_bits(model, "float", spec)["float32_bits"] / 8
+    console.print(f"wrote {out}: {size / 1e6:.2f} MB, 1/{f32 / size:.2f} of float32 ({f32 / 1e6:.2f} MB)")
+    if not verify:
+        return
+    cpu = torch.device("cpu")
+    with use_precision(model, pmap, spec, cache=True):
+        fake = task.evaluate(model, "test", cpu)
+    plain = task.build_model()
+    load_packed(plain, out)
+    packed = task.evaluate(plain.eval(), "test", cpu)
+    same = [f[2] == p[2] for f, p in zip(fake.rows, packed.rows, strict=True)]
+    console.print(
+        f"reloaded: {sum(same)}/{len(same)} test hypotheses identical to the fake-quant evaluation "
+        f"({fake.metric} {fake.value:.4f} vs {packed.value:.4f})"
+    )
+    if not all(same):
+        raise typer.Exit(1)
+
+
 def main() -> None:
     app()
 

@@ -354,3 +354,24 @@ def run_recipe(
         f"[bold]{recipe.run_id}[/bold] ({recipe.quant.technique}, {recipe.quant.bits}-bit, seed {recipe.seed})"
     )
     return runner.execute(task, data_seconds)
+
+
+def load_trained(
+    run_dir: Path, results: Path, progress: bool = True
+) -> tuple[Recipe, Task, nn.Module, QuantSpec]:
+    """A finished run's recipe, task (data loaded from the cache) and trained model, on the CPU."""
+    import yaml
+
+    config, ckpt_file = run_dir / "config.yaml", run_dir / "checkpoint.pt"
+    if not config.is_file() or not ckpt_file.is_file():
+        raise FileNotFoundError(f"{run_dir}: not a run folder (needs config.yaml and checkpoint.pt)")
+    recipe = Recipe.model_validate(yaml.safe_load(config.read_text()))
+    task = build_task(recipe, results / "cache", progress=progress)
+    task.build_data()
+    model = task.build_model()
+    spec = quant_spec(recipe)
+    ckpt = load_checkpoint(ckpt_file)
+    if ckpt["quantized"]:
+        quantize_(model, spec)
+    model.load_state_dict(ckpt["model"])
+    return recipe, task, model.eval(), spec

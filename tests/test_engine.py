@@ -173,3 +173,18 @@ def test_cli_run_then_compare_and_skip(tmp_path, results):
     out = CliRunner().invoke(app, ["compare", "--results", str(results), "--format", "csv"])
     assert out.exit_code == 0
     assert "rand" in out.output and "w4" in out.output
+
+
+def test_export_reloads_to_identical_hypotheses(tmp_path, results):
+    recipe = load_suite(tiny_recipe(tmp_path / "r.yaml", technique="ste")).runs[0]
+    run_recipe(recipe, "tiny", results, CPU, progress=False)
+    run = results / "runs" / "tiny" / recipe.run_id
+    sizes = {}
+    for p in ("w4", "w8"):
+        out = CliRunner().invoke(app, ["export", str(run), "--precision", p, "--results", str(results)])
+        assert out.exit_code == 0, out.output
+        assert "6/6 test hypotheses identical" in out.output
+        sizes[p] = (run / f"model-{p}.safetensors").stat().st_size
+    assert sizes["w4"] < sizes["w8"]
+    bad = CliRunner().invoke(app, ["export", str(tmp_path), "--results", str(results)])
+    assert bad.exit_code == 2 and "not a run folder" in bad.output
