@@ -16,7 +16,7 @@ from rich.progress import (
 )
 
 T = TypeVar("T")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # long lines stay whole in logs and CI output
 
 
 def make_progress(transient: bool = False, enabled: bool = True) -> Progress:
