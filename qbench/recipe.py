@@ -318,9 +318,7 @@ def _nearest(word: Any, options: list[str]) -> str:
     return f" (did you mean '{match[0]}'?)" if match else ""
 
 
-def _format_error(
-    err: dict, source: str, lines: dict[tuple, int], overrides: dict[str, str], data: dict
-) -> str:
+def _format_error(err: dict, source: str, lines: dict[tuple, int], overrides: dict[str, str]) -> str:
     loc, _ = _strip_tags(tuple(err["loc"]))
     dotted = ".".join(str(p) for p in loc) or "(top level)"
     if dotted in overrides:
@@ -360,11 +358,11 @@ def _validate(raw: dict, source: str, lines: dict[tuple, int], overrides: dict[s
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as e:
-        msgs = [_format_error(err, source, lines, overrides, raw) for err in e.errors()]
+        msgs = [_format_error(err, source, lines, overrides) for err in e.errors()]
         raise RecipeError("\n".join(msgs)) from None
     errors = [{"loc": loc, "msg": msg, "type": "value_error"} for loc, msg in recipe.cross_field_errors()]
     if errors:
-        raise RecipeError("\n".join(_format_error(err, source, lines, overrides, raw) for err in errors))
+        raise RecipeError("\n".join(_format_error(err, source, lines, overrides) for err in errors))
     return recipe
 
 
@@ -416,12 +414,11 @@ def load_suite(path: str | Path, overrides: list[str] | None = None) -> Suite:
     runs = []
     for combo in itertools.product(*grid.values()):
         point = copy.deepcopy(raw)
-        point_overrides = dict(sets)
         point_lines = dict(lines)
         for key, value in zip(grid, combo, strict=True):
             _set_dotted(point, key, value)
             point_lines[tuple(key.split("."))] = lines.get(("grid", key), 1)
-        runs.append(_validate(point, source, point_lines, point_overrides))
+        runs.append(_validate(point, source, point_lines, sets))
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):
         raise RecipeError(f"{source}: grid produces duplicate runs")
