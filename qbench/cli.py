@@ -85,6 +85,11 @@ def run(
             continue
         except DataError as e:  # unusable data: nothing was trained; the message names file and line
             _fail(str(e), 2)
+        except KeyboardInterrupt:
+            _fail(
+                f"interrupted during {r.run_id}; its last checkpoint is kept: rerun the same command to resume",
+                130,
+            )
         if m.get("skipped"):
             continue
         for k in spent:
