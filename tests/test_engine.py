@@ -20,6 +20,14 @@ from tests.conftest import tiny_recipe
 CPU = torch.device("cpu")
 
 
+def results_beside(results, root):
+    """Another results root sharing only the data caches: training there starts from nothing."""
+    (root / "cache").mkdir(parents=True)
+    for name in ("synthetic-speech", "features"):
+        (root / "cache" / name).symlink_to((results / "cache" / name).resolve())
+    return root
+
+
 def metrics_of(results, recipe):
     return json.loads((results / "runs" / "tiny" / recipe.run_id / "metrics.json").read_text())
 
@@ -60,10 +68,7 @@ def test_run_writes_run_dir_and_index(tmp_path, results):
 def test_interrupted_run_resumes_to_identical_metrics(tmp_path, results, monkeypatch, technique):
     """Killed after its step-8 checkpoint (QAT began at step 5), the rerun resumes and matches."""
     recipe = load_suite(tiny_recipe(tmp_path / "r.yaml", technique=technique)).runs[0]
-    reference = tmp_path / "reference"
-    (reference / "cache").mkdir(parents=True)
-    for name in ("synthetic-speech", "features"):
-        (reference / "cache" / name).symlink_to((results / "cache" / name).resolve())
+    reference = results_beside(results, tmp_path / "reference")
     expected = run_recipe(recipe, "tiny", reference, CPU, progress=False)
 
     from qbench.tasks.asr import ASRTask
@@ -111,10 +116,7 @@ def test_killed_process_resumes_with_same_command(tmp_path, results):
     run = results / "runs" / "tiny" / recipe.run_id
     assert f"resumed from own checkpoint at step {killed_at}" in (run / "train.log").read_text()
 
-    fresh = tmp_path / "fresh"
-    (fresh / "cache").mkdir(parents=True)
-    for name in ("synthetic-speech", "features"):
-        (fresh / "cache" / name).symlink_to((results / "cache" / name).resolve())
+    fresh = results_beside(results, tmp_path / "fresh")
     subprocess.run(
         [*cmd[:-3], "--results", str(fresh), "--no-progress"], env=env, check=True, capture_output=True
     )
@@ -140,10 +142,7 @@ def test_techniques_share_float_warmup_and_ptq_reuses_float(tmp_path, results):
     assert float_m["w4"]["wer"] == ptq_m["w4"]["wer"]  # same weights, same quantization at evaluation
 
     # Sharing is only a shortcut: ste trained alone from scratch ends identically.
-    alone = tmp_path / "alone"
-    (alone / "cache").mkdir(parents=True)
-    for name in ("synthetic-speech", "features"):
-        (alone / "cache" / name).symlink_to((results / "cache" / name).resolve())
+    alone = results_beside(results, tmp_path / "alone")
     m = run_recipe(runs[2], "tiny", alone, CPU, progress=False)
     assert "from scratch" in (alone / "runs/tiny" / runs[2].run_id / "train.log").read_text()
     assert m["precisions"]["w4"]["wer"] == metrics_of(results, runs[2])["precisions"]["w4"]["wer"]
