@@ -235,6 +235,11 @@ def export(
         raise typer.Exit(1)
 
 
+from qbench.cli_data import data_app  # noqa: E402 - registered after the commands above
+
+app.add_typer(data_app, name="data")
+
+
 def main() -> None:
     app()
 

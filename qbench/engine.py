@@ -325,6 +325,7 @@ class Runner:
             "timings": timings,
             "curve": state.curve,
             "precisions": ev["per_precision"],
+            "data": getattr(task, "data_stats", {}),  # recorded sources: utterances kept, items skipped
         }
         self.run.write_metrics(metrics)
         record_results(self.results, ev["rows"])

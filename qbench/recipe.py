@@ -47,6 +47,62 @@ class SyntheticSpeechData(_Strict):
         return v
 
 
+class FSDDData(_Strict):
+    """Connected digits from Free Spoken Digit Dataset recordings (qbench.data.fsdd)."""
+
+    source: Literal["fsdd-digits"] = "fsdd-digits"
+    path: str | None = None  # the FSDD folder (holding recordings/) or the recordings folder
+    seed: int = Field(0, ge=0)
+    train_speakers: tuple[str, ...] = ("george", "jackson", "nicolas", "yweweler")
+    valid_speakers: tuple[str, ...] = ()  # empty: takes below valid_takes of the training speakers
+    test_speakers: tuple[str, ...] = ("theo",)
+    valid_takes: int = Field(5, ge=0)
+    train_utterances: int = Field(3000, ge=1)
+    valid_utterances: int = Field(200, ge=1)
+    test_utterances: int = Field(500, ge=1)
+    min_digits: int = Field(2, ge=1)
+    max_digits: int = Field(7, ge=1)
+    pause_s: tuple[float, float] = (0.05, 0.3)
+    snr_db: tuple[float, float] = (30.0, 50.0)
+    speed_perturb: tuple[float, ...] = (0.9, 1.0, 1.1)  # training only
+    skip_bad_files: bool = False
+
+    @model_validator(mode="after")
+    def _ranges(self) -> FSDDData:
+        if self.min_digits > self.max_digits:
+            raise ValueError(f"min_digits ({self.min_digits}) is above max_digits ({self.max_digits})")
+        for name in ("pause_s", "snr_db"):
+            lo, hi = getattr(self, name)
+            if lo > hi or (lo < 0 and name == "pause_s"):
+                raise ValueError(f"{name} must be [low, high] with 0 <= low <= high, got {[lo, hi]}")
+        if not self.speed_perturb or any(not 0.5 <= f <= 2.0 for f in self.speed_perturb):
+            raise ValueError(f"speed_perturb factors must lie in [0.5, 2], got {list(self.speed_perturb)}")
+        return self
+
+
+class LibriSpeechData(_Strict):
+    """LibriSpeech folder layout: SUBSET/SPEAKER/CHAPTER/*.flac + SPEAKER-CHAPTER.trans.txt."""
+
+    source: Literal["librispeech"] = "librispeech"
+    path: str | None = None  # the folder holding the subset folders (e.g. .../LibriSpeech)
+    train: tuple[str, ...] = ("train-clean-100",)
+    valid: tuple[str, ...] = ("dev-clean",)
+    test: tuple[str, ...] = ("test-clean",)
+    max_seconds: float = Field(20.0, gt=0)  # longer utterances are skipped and counted
+    skip_bad_files: bool = False  # skip (and count) unreadable audio and unmatched transcripts
+
+
+class ManifestData(_Strict):
+    """One manifest per split: JSONL ({"audio", "text", "duration"?}) or TSV; paths relative to it."""
+
+    source: Literal["manifest"] = "manifest"
+    train: str
+    valid: str
+    test: str
+    max_seconds: float = Field(20.0, gt=0)
+    skip_bad_files: bool = False
+
+
 class SyntheticMTData(_Strict):
     """English->German pairs from a grammar (qbench.data.synthetic_mt)."""
 
@@ -78,9 +134,19 @@ class ParallelData(_Strict):
 
 
 DataConfig = Annotated[
-    SyntheticSpeechData | SyntheticMTData | Multi30kData | ParallelData, Field(discriminator="source")
+    SyntheticSpeechData
+    | FSDDData
+    | LibriSpeechData
+    | ManifestData
+    | SyntheticMTData
+    | Multi30kData
+    | ParallelData,
+    Field(discriminator="source"),
 ]
-DATA_SOURCES = {"asr": ("synthetic-speech",), "mt": ("synthetic-mt", "multi30k", "parallel")}
+DATA_SOURCES = {
+    "asr": ("synthetic-speech", "fsdd-digits", "librispeech", "manifest"),
+    "mt": ("synthetic-mt", "multi30k", "parallel"),
+}
 
 
 class TransformerConfig(_Strict):
@@ -134,6 +200,9 @@ ModelConfig = Annotated[ConformerCTCConfig | TransformerConfig, Field(discrimina
 ARCHS = {"asr": "conformer-ctc", "mt": "transformer"}
 _TAGGED_FIELD = {
     SyntheticSpeechData: "source",
+    FSDDData: "source",
+    LibriSpeechData: "source",
+    ManifestData: "source",
     SyntheticMTData: "source",
     Multi30kData: "source",
     ParallelData: "source",

@@ -146,11 +146,14 @@ class ASRTask:
         self.progress = progress
         self.dataset = recipe.data.source
         self.splits: dict[str, dict[str, Any]] = {}
+        self.data_stats: dict[str, Any] = {}  # recorded sources: utterances kept, items skipped
         self._tokenizer = None
 
     # ------------------------------------------------------------------ data
 
     def build_data(self) -> None:
+        if self.recipe.data.source != "synthetic-speech":
+            return self._build_recorded()
         from qbench.data.synthetic_speech import SyntheticSpeechConfig, load_synthetic_speech
 
         d = self.recipe.data
@@ -182,6 +185,47 @@ class ASRTask:
         from qbench.store import atomic_torch_save
 
         atomic_torch_save(feat_file, splits)
+        self.splits = splits
+
+    def _build_recorded(self) -> None:
+        """Features of a recorded-speech source (qbench.data.speech), cached under a key of the data
+        config, the feature settings and every source file's (path, size, mtime): a suite's runs share
+        them, and changing a file rebuilds them. Skipped items are counted in `data_stats`."""
+        from qbench.data import speech
+        from qbench.store import atomic_torch_save, load_checkpoint
+
+        d, n_mels = self.recipe.data, self.recipe.model.n_mels
+        files = speech.source_files(d)
+        key = stable_hash(
+            {
+                "data": d.model_dump(mode="json"),
+                "n_mels": n_mels,
+                "v": FEATURE_VERSION,
+                "generator": speech.generator_version(d),
+                "files": speech.fingerprint(files),
+            }
+        )
+        feat_file = self.cache_dir / "features" / f"{d.source}-{key[:16]}.pt"
+        if feat_file.is_file():
+            cached = load_checkpoint(feat_file)
+            self.data_stats = cached.pop("stats")
+            self.splits = cached
+            return
+        stats: dict[str, Any] = {}
+        splits = {}
+        for split, utts in speech.utterances(d, stats).items():
+            ids, texts, feats = [], [], []
+            for u in progress_bar(utts, f"features {split}", enabled=self.progress):
+                ids.append(u.id)
+                texts.append(u.text)
+                feats.append(log_mel(torch.from_numpy(u.audio), 16000, n_mels).half())
+            splits[split] = {"ids": ids, "texts": texts, "feats": feats}
+        stats["utterances"] = {split: len(s["ids"]) for split, s in splits.items()}
+        stats["hours"] = {
+            split: round(sum(f.shape[0] for f in s["feats"]) / 360000, 4) for split, s in splits.items()
+        }
+        atomic_torch_save(feat_file, {**splits, "stats": stats})
+        self.data_stats = stats
         self.splits = splits
 
     @property
