@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from enum import Enum
@@ -48,6 +47,19 @@ def run(
         list[str], typer.Option("--set", help="Override a key, e.g. --set train.steps=200 (repeatable).")
     ] = [],  # noqa: B006
     device: Annotated[str, typer.Option(help="auto (CUDA if present), cpu, cuda or cuda:N.")] = "auto",
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs",
+            "-j",
+            min=1,
+            help="Runs at once, in separate processes (cores/N threads each; one GPU each).",
+        ),
+    ] = 1,
+    keep_going: Annotated[
+        bool,
+        typer.Option("--keep-going", "-k", help="Finish the other runs when one fails (exit 1 at the end)."),
+    ] = False,
     results: ResultsOpt = Path("results"),
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
@@ -58,49 +70,46 @@ def run(
         suite = load_suite(recipe, set_)
     except RecipeError as e:
         _fail(str(e), 2)
-    import torch
-
     from qbench.data import DataError
     from qbench.device import resolve_device
-    from qbench.engine import TrainingDiverged, run_recipe
+    from qbench.suite import SuiteInterrupted, run_suite
 
     try:
         dev = resolve_device(device)
     except ValueError as e:
         _fail(str(e), 2)
-    if dev.type == "cpu" and "QBENCH_THREADS" in os.environ:
-        torch.set_num_threads(int(os.environ["QBENCH_THREADS"]))
     console.print(
         f"[bold]{suite.name}[/bold]: {len(suite.runs)} run(s) on {dev} -> {results}/runs/{suite.name}"
     )
-    failed = []
-    spent = {"data_seconds": 0.0, "train_wall_seconds": 0.0, "eval_seconds": 0.0}
     t0 = time.perf_counter()
-    for r in suite.runs:
-        try:
-            m = run_recipe(r, suite.name, results, dev, progress=progress)
-        except TrainingDiverged as e:
-            console.print(f"[red]{r.run_id} failed:[/red] {e}")
-            failed.append(r.run_id)
-            continue
-        except DataError as e:  # unusable data: nothing was trained; the message names file and line
-            _fail(str(e), 2)
-        except KeyboardInterrupt:
-            _fail(
-                f"interrupted during {r.run_id}; its last checkpoint is kept: rerun the same command to resume",
-                130,
-            )
-        if m.get("skipped"):
-            continue
+    try:
+        outcomes = run_suite(suite, results, device, jobs=jobs, keep_going=keep_going, progress=progress)
+    except DataError as e:  # unusable data: nothing was trained; the message names file and line
+        _fail(str(e), 2)
+    except SuiteInterrupted:
+        _fail(
+            "interrupted; finished runs are kept and the others keep their last checkpoint: "
+            "rerun the same command to resume",
+            130,
+        )
+    spent = {"data_seconds": 0.0, "train_wall_seconds": 0.0, "eval_seconds": 0.0}
+    for o in outcomes:
         for k in spent:
-            spent[k] += m["timings"].get(k, 0.0)
+            spent[k] += o.timings.get(k, 0.0)
     console.print(
         f"finished in {(time.perf_counter() - t0) / 60:.1f} min: data {spent['data_seconds']:.0f} s, "
         f"training {spent['train_wall_seconds']:.0f} s, evaluation {spent['eval_seconds']:.0f} s"
     )
-    _print_board(results, suite.name, None, None, Format.table)
+    failed = [o for o in outcomes if o.state == "failed"]
+    not_run = len(suite.runs) - len(outcomes)
+    if len(outcomes) > len(failed):
+        _print_board(results, suite.name, None, None, Format.table)
     if failed:
-        _fail(f"{len(failed)} run(s) failed: {', '.join(failed)} (see train.log in their run folders)", 1)
+        lines = "\n".join(f"  {o.run_id}: {o.reason}" for o in failed)
+        rest = f"; {not_run} run(s) not started (--keep-going runs them anyway)" if not_run else ""
+        _fail(
+            f"{len(failed)} run(s) failed{rest} (train.log in their run folders has the details):\n{lines}", 1
+        )
 
 
 def _print_board(
@@ -110,43 +119,93 @@ def _print_board(
     technique: list[str] | None,
     fmt: Format,
     metric: str | None = None,
+    dataset: str | None = None,
+    sort: str | None = None,
 ) -> None:
-    from qbench.report import filter_results, leaderboard, render, rich_table
-    from qbench.store import read_results
+    from qbench.report import failed_runs, filter_results, leaderboard, render, rich_table
+    from qbench.store import read_results, read_runs
 
-    df = filter_results(read_results(results), suite=suite, task=task, technique=technique, metric=metric)
+    df = filter_results(
+        read_results(results), suite=suite, task=task, technique=technique, dataset=dataset, metric=metric
+    )
+    failed = failed_runs(read_runs(results), suite=suite, task=task, technique=technique)
+    reference = filter_results(read_results(results), suite=suite, task=task, dataset=dataset, metric=metric)
     try:
-        board = leaderboard(df)
+        board = leaderboard(df, sort=sort, reference=reference)
     except ValueError as e:
+        _print_failed(failed)
         _fail(str(e), 1)
+    board.failed = failed
     if fmt == Format.table:
         console.print(rich_table(board, title=f"qbench leaderboard{': ' + suite if suite else ''}"))
+        _print_failed(failed)
     else:
         sys.stdout.write(render(board, fmt.value) + "\n")
+        if fmt != Format.markdown:  # csv and json stay machine-readable; failures go to stderr
+            _print_failed(failed)
+
+
+def _print_failed(failed) -> None:
+    if failed is None or failed.empty:
+        return
+    console.print(f"[red]{len(failed)} failed run(s), not in the table:[/red]")
+    for r in failed.itertuples():
+        console.print(f"  [red]failed[/red] {r.suite}/{r.run_id}: {r.reason}", highlight=False)
 
 
 @app.command()
 def compare(
     suite: Annotated[str | None, typer.Option(help="Only this suite (the recipe's name).")] = None,
     task: Annotated[str | None, typer.Option(help="Only this task: asr or mt.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Only this dataset, e.g. synthetic-speech.")] = None,
     technique: Annotated[list[str] | None, typer.Option(help="Only these techniques (repeatable).")] = None,
     metric: Annotated[
         str | None,
         typer.Option(help="Metric to show (default: the task's headline, WER or BLEU; also cer, chrf)."),
     ] = None,
+    sort: Annotated[
+        str | None,
+        typer.Option(help="Order rows by a precision column (best first, e.g. w4), 'technique' or 'size'."),
+    ] = None,
     format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+    plot: Annotated[
+        Path | None,
+        typer.Option(help="Also write a PNG: accuracy vs packed size per technique, and training curves."),
+    ] = None,
     results: ResultsOpt = Path("results"),
 ) -> None:
     """Leaderboard: rows are techniques, columns are evaluation precisions, cells the metric."""
-    _print_board(results, suite, task, technique, format, metric)
+    _print_board(results, suite, task, technique, format, metric, dataset, sort)
+    if plot is not None:
+        from qbench.plots import plot_suite
+        from qbench.report import filter_results
+        from qbench.store import read_results
+
+        df = filter_results(
+            read_results(results), suite=suite, task=task, technique=technique, dataset=dataset, metric=metric
+        )
+        try:
+            plot_suite(df, plot, title=suite, results=results)
+        except ValueError as e:
+            _fail(str(e), 1)
+        console.print(f"wrote {plot}")
 
 
 @app.command()
 def check(
     baseline: Annotated[Path, typer.Option(help="Baseline JSON (results/baselines/*.json).")],
+    junit: Annotated[
+        Path | None, typer.Option(help="Also write the outcomes as JUnit XML, for CI test reports.")
+    ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(help="Also fail on results that have no baseline entry (new techniques, precisions)."),
+    ] = False,
     results: ResultsOpt = Path("results"),
 ) -> None:
-    """Compare the index with a baseline: exit 1 if any metric regressed beyond its tolerance or is missing."""
+    """Compare the index with a baseline: print every regression and improvement; exit 1 if a metric
+    regressed beyond its tolerance or a baseline entry has no result. Results without a baseline
+    entry are reported (and fail with --strict)."""
     from qbench.report import check as run_check
     from qbench.report import load_baseline
     from qbench.store import read_results
@@ -156,37 +215,115 @@ def check(
     except ValueError as e:
         _fail(str(e), 2)
     outcomes = run_check(read_results(results), entries)
+    colors = {
+        "ok": "green",
+        "improvement": "cyan",
+        "regression": "red",
+        "missing": "red",
+        "unbaselined": "yellow",
+    }
     for o in outcomes:
-        color = {"ok": "green", "improvement": "cyan", "regression": "red", "missing": "red"}[o.status]
-        console.print(f"[{color}]{o.describe()}[/{color}]", highlight=False, soft_wrap=True)
-    bad = [o for o in outcomes if o.status in ("regression", "missing")]
-    console.print(f"{len(outcomes)} checked, {len(bad)} failing")
+        c = colors[o.status]
+        console.print(f"[{c}]{o.describe()}[/{c}]", highlight=False, soft_wrap=True)
+    if junit is not None:
+        from qbench.junit import write_junit
+
+        write_junit(outcomes, junit)
+    count = {k: sum(o.status == k for o in outcomes) for k in colors}
+    bad = count["regression"] + count["missing"] + (count["unbaselined"] if strict else 0)
+    console.print(
+        f"{len(entries)} checked, {bad} failing: {count['regression']} regression(s), "
+        f"{count['improvement']} improvement(s), {count['missing']} missing result(s), "
+        f"{count['unbaselined']} result(s) without a baseline entry",
+        highlight=False,
+    )
     if bad:
         raise typer.Exit(1)
 
 
-@app.command("baseline")
-def write_baseline(
+baseline_app = typer.Typer(help="Baselines for `qbench check`.", no_args_is_help=True)
+app.add_typer(baseline_app, name="baseline")
+
+
+@baseline_app.command("update")
+def baseline_update(
     suite: Annotated[str, typer.Argument(help="Suite whose results become the baseline.")],
-    out: Annotated[Path, typer.Option(help="Where to write the baseline JSON.")],
-    tolerance: Annotated[float, typer.Option(help="Allowed absolute change of the metric.")] = 0.05,
+    out: Annotated[
+        Path, typer.Option(help="Baseline JSON to write (entries of other suites in it are kept).")
+    ],
+    tolerance: Annotated[
+        float | None,
+        typer.Option(
+            help="Allowed absolute change of the metric (default: keep each entry's, 0.05 for new ones)."
+        ),
+    ] = None,
     metric: Annotated[
         list[str] | None, typer.Option(help="Only these metrics (repeatable; default: all).")
     ] = None,
     results: ResultsOpt = Path("results"),
 ) -> None:
-    """Write a baseline from the index after a deliberate change (review the diff before committing)."""
+    """Write a suite's baseline from the index after a deliberate change (review the diff before committing)."""
     import json
 
-    from qbench.report import baseline_from
+    from qbench.report import baseline_from, load_baseline
     from qbench.store import atomic_write_text, read_results
 
     try:
-        data = baseline_from(read_results(results), suite, tolerance, metric)
+        previous = load_baseline(out) if out.is_file() else []
+        data = baseline_from(read_results(results), suite, tolerance, metric, previous)
     except ValueError as e:
         _fail(str(e), 1)
     atomic_write_text(out, json.dumps(data, indent=2) + "\n")
-    console.print(f"wrote {len(data['entries'])} entries to {out}")
+    old = {_entry_key(e): e["value"] for e in previous if e["suite"] == suite}
+    changed = sum(1 for e in data["entries"] if e["suite"] == suite and old.get(_entry_key(e)) != e["value"])
+    n = sum(e["suite"] == suite for e in data["entries"])
+    console.print(f"wrote {out}: {n} entries for {suite} ({changed} new or changed)")
+
+
+def _entry_key(e: dict) -> tuple:
+    return tuple(e.get(k) for k in ("suite", "technique", "precision", "metric"))
+
+
+@app.command()
+def show(
+    run: Annotated[
+        str, typer.Argument(help="A run folder, or a run id (or its unique prefix) in the index.")
+    ],
+    worst: Annotated[int, typer.Option(help="How many worst hypotheses to list per precision.")] = 5,
+    precision: Annotated[
+        list[str] | None, typer.Option(help="Precisions for the worst hypotheses (default: the lowest).")
+    ] = None,
+    results: ResultsOpt = Path("results"),
+) -> None:
+    """One run: config, training curve summary, per-precision metrics and its worst hypotheses."""
+    from qbench.show import find_run, show_run
+
+    try:
+        run_dir = find_run(run, results)
+    except ValueError as e:
+        _fail(str(e), 2)
+    show_run(run_dir, console, worst=worst, precisions=precision)
+
+
+@app.command("results")
+def results_md(
+    suite: Annotated[list[str], typer.Option(help="Suites to include, in order (repeatable).")],
+    out: Annotated[Path, typer.Option(help="Markdown file to write.")] = Path("results/RESULTS.md"),
+    metric: Annotated[
+        list[str] | None,
+        typer.Option(help="Metrics to tabulate (default: the headline metric, and CER for ASR)."),
+    ] = None,
+    plot: Annotated[bool, typer.Option(help="Also write <out dir>/<suite>.png and link it.")] = True,
+    results: ResultsOpt = Path("results"),
+) -> None:
+    """Write RESULTS.md: each suite's leaderboards plus the hardware, versions and command behind them."""
+    from qbench.resultsdoc import write_results_md
+
+    try:
+        write_results_md(results, suite, out, metrics=metric, plot=plot)
+    except ValueError as e:
+        _fail(str(e), 1)
+    console.print(f"wrote {out}")
 
 
 @app.command()

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from filelock import FileLock, Timeout
 from torch import nn
 
 from qbench.device import autocast
@@ -151,19 +152,56 @@ class Runner:
 
     # -------------------------------------------------------------- training
 
-    def _start_point(self) -> tuple[dict | None, str]:
-        """Where training starts: own checkpoint > shared final weights > shared warm-up > scratch."""
-        if self.run.checkpoint.is_file():
-            return load_checkpoint(self.run.checkpoint), "resumed from own checkpoint"
-        final = self.shared / f"final-{_training_key(self.recipe)}.pt"
-        if final.is_file():
-            return load_checkpoint(final), "reused identical finished training"
+    @property
+    def _final_file(self) -> Path:
+        return self.shared / f"final-{_training_key(self.recipe)}.pt"
+
+    @property
+    def _prefix_file(self) -> Path | None:
         n = self.recipe.quant.float_warmup_steps
-        if n > 0:
-            prefix = self.shared / f"float-{_training_key(self.recipe, float_until=n)}.pt"
-            if prefix.is_file():
-                return load_checkpoint(prefix), f"reused shared float warm-up ({n} steps)"
+        return self.shared / f"float-{_training_key(self.recipe, float_until=n)}.pt" if n > 0 else None
+
+    def _start_point(self) -> tuple[dict | None, str]:
+        """Where training starts: own checkpoint > shared final weights > shared warm-up > scratch
+        (the shared warm-up also beats an own checkpoint that has not reached its end)."""
+        own = load_checkpoint(self.run.checkpoint) if self.run.checkpoint.is_file() else None
+        n = self.recipe.quant.float_warmup_steps
+        if own is not None and (
+            own["step"] >= n or self._prefix_file is None or not self._prefix_file.is_file()
+        ):
+            return own, "resumed from own checkpoint"
+        if self._final_file.is_file():
+            return load_checkpoint(self._final_file), "reused identical finished training"
+        if self._prefix_file is not None and self._prefix_file.is_file():
+            return load_checkpoint(self._prefix_file), f"reused shared float warm-up ({n} steps)"
         return None, "from scratch"
+
+    def _lock(self, target: Path, what: str) -> FileLock:
+        """Hold `target.lock` (an OS file lock: released if the process dies). Runs of one suite in
+        parallel processes thus train a shared prefix once: the others wait, then load it."""
+        lock = FileLock(str(target) + ".lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            self.log(f"waiting for {what}, which another process is training")
+            console.print(f"  {self.recipe.run_id}: waiting for {what}, which another process is training")
+            lock.acquire()
+        return lock
+
+    def _claim_start(self) -> tuple[dict | None, str, dict[str, FileLock]]:
+        """The start point, plus the locks this run must hold while it trains what others share:
+        `final` (float/ptq: the whole float training) and `prefix` (the float warm-up)."""
+        locks: dict[str, FileLock] = {}
+        ckpt, how = self._start_point()
+        if not trains_quantized(self.recipe) and not self._final_file.is_file():
+            locks["final"] = self._lock(self._final_file, "the float training this run shares")
+            ckpt, how = self._start_point()
+        prefix = self._prefix_file
+        start = ckpt["step"] if ckpt else 0
+        if prefix is not None and not prefix.is_file() and start < self.recipe.quant.float_warmup_steps:
+            locks["prefix"] = self._lock(prefix, "the shared float warm-up")
+            ckpt, how = self._start_point()
+        return ckpt, how, locks
 
     def train(self, task: Task) -> TrainState:
         r = self.recipe
@@ -172,9 +210,18 @@ class Runner:
         optimizer = torch.optim.AdamW(_param_groups(model, r.train.weight_decay), lr=r.train.lr)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(r))
         state = TrainState(model, optimizer, scheduler, curve=[])
-        ckpt, how = self._start_point()
-        if ckpt is not None:
-            state.load(ckpt, self.spec)
+        ckpt, how, locks = self._claim_start()
+        try:
+            if ckpt is not None:
+                state.load(ckpt, self.spec)
+            return self._train_loop(task, state, how, locks)
+        finally:
+            for lock in locks.values():
+                lock.release()
+
+    def _train_loop(self, task: Task, state: TrainState, how: str, locks: dict[str, FileLock]) -> TrainState:
+        r = self.recipe
+        model, optimizer, scheduler = state.model, state.optimizer, state.scheduler
         self.log(f"training {how} at step {state.step}/{r.train.steps}")
         console.print(f"  training {how} (step {state.step}/{r.train.steps})")
 
@@ -227,6 +274,8 @@ class Runner:
                     prefix = self.shared / f"float-{_training_key(r, float_until=warm)}.pt"
                     if not prefix.is_file():
                         atomic_torch_save(prefix, state.to_checkpoint())
+                    if "prefix" in locks:  # the warm-up is saved: runs waiting for it may go on
+                        locks.pop("prefix").release()
                 if state.step % r.train.checkpoint_every == 0 or state.step == r.train.steps:
                     atomic_torch_save(self.run.checkpoint, state.to_checkpoint())
         if qat_start is None:

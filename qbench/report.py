@@ -61,42 +61,71 @@ def _row_label(technique: str, train_bits: int, bits_vary: bool) -> str:
 
 @dataclass
 class Leaderboard:
-    """Rows: technique; columns: eval precision; cells: metric mean (and std over seeds)."""
+    """Rows: technique; columns: eval precision; cells: metric mean (± std over seeds) and the
+    change from the float baseline of the same suite (the float-trained model at float precision)."""
 
     table: pd.DataFrame  # formatted strings, for display
-    values: pd.DataFrame  # long form: technique, precision, mean, std, n, size_bits
+    values: pd.DataFrame  # long form: suite, row, technique, precision, mean, std, n, delta, sizes
     metric: str
     higher_is_better: bool
+    seeds: int = 1  # most seeds behind one cell
+    failed: pd.DataFrame | None = None  # runs whose state is failed: run_id, technique, seed, reason
 
 
-def leaderboard(df: pd.DataFrame) -> Leaderboard:
+SORT_HELP = "a precision column (best first), 'technique', or 'size' (smallest packed size first)"
+
+
+def leaderboard(
+    df: pd.DataFrame, sort: str | None = None, reference: pd.DataFrame | None = None
+) -> Leaderboard:
+    """`reference`: rows to take each suite's float baseline from when `df` was filtered by
+    technique (default: `df` itself)."""
     if df.empty:
         raise ValueError("no results match: run a recipe first (qbench run recipes/demo.yaml)")
     metrics = df.metric.unique()
     if len(metrics) > 1:
         raise ValueError(f"results mix metrics {sorted(metrics)}: filter with --task or --suite")
     bits_vary = df[~df.technique.isin(["float", "ptq"])].train_bits.nunique() > 1
-    df = df.assign(
-        row=[_row_label(t, b, bits_vary) for t, b in zip(df.technique, df.train_bits, strict=True)]
-    )
-    g = df.groupby(["row", "technique", "precision"], as_index=False).agg(
+    several = df.suite.nunique() > 1
+    labels = [_row_label(t, b, bits_vary) for t, b in zip(df.technique, df.train_bits, strict=True)]
+    if several:  # one board over several suites: keep their rows apart
+        labels = [f"{s}: {label}" for s, label in zip(df.suite, labels, strict=True)]
+    df = df.assign(row=labels)
+    g = df.groupby(["suite", "row", "technique", "train_bits", "precision"], as_index=False).agg(
         mean=("value", "mean"),
         std=("value", "std"),
         n=("value", "size"),
         size_bits=("size_bits", "median"),
         float32_bits=("float32_bits", "median"),
     )
+    # The reference of each suite: its float-trained model evaluated in float.
+    base = df if reference is None or reference.empty else reference
+    base = base[
+        (base.technique == "float") & (base.precision == "float") & (base.metric == df.metric.iloc[0])
+    ]
+    ref = base.groupby("suite")["value"].mean()
+    g["delta"] = [m - ref[s] if s in ref.index else math.nan for s, m in zip(g.suite, g["mean"], strict=True)]
+    g["size_mb"] = g.size_bits / 8e6
+    higher = bool(df.higher_is_better.iloc[0])
     precisions = sorted(g.precision.unique(), key=_precision_key)
-    rows = sorted(g.row.unique(), key=lambda r: (_technique_key(g[g.row == r].technique.iloc[0]), r))
-
+    rows = sorted(
+        g.row.unique(),
+        key=lambda r: (g[g.row == r].suite.iloc[0], _technique_key(g[g.row == r].technique.iloc[0]), r),
+    )
+    rows = _sorted_rows(g, rows, precisions, sort, higher)
     scale = display_scale(df.metric.iloc[0])
 
     def cell(sub: pd.DataFrame) -> str:
         if sub.empty:
             return "–"
-        m, s, n = sub["mean"].iloc[0], sub["std"].iloc[0], sub["n"].iloc[0]
+        m, s, n, d = sub["mean"].iloc[0], sub["std"].iloc[0], sub["n"].iloc[0], sub["delta"].iloc[0]
         text = f"{scale * m:.2f}"
-        return text + (f" ± {scale * s:.2f}" if n > 1 and not math.isnan(s) else "")
+        if n > 1 and not math.isnan(s):
+            text += f" ± {scale * s:.2f}"
+        is_ref = sub.technique.iloc[0] == "float" and sub.precision.iloc[0] == "float"
+        if not math.isnan(d) and not is_ref:
+            text += f" ({scale * d:+.2f})"
+        return text
 
     table = pd.DataFrame(
         [[cell(g[(g.row == r) & (g.precision == p)]) for p in precisions] for r in rows],
@@ -106,9 +135,29 @@ def leaderboard(df: pd.DataFrame) -> Leaderboard:
     sizes = g.groupby("precision").size_bits.median()
     f32 = g.float32_bits.median()
     table.loc["packed size"] = [f"{sizes[p] / 8e6:.2f} MB ({f32 / sizes[p]:.1f}x)" for p in precisions]
-    return Leaderboard(
-        table, g.drop(columns="row").assign(row=g.row), df.metric.iloc[0], bool(df.higher_is_better.iloc[0])
-    )
+    order = {r: i for i, r in enumerate(rows)}
+    values = g.assign(_o=g.row.map(order), _p=g.precision.map(lambda p: _precision_key(p)[0]))
+    values = values.sort_values(["_o", "_p"]).drop(columns=["_o", "_p"]).reset_index(drop=True)
+    return Leaderboard(table, values, df.metric.iloc[0], higher, seeds=int(g.n.max()))
+
+
+def _sorted_rows(g: pd.DataFrame, rows: list[str], precisions: list[str], sort: str | None, higher: bool):
+    if not sort:
+        return rows
+    if sort == "technique":
+        return sorted(rows)
+    if sort == "size":
+        size = g.groupby("row").size_bits.min()
+        return sorted(rows, key=lambda r: size[r])
+    if sort not in precisions:
+        raise ValueError(f"cannot sort by {sort!r}: use {SORT_HELP}; columns here: {', '.join(precisions)}")
+    col = g[g.precision == sort].set_index("row")["mean"]
+    sign = -1 if higher else 1
+
+    def key(r: str) -> tuple[int, float]:
+        return (0, sign * col[r]) if r in col.index else (1, 0.0)
+
+    return sorted(rows, key=key)  # stable: ties keep the technique order
 
 
 def _unit(board: Leaderboard) -> str:
@@ -116,10 +165,25 @@ def _unit(board: Leaderboard) -> str:
     return f"{board.metric.upper()}{pct}, {'higher' if board.higher_is_better else 'lower'} is better"
 
 
+def _legend(board: Leaderboard) -> str:
+    parts = [f"cells: {_unit(board)}"]
+    if board.seeds > 1:
+        parts.append(f"mean ± standard deviation over up to {board.seeds} seeds")
+    parts.append("(+x) change from the float model evaluated in float, same suite")
+    parts.append("columns: the precision the model is evaluated at")
+    return "; ".join(parts)
+
+
+def _failed_markdown(failed: pd.DataFrame | None) -> str:
+    if failed is None or failed.empty:
+        return ""
+    lines = [f"- `{r.run_id}` ({r.technique}, seed {r.seed}): {r.reason}" for r in failed.itertuples()]
+    return "\n\nFailed runs (not in the table):\n\n" + "\n".join(lines)
+
+
 def render(board: Leaderboard, fmt: str) -> str:
-    unit = _unit(board)
     if fmt == "markdown":
-        return f"{unit}; columns are the precision the model is evaluated at.\n\n" + board.table.to_markdown()
+        return f"{_legend(board)}.\n\n" + board.table.to_markdown() + _failed_markdown(board.failed)
     if fmt == "csv":
         return board.values.to_csv(index=False)
     if fmt == "json":
@@ -130,7 +194,7 @@ def render(board: Leaderboard, fmt: str) -> str:
 def rich_table(board: Leaderboard, title: str):
     from rich.table import Table
 
-    t = Table(title=title, caption=f"{_unit(board)}; columns: evaluation precision")
+    t = Table(title=title, caption=_legend(board))
     t.add_column("technique", style="bold")
     for c in board.table.columns:
         t.add_column(c, justify="right")
@@ -139,23 +203,62 @@ def rich_table(board: Leaderboard, title: str):
     return t
 
 
+def failed_runs(
+    runs: pd.DataFrame, suite: str | None = None, task: str | None = None, technique: list[str] | None = None
+) -> pd.DataFrame:
+    """Runs of the `runs` index table whose last state is failed, filtered like the board."""
+    if runs.empty:
+        return runs
+    runs = runs[runs.state == "failed"]
+    if suite:
+        runs = runs[runs.suite == suite]
+    if task:
+        runs = runs[runs.task == task]
+    if technique:
+        runs = runs[runs.technique.isin(technique)]
+    return runs.sort_values(["suite", "technique", "seed"])
+
+
 # ------------------------------------------------------------------ regression check
+#
+# A baseline file (results/baselines/*.json):
+#   {"format": "qbench-baseline/1",
+#    "entries": [{"suite": "ci", "task": "asr", "technique": "rand", "train_bits": 4,
+#                 "precision": "w4", "metric": "cer", "value": 0.4547, "tolerance": 0.05,
+#                 "higher_is_better": false}, ...]}
+# `task`, `train_bits`, `higher_is_better` and `format` are optional (older files lack them);
+# `value` is the mean over the seeds in the index; `tolerance` is an absolute change of the metric.
+
+BASELINE_FORMAT = "qbench-baseline/1"
+_KEY_FIELDS = ("suite", "task", "technique", "train_bits", "precision", "metric")
 
 
 @dataclass
 class CheckOutcome:
     entry: dict
     actual: float | None
-    status: str  # ok | regression | improvement | missing
+    status: str  # ok | regression | improvement | missing (no result) | unbaselined (no entry)
+
+    @property
+    def failing(self) -> bool:
+        return self.status in ("regression", "missing")
+
+    @property
+    def name(self) -> str:
+        e = self.entry
+        trained = e.get("train_bits") is not None and e["technique"] not in ("float", "ptq")
+        bits = f" (trained w{e['train_bits']})" if trained else ""
+        return f"{e['suite']}/{e['technique']}{bits}@{e['precision']} {e['metric']}"
 
     def describe(self) -> str:
         e = self.entry
-        what = f"{e['suite']}/{e['technique']}@{e['precision']} {e['metric']}"
-        if self.actual is None:
-            return f"MISSING     {what}: no result in the index (baseline {e['value']:.4f})"
+        if self.status == "missing":
+            return f"MISSING     {self.name}: no result in the index (baseline {e['value']:.4f})"
+        if self.status == "unbaselined":
+            return f"NO BASELINE {self.name}: {self.actual:.4f} in the index, no baseline entry (not checked)"
         delta = self.actual - e["value"]
         return (
-            f"{self.status.upper():<11} {what}: {self.actual:.4f} vs baseline {e['value']:.4f} "
+            f"{self.status.upper():<11} {self.name}: {self.actual:.4f} vs baseline {e['value']:.4f} "
             f"({delta:+.4f}, tolerance {e['tolerance']:.4f})"
         )
 
@@ -170,65 +273,117 @@ def load_baseline(path: Path) -> list[dict]:
     entries = data.get("entries") if isinstance(data, dict) else None
     if not isinstance(entries, list):
         raise ValueError(f"{path}: expected an object with an 'entries' list")
+    fmt = data.get("format", BASELINE_FORMAT)
+    if fmt != BASELINE_FORMAT:
+        raise ValueError(f"{path}: unknown baseline format {fmt!r} (this qbench reads {BASELINE_FORMAT!r})")
     needed = {"suite", "technique", "precision", "metric", "value", "tolerance"}
     for i, e in enumerate(entries):
+        if not isinstance(e, dict):
+            raise ValueError(f"{path}: entries[{i}] is not an object")
         missing = needed - set(e)
         if missing:
             raise ValueError(f"{path}: entries[{i}] lacks {sorted(missing)}")
+        for k in ("value", "tolerance"):
+            if not isinstance(e[k], int | float) or isinstance(e[k], bool) or (k == "tolerance" and e[k] < 0):
+                raise ValueError(f"{path}: entries[{i}].{k}: expected a non-negative number, got {e[k]!r}")
     return entries
 
 
+def _matching(df: pd.DataFrame, e: dict) -> pd.DataFrame:
+    if df.empty:
+        return df
+    sub = df[
+        (df.suite == e["suite"])
+        & (df.technique == e["technique"])
+        & (df.precision == e["precision"])
+        & (df.metric == e["metric"])
+    ]
+    if e.get("task") is not None:
+        sub = sub[sub.task == e["task"]]
+    if e.get("train_bits") is not None:
+        sub = sub[sub.train_bits == e["train_bits"]]
+    return sub
+
+
 def check(df: pd.DataFrame, entries: list[dict]) -> list[CheckOutcome]:
+    """One outcome per baseline entry, then one `unbaselined` outcome per result of a checked
+    suite and metric that no entry covers (a technique or precision added since the baseline)."""
     out = []
+    covered = set()
     for e in entries:
-        sub = (
-            df[
-                (df.suite == e["suite"])
-                & (df.technique == e["technique"])
-                & (df.precision == e["precision"])
-                & (df.metric == e["metric"])
-            ]
-            if not df.empty
-            else df
-        )
-        if "train_bits" in e and not sub.empty:
-            sub = sub[sub.train_bits == e["train_bits"]]
+        sub = _matching(df, e)
         if sub.empty:
             out.append(CheckOutcome(e, None, "missing"))
             continue
+        covered.update(sub.index)
         actual = float(sub.value.mean())
-        better = (
-            actual - e["value"]
-            if e.get("higher_is_better", sub.higher_is_better.iloc[0])
-            else e["value"] - actual
-        )
+        higher = e.get("higher_is_better")
+        higher = bool(sub.higher_is_better.iloc[0]) if higher is None else higher
+        better = actual - e["value"] if higher else e["value"] - actual
         status = (
             "regression" if better < -e["tolerance"] else "improvement" if better > e["tolerance"] else "ok"
         )
         out.append(CheckOutcome(e, actual, status))
+    if not df.empty:
+        checked = {(e["suite"], e["metric"]) for e in entries}
+        rest = df[
+            [(s, m) in checked for s, m in zip(df.suite, df.metric, strict=True)] & ~df.index.isin(covered)
+        ]
+        g = rest.groupby(["suite", "task", "technique", "train_bits", "precision", "metric"], as_index=False)
+        for r in g.value.mean().itertuples():
+            e = {k: getattr(r, k) for k in _KEY_FIELDS}
+            out.append(CheckOutcome({**e, "train_bits": int(r.train_bits)}, float(r.value), "unbaselined"))
     return out
 
 
-def baseline_from(df: pd.DataFrame, suite: str, tolerance: float, metrics: list[str] | None = None) -> dict:
+def baseline_from(
+    df: pd.DataFrame,
+    suite: str,
+    tolerance: float | None,
+    metrics: list[str] | None = None,
+    previous: list[dict] | None = None,
+) -> dict:
+    """A baseline of every (task, technique, training bits, precision, metric) of `suite`, the value
+    being the mean over seeds. Entries of other suites in `previous` are kept; a tolerance of None
+    keeps each entry's previous tolerance (0.05 for new entries)."""
     sub = df[df.suite == suite] if not df.empty else df
     if metrics and not sub.empty:
         sub = sub[sub.metric.isin(metrics)]
     if sub.empty:
         raise ValueError(f"no results for suite {suite!r} in the index")
-    g = sub.groupby(["technique", "precision", "metric"], as_index=False).agg(
+    g = sub.groupby(["task", "technique", "train_bits", "precision", "metric"], as_index=False).agg(
         value=("value", "mean"), higher_is_better=("higher_is_better", "first")
     )
-    return {
-        "entries": [
-            {
-                "suite": suite,
-                "technique": r.technique,
-                "precision": r.precision,
-                "metric": r.metric,
-                "value": round(float(r.value), 4),
-                "tolerance": tolerance,
-                "higher_is_better": bool(r.higher_is_better),
-            }
-            for r in g.itertuples()
-        ]
-    }
+    previous = previous or []
+
+    def old_tolerance(e: dict) -> float | None:
+        for p in previous:
+            if all(p.get(k) in (None, e[k]) for k in _KEY_FIELDS) and p["suite"] == suite:
+                return p["tolerance"]
+        return None
+
+    entries = []
+    for r in g.itertuples():
+        e = {
+            "suite": suite,
+            "task": r.task,
+            "technique": r.technique,
+            "train_bits": int(r.train_bits),
+            "precision": r.precision,
+            "metric": r.metric,
+            "value": round(float(r.value), 4),
+        }
+        tol = tolerance if tolerance is not None else old_tolerance(e)
+        e["tolerance"] = 0.05 if tol is None else tol
+        e["higher_is_better"] = bool(r.higher_is_better)
+        entries.append(e)
+    others = [p for p in previous if p["suite"] != suite]
+    entries.sort(
+        key=lambda e: (
+            _technique_key(e["technique"]),
+            e["train_bits"],
+            _precision_key(e["precision"]),
+            e["metric"],
+        )
+    )
+    return {"format": BASELINE_FORMAT, "entries": others + entries}

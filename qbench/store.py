@@ -165,12 +165,55 @@ CREATE TABLE IF NOT EXISTS results (
 """
 
 
+_RUNS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT NOT NULL,
+    suite TEXT NOT NULL,
+    task TEXT NOT NULL,
+    technique TEXT NOT NULL,
+    train_bits INTEGER NOT NULL,
+    seed INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT,
+    run_dir TEXT NOT NULL,
+    updated REAL NOT NULL,
+    PRIMARY KEY (run_id, suite)
+)
+"""
+
+_BUSY_MS = 60_000
+
+
+def _retrying(fn, attempts: int = 20):
+    """Call fn, retrying while SQLite reports the database busy or locked. busy_timeout covers
+    most contention; this covers what it does not (switching to WAL, schema creation at the same
+    moment in two processes, a checkpoint holding the lock)."""
+    for i in range(attempts):
+        try:
+            return fn()
+        except sqlite3.OperationalError as e:
+            msg = str(e).lower()
+            if i == attempts - 1 or ("locked" not in msg and "busy" not in msg):
+                raise
+            time.sleep(min(2.0, 0.05 * 2**i))
+
+
 def _connect(db: Path) -> sqlite3.Connection:
     db.parent.mkdir(parents=True, exist_ok=True)
-    con = sqlite3.connect(db, timeout=60)
-    con.execute("PRAGMA journal_mode=WAL")
-    con.execute("PRAGMA busy_timeout=60000")
-    con.execute(_SCHEMA)
+    con = sqlite3.connect(db, timeout=_BUSY_MS / 1000)
+
+    def setup() -> None:
+        con.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
+        con.execute("PRAGMA journal_mode=WAL")
+        with con:
+            con.execute(_SCHEMA)
+            con.execute(_RUNS_SCHEMA)
+
+    try:
+        _retrying(setup)
+    except BaseException:
+        con.close()
+        raise
     return con
 
 
@@ -199,18 +242,66 @@ def record_results(root: Path, rows: list[dict]) -> None:
         "run_dir",
         "created",
     ]
+    _insert(root, "results", cols, rows)
+
+
+def _insert(root: Path, table: str, cols: list[str], rows: list[dict]) -> None:
     values = [tuple(r.get(c) for c in cols) for r in rows]
-    with closing(_connect(index_path(root))) as con, con:
-        con.executemany(
-            f"INSERT OR REPLACE INTO results ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})", values
-        )
+    sql = f"INSERT OR REPLACE INTO {table} ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})"
+    with closing(_connect(index_path(root))) as con:
+
+        def write() -> None:
+            with con:  # one transaction: all rows or none
+                con.executemany(sql, values)
+
+        _retrying(write)
 
 
-def read_results(root: Path):
+_RUN_COLS = [
+    "run_id",
+    "suite",
+    "task",
+    "technique",
+    "train_bits",
+    "seed",
+    "state",
+    "reason",
+    "run_dir",
+    "updated",
+]
+
+
+def record_run_state(root: Path, recipe: Recipe, suite: str, state: str, reason: str | None = None) -> None:
+    """One row per run in the `runs` table: done, failed (with the reason) or interrupted."""
+    row = {
+        "run_id": recipe.run_id,
+        "suite": suite,
+        "task": recipe.task,
+        "technique": recipe.quant.technique,
+        "train_bits": recipe.quant.bits,
+        "seed": recipe.seed,
+        "state": state,
+        "reason": reason,
+        "run_dir": str(root / "runs" / suite / recipe.run_id),
+        "updated": time.time(),
+    }
+    _insert(root, "runs", _RUN_COLS, [row])
+
+
+def _read_table(root: Path, table: str):
     import pandas as pd
 
     db = index_path(root)
     if not db.is_file():
         return pd.DataFrame()
     with closing(_connect(db)) as con:
-        return pd.read_sql_query("SELECT * FROM results", con)
+        return _retrying(lambda: pd.read_sql_query(f"SELECT * FROM {table}", con))
+
+
+def read_results(root: Path):
+    return _read_table(root, "results")
+
+
+def read_runs(root: Path):
+    """The `runs` table: each run's last known state and, for failures, the reason."""
+    return _read_table(root, "runs")

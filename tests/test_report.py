@@ -44,7 +44,8 @@ def test_leaderboard_pivots_with_mean_std_and_size(tmp_path):
     board = leaderboard(read_results(tmp_path))
     assert list(board.table.columns) == ["float", "w8", "w4"]
     assert list(board.table.index) == ["float", "rand", "packed size"]
-    assert board.table.loc["rand", "w4"] == "23.00 ± 1.41"
+    assert board.table.loc["rand", "w4"] == "23.00 ± 1.41 (+3.00)"  # delta to float@float of the suite
+    assert board.table.loc["float", "float"] == "20.00"  # the reference itself carries no delta
     assert board.table.loc["rand", "w8"] == "–"
     assert board.table.loc["packed size", "w4"].startswith("0.00 MB (7.3x)")
     md = render(board, "markdown")
@@ -116,7 +117,18 @@ def test_baseline_written_from_index_round_trips(tmp_path):
     fill(tmp_path)
     out_file = tmp_path / "new.json"
     r = CliRunner().invoke(
-        app, ["baseline", "s", "--out", str(out_file), "--tolerance", "0.01", "--results", str(tmp_path)]
+        app,
+        [
+            "baseline",
+            "update",
+            "s",
+            "--out",
+            str(out_file),
+            "--tolerance",
+            "0.01",
+            "--results",
+            str(tmp_path),
+        ],
     )
     assert r.exit_code == 0, r.output
     out = CliRunner().invoke(app, ["check", "--baseline", str(out_file), "--results", str(tmp_path)])

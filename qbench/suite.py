@@ -1,0 +1,311 @@
+"""Running a suite: every grid point of a recipe, in order or in parallel processes.
+
+- A run that already finished is skipped; an interrupted one resumes from its checkpoint
+  (engine.py), so rerunning the same command after a kill finishes only what was left.
+- `jobs > 1` runs independent runs in spawned worker processes, each with `cores / jobs` torch
+  threads (or `QBENCH_THREADS`), and one GPU per worker when there are several. The data is built
+  once, in this process, before any worker starts. Runs that share a float warm-up (or, for ptq,
+  the whole float training) wait on a file lock for the run that trains it (engine.py), so the
+  shared part is trained once; the schedule starts one run of each such group first so that
+  nobody waits needlessly.
+- A failing run (NaN loss, an exception) is recorded as `failed` with its reason in its run
+  folder (`status.json`, `train.log`) and in the index's `runs` table; `keep_going` lets the
+  other runs finish, otherwise the suite stops (runs already under way in other workers finish).
+- Each invocation is appended to `runs/<suite>/suite.json`: command, times, jobs, outcome, so
+  RESULTS.md can say what produced it.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from qbench.progress import console
+from qbench.recipe import Recipe, Suite, stable_hash
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    technique: str
+    seed: int
+    state: str  # done | skipped | failed
+    reason: str | None = None
+    timings: dict = field(default_factory=dict)
+
+
+class SuiteInterrupted(Exception):
+    """Ctrl-C: run folders keep their checkpoints; the same command resumes."""
+
+
+def default_threads(jobs: int) -> int:
+    if os.environ.get("QBENCH_THREADS"):
+        return max(1, int(os.environ["QBENCH_THREADS"]))
+    return max(1, (os.cpu_count() or 1) // max(1, jobs))
+
+
+def worker_devices(device: str, jobs: int) -> list[str]:
+    """One device per worker: GPUs round-robin when several are visible, else the one device."""
+    import torch
+
+    from qbench.device import resolve_device
+
+    dev = resolve_device(device)
+    if dev.type == "cuda" and dev.index is None and torch.cuda.device_count() > 1:
+        n = torch.cuda.device_count()
+        return [f"cuda:{i % n}" for i in range(jobs)]
+    return [str(dev)] * jobs
+
+
+def schedule(runs: list[Recipe]) -> list[Recipe]:
+    """Order for parallel workers: first one run per shared float warm-up (it trains the warm-up
+    while the others would wait for it), then the rest interleaved across groups, and runs that
+    reuse another run's whole float training (ptq beside float) last."""
+    from qbench.engine import _training_key, trains_quantized
+
+    def group(r: Recipe) -> str:
+        return _training_key(r, float_until=r.quant.float_warmup_steps)
+
+    finals = [_training_key(r) for r in runs if not trains_quantized(r)]
+    reusers = [r for i, r in enumerate(runs) if not trains_quantized(r) and _training_key(r) in finals[:i]]
+    rest = [r for r in runs if r not in reusers]
+    by_group: dict[str, list[Recipe]] = {}
+    for r in rest:
+        by_group.setdefault(group(r), []).append(r)
+    ordered = []
+    queues = list(by_group.values())
+    while any(queues):
+        for q in queues:
+            if q:
+                ordered.append(q.pop(0))
+    return ordered + reusers
+
+
+def _data_key(r: Recipe) -> str:
+    d = r.model_dump(mode="json")
+    return stable_hash({k: d[k] for k in ("task", "data", "model")})
+
+
+def _record_failure(r: Recipe, suite: str, results: Path, exc: BaseException) -> str:
+    from qbench.engine import TrainingDiverged
+    from qbench.store import RunDir
+
+    reason = str(exc) if isinstance(exc, TrainingDiverged) else f"{type(exc).__name__}: {exc}"
+    run = RunDir(results, suite, r)
+    if run.path.is_dir():
+        run.set_status("failed", reason=reason)
+        if not isinstance(exc, TrainingDiverged):  # the engine logged that one already
+            run.log("FAILED: " + "".join(traceback.format_exception(exc)).rstrip())
+    return reason
+
+
+def run_one(r: Recipe, suite: str, results: Path, device, progress: bool) -> RunOutcome:
+    """One grid point; a failure becomes an outcome (DataError and Ctrl-C propagate)."""
+    from qbench.data import DataError
+    from qbench.engine import run_recipe
+    from qbench.store import record_run_state
+
+    try:
+        m = run_recipe(r, suite, results, device, progress=progress)
+    except (DataError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure of one run is recorded, not fatal to the suite
+        reason = _record_failure(r, suite, results, e)
+        record_run_state(results, r, suite, "failed", reason)
+        return RunOutcome(r.run_id, r.quant.technique, r.seed, "failed", reason)
+    record_run_state(results, r, suite, "done")
+    state = "skipped" if m.get("skipped") else "done"
+    return RunOutcome(r.run_id, r.quant.technique, r.seed, state, timings=m.get("timings", {}))
+
+
+# ---------------------------------------------------------------- parallel workers
+
+_WORKER: dict = {}
+
+
+def _init_worker(devices, threads: int) -> None:
+    import torch
+
+    device = devices.get()
+    _WORKER["device"] = torch.device(device)
+    if _WORKER["device"].type == "cpu":
+        torch.set_num_threads(threads)
+    else:
+        torch.cuda.set_device(_WORKER["device"])
+
+
+def _worker_run(recipe: dict, suite: str, results: str) -> RunOutcome:
+    r = Recipe.model_validate(recipe)
+    return run_one(r, suite, Path(results), _WORKER["device"], progress=False)
+
+
+def _prepare_data(runs: list[Recipe], results: Path, progress: bool) -> None:
+    """Build (or load from the cache) each distinct data set once, before workers race for it."""
+    from qbench.tasks import build_task
+
+    seen = set()
+    for r in runs:
+        key = _data_key(r)
+        if key not in seen:
+            seen.add(key)
+            build_task(r, results / "cache", progress=progress).build_data()
+
+
+def _run_parallel(
+    runs: list[Recipe], suite: str, results: Path, device: str, jobs: int, keep_going: bool, progress: bool
+) -> list[RunOutcome]:
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    _prepare_data(runs, results, progress)
+    ctx = mp.get_context("spawn")  # no fork after torch has started threads
+    devices = ctx.Queue()
+    for d in worker_devices(device, jobs):
+        devices.put(d)
+    threads = default_threads(jobs)
+    console.print(f"{jobs} worker processes, {threads} torch thread(s) each")
+    outcomes: list[RunOutcome] = []
+    pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(devices, threads))
+    try:
+        pending = {pool.submit(_worker_run, r.model_dump(mode="json"), suite, str(results)): r for r in runs}
+        stopping = False
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for f in done:
+                pending.pop(f)
+                if f.cancelled():
+                    continue
+                o = f.result()
+                outcomes.append(o)
+                _announce(o)
+                if o.state == "failed" and not keep_going and not stopping:
+                    stopping = True
+                    for other in pending:
+                        other.cancel()
+                    running = sum(not f.done() and f.running() for f in pending)
+                    if running:
+                        console.print(f"stopping: waiting for {running} run(s) already under way")
+    except KeyboardInterrupt:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return outcomes
+
+
+def _announce(o: RunOutcome) -> None:
+    if o.state == "failed":
+        console.print(f"[red]{o.run_id} failed:[/red] {o.reason}", highlight=False)
+    elif o.state == "done":
+        t = o.timings
+        console.print(
+            f"[green]{o.run_id} done[/green] (training {t.get('train_wall_seconds', 0):.0f} s, "
+            f"evaluation {t.get('eval_seconds', 0):.0f} s)",
+            highlight=False,
+        )
+
+
+# ---------------------------------------------------------------- the suite
+
+
+def run_suite(
+    suite: Suite,
+    results: Path,
+    device: str = "auto",
+    jobs: int = 1,
+    keep_going: bool = False,
+    progress: bool = True,
+    command: str | None = None,
+) -> list[RunOutcome]:
+    """Run every grid point; returns one outcome per run that was attempted (skipped included)."""
+    from qbench.device import resolve_device
+    from qbench.store import RunDir, record_run_state
+
+    started = time.time()
+    command = command or shlex.join(["qbench", *sys.argv[1:]])
+    outcomes: list[RunOutcome] = []
+    todo = []
+    for r in suite.runs:
+        if RunDir(results, suite.name, r).status().get("state") == "done":
+            console.print(f"[dim]{r.run_id}: done, skipped[/dim]")
+            record_run_state(results, r, suite.name, "done")
+            outcomes.append(RunOutcome(r.run_id, r.quant.technique, r.seed, "skipped"))
+        else:
+            todo.append(r)
+    jobs = max(1, min(jobs, len(todo)))
+    interrupted = False
+    try:
+        if jobs == 1:
+            import torch
+
+            dev = resolve_device(device)
+            if dev.type == "cpu" and os.environ.get("QBENCH_THREADS"):
+                torch.set_num_threads(default_threads(1))
+            for r in todo:
+                o = run_one(r, suite.name, results, dev, progress)
+                outcomes.append(o)
+                _announce(o)
+                if o.state == "failed" and not keep_going:
+                    break
+        else:
+            outcomes += _run_parallel(schedule(todo), suite.name, results, device, jobs, keep_going, progress)
+    except KeyboardInterrupt:
+        interrupted = True
+        raise SuiteInterrupted() from None
+    finally:
+        _log_session(results, suite, command, started, jobs, keep_going, outcomes, interrupted)
+    return outcomes
+
+
+def _log_session(
+    results: Path,
+    suite: Suite,
+    command: str,
+    started: float,
+    jobs: int,
+    keep_going: bool,
+    outcomes: list[RunOutcome],
+    interrupted: bool,
+) -> None:
+    import json
+
+    from qbench.store import atomic_write_json
+
+    f = results / "runs" / suite.name / "suite.json"
+    try:
+        data = json.loads(f.read_text()) if f.is_file() else {}
+    except json.JSONDecodeError:
+        data = {}
+    sessions = data.get("sessions", [])
+    sessions.append(
+        {
+            "command": command,
+            "recipe": str(suite.path),
+            "started": started,
+            "finished": time.time(),
+            "wall_seconds": round(time.time() - started, 1),
+            "jobs": jobs,
+            "keep_going": keep_going,
+            "interrupted": interrupted,
+            "runs": len(suite.runs),
+            "outcomes": [asdict(o) for o in outcomes],
+        }
+    )
+    atomic_write_json(f, {"suite": suite.name, "sessions": sessions})
+
+
+def suite_sessions(results: Path, suite: str) -> list[dict]:
+    import json
+
+    f = results / "runs" / suite / "suite.json"
+    if not f.is_file():
+        return []
+    try:
+        return json.loads(f.read_text()).get("sessions", [])
+    except json.JSONDecodeError:
+        return []
