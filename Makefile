@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RESULTS ?= results
 
-.PHONY: setup demo test ci-gate bench lint clean
+.PHONY: setup demo test ci-gate bench asr-4bit lint clean
 
 setup: $(STAMP)
 
@@ -27,10 +27,15 @@ test: setup
 ci-gate: setup
 	rm -rf .cache/ci-results
 	QBENCH_THREADS=1 $(BIN)/qbench run recipes/ci.yaml --results .cache/ci-results --no-progress
-	$(BIN)/qbench check --baseline results/baselines/ci.json --results .cache/ci-results
+	$(BIN)/qbench check --baseline results/baselines/ci.json --results .cache/ci-results --junit .cache/ci-junit.xml
 
 bench: setup
 	$(BIN)/qbench run recipes/asr-synthetic.yaml --results $(RESULTS)
+
+# The 4-bit suite (10 techniques x 2 seeds, 30-45 min on 2 cores), its plot and results/RESULTS.md.
+asr-4bit: setup
+	$(BIN)/qbench run benchmarks/asr-4bit.yaml --jobs 2 --keep-going --results $(RESULTS)
+	$(BIN)/qbench results --suite asr-4bit --results $(RESULTS) --out $(RESULTS)/RESULTS.md
 
 lint: setup
 	$(BIN)/ruff check qbench tests

@@ -1,0 +1,118 @@
+"""Suites end to end on tiny recipes: failures (stop or --keep-going), --jobs with a shared
+warm-up trained once, and a killed suite that a rerun finishes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from typer.testing import CliRunner
+
+import qbench.engine
+from qbench.cli import app
+from qbench.recipe import load_suite
+from qbench.store import read_results, read_runs
+from tests.conftest import tiny_recipe
+
+
+def grid_recipe(tmp_path, techniques, steps=6, warmup=3):
+    path = tiny_recipe(tmp_path / "r.yaml", steps=steps, warmup=warmup, ckpt=2)
+    path.write_text(path.read_text() + f"grid: {{quant.technique: [{', '.join(techniques)}]}}\n")
+    return path
+
+
+def status(results, run_id):
+    return json.loads((results / "runs" / "tiny" / run_id / "status.json").read_text())
+
+
+def test_failing_run_stops_the_suite_unless_keep_going(tmp_path, results, monkeypatch):
+    path = grid_recipe(tmp_path, ["ste", "float"])
+    ste, flt = load_suite(path).runs
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(qbench.engine, "attach_quantizers", boom)  # ste fails when QAT starts
+    args = ["run", str(path), "--results", str(results), "--no-progress"]
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code == 1
+    assert "1 run(s) failed; 1 run(s) not started" in out.output and "RuntimeError: boom" in out.output
+    assert status(results, ste.run_id) == {
+        **status(results, ste.run_id),
+        "state": "failed",
+        "reason": "RuntimeError: boom",
+    }
+    assert "Traceback" in (results / "runs/tiny" / ste.run_id / "train.log").read_text()
+    assert not (results / "runs/tiny" / flt.run_id).exists()
+
+    out = CliRunner().invoke(app, [*args, "--keep-going"])
+    assert out.exit_code == 1 and "1 run(s) failed" in out.output and "not started" not in out.output
+    assert status(results, flt.run_id)["state"] == "done"
+    runs = read_runs(results).set_index("run_id")
+    assert (
+        runs.loc[ste.run_id, "state"] == "failed" and runs.loc[ste.run_id, "reason"] == "RuntimeError: boom"
+    )
+    board = CliRunner().invoke(app, ["compare", "--results", str(results)])
+    assert f"failed tiny/{ste.run_id}: RuntimeError: boom" in board.output
+    sessions = json.loads((results / "runs/tiny/suite.json").read_text())["sessions"]
+    assert [s["keep_going"] for s in sessions] == [False, True]
+    assert [o["state"] for o in sessions[1]["outcomes"]] == ["failed", "done"]
+
+
+def qbench_cmd(path, results, *extra):
+    return [
+        sys.executable,
+        "-m",
+        "qbench",
+        "run",
+        str(path),
+        "--results",
+        str(results),
+        "--no-progress",
+        *extra,
+    ]
+
+
+ENV = {**os.environ, "QBENCH_THREADS": "1"}
+
+
+def test_jobs_run_in_parallel_and_train_the_shared_warmup_once(tmp_path, results):
+    path = grid_recipe(tmp_path, ["float", "ptq", "ste", "rand"], steps=12, warmup=6)
+    out = CliRunner(env={"QBENCH_THREADS": "1"}).invoke(app, qbench_cmd(path, results, "--jobs", "2")[3:])
+    assert out.exit_code == 0, out.output
+    assert "2 worker processes, 1 torch thread(s) each" in out.output
+    logs = {
+        r.quant.technique: (results / "runs/tiny" / r.run_id / "train.log").read_text()
+        for r in load_suite(path).runs
+    }
+    assert sum("from scratch" in log for log in logs.values()) == 1  # the float warm-up, trained once
+    assert "reused identical finished training" in logs["ptq"]
+    assert sum("reused shared float warm-up (6 steps)" in log for log in logs.values()) == 2
+    df = read_results(results)
+    assert df.run_id.nunique() == 4 and len(df[df.metric == "wer"]) == 12
+
+
+def test_killed_suite_rerun_finishes_only_what_was_left(tmp_path, results):
+    path = grid_recipe(tmp_path, ["float", "ste", "rand"], steps=80, warmup=70)
+    runs = load_suite(path).runs
+    proc = subprocess.Popen(
+        qbench_cmd(path, results), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    second = results / "runs/tiny" / runs[1].run_id / "checkpoint.pt"
+    deadline = time.time() + 180
+    while not second.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # float is done, ste is mid-way, rand has not started
+    proc.wait()
+    assert status(results, runs[0].run_id)["state"] == "done"
+    assert status(results, runs[1].run_id)["state"] == "running"
+    assert not (results / "runs/tiny" / runs[2].run_id).exists()
+    out = subprocess.run(qbench_cmd(path, results), env=ENV, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert f"{runs[0].run_id}: done, skipped" in out.stderr
+    assert (results / "runs/tiny" / runs[0].run_id / "train.log").read_text().count("training ") == 1
+    assert "resumed from own checkpoint" in (results / "runs/tiny" / runs[1].run_id / "train.log").read_text()
+    assert "reused shared float warm-up" in (results / "runs/tiny" / runs[2].run_id / "train.log").read_text()
+    assert read_results(results).run_id.nunique() == 3
