@@ -70,8 +70,8 @@ def test_reload_equals_fake_quant_eval(tmp_path, technique, precision):
     with torch.no_grad():
         assert torch.equal(plain(x), expected)
     bits = 4 if precision == "w4" else 8
-    assert {t["bits"] for t in meta["tensors"].values()} == {bits}
-    assert set(meta["tensors"]) == {
+    assert {t[2] for t in meta["quantized"]} == {bits}
+    assert {t[0] for t in meta["quantized"]} == {
         "conv.weight",
         "attn.in_proj_weight",
         "attn.out_proj.weight",
@@ -108,7 +108,8 @@ def test_tied_weights_stored_once_and_missing_keys_raise(tmp_path):
     model = nn.ModuleDict({"emb": emb, "out": out})
     spec = QuantSpec("ptq", 4)
     meta = export_packed(model, "w4", spec, tmp_path / "t.safetensors")
-    assert list(meta["tensors"]) == ["emb.weight"] and meta["aliases"] == {"out.weight": "emb.weight"}
+    assert [t[0] for t in meta["quantized"]] == ["emb.weight"]
+    assert meta["aliases"] == {"out.weight": "emb.weight"}
     emb2, out2 = nn.Embedding(10, 8), nn.Linear(8, 10, bias=False)
     load_packed(nn.ModuleDict({"emb": emb2, "out": out2}), tmp_path / "t.safetensors")
     assert torch.equal(emb2.weight, out2.weight)

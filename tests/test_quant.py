@@ -303,7 +303,7 @@ def test_quantize_conformer_smoke():
 def test_use_precision_restores_float_model_exactly_even_on_exception():
     torch.manual_seed(9)
     model = Tiny()
-    spec = QuantSpec("ptq", 4)
+    spec = QuantSpec("ptq", 4, float_dtype="float32")  # fp32 scales: compare with fake_quantize
     snap, params = _snapshot(model), list(model.parameters())
     x = torch.randn(2, 4, 7)
     ref = model(x)
@@ -350,7 +350,7 @@ def test_use_precision_restores_quantized_model_exactly_even_on_exception():
 def test_use_precision_bits_float_and_mixed_maps():
     torch.manual_seed(11)
     model = Tiny()
-    spec = QuantSpec("ste", 4)
+    spec = QuantSpec("ste", 4, float_dtype="float32")  # fp32 scales: compare with fake_quantize
     quantize_(model, spec)
     conv_w = model.conv.parametrizations.weight.original
     ffn_w = model.ffn.parametrizations.weight.original
@@ -417,7 +417,10 @@ def test_parse_precision_valid_and_errors():
 
 def test_model_size_bits_hand_computed():
     model = nn.Sequential(nn.Linear(8, 16), nn.LayerNorm(16), nn.Linear(16, 4))
-    spec = QuantSpec("ptq", 4)
+    # bfloat16 (default): 16-bit scales and float-kept parameters at a quantized precision
+    bf = model_size_bits(model, "w4", QuantSpec("ptq", 4))
+    assert bf["total_bits"] == 192 * 4 + (16 + 4) * 16 + 52 * 16 and bf["float32_bits"] == 244 * 32
+    spec = QuantSpec("ptq", 4, float_dtype="float32")
     # quantized: 16x8 + 4x16 = 192 weights at 4 bits, 16 + 4 fp32 scales;
     # float: biases 16 + 4, LayerNorm 16 + 16 = 52 parameters at 32 bits
     expected = 192 * 4 + (16 + 4) * 32 + 52 * 32
@@ -456,7 +459,7 @@ def test_granularity_per_tensor_and_per_group():
     m = nn.Linear(16, 4, bias=False)
     assert (
         model_size_bits(m, "w4", QuantSpec("ptq", 4, granularity="per-group-8"))["total_bits"]
-        == 64 * 4 + 8 * 32
+        == 64 * 4 + 8 * 16
     )
     with pytest.raises(ValueError):
         QuantSpec("ste", granularity="per-row")
@@ -482,6 +485,7 @@ def test_original_name_and_selection():
         "lsq",
         "pact",
         "clip",
+        "custom",
     }
 
 
@@ -501,7 +505,7 @@ def test_per_group_on_fused_in_proj_weight(technique):
     assert torch.equal(out.reshape(48, 4), fq(w.reshape(48, 4), q.scale(w), 4))
     assert (
         model_size_bits(mha, None, spec)["total_bits"]
-        == (24 * 8 + 8 * 8) * 4 + (48 + 16) * 32 + (24 + 8) * 32
+        == (24 * 8 + 8 * 8) * 4 + (48 + 16) * 32 + (24 + 8) * 32  # None: as trained, fp32
     )
     x = torch.randn(2, 3, 8)
     with torch.no_grad():

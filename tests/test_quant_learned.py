@@ -72,7 +72,7 @@ def test_lsq_lazy_init_on_first_forward():
 def test_lsq_eval_at_other_bits_keeps_clipping_range():
     torch.manual_seed(2)
     m = nn.Linear(12, 5, bias=False)
-    spec = QuantSpec("lsq", 4)
+    spec = QuantSpec("lsq", 4, float_dtype="float32")  # fp32 scales: the formula exactly
     quantize_(m, spec)
     q = m.parametrizations.weight[0]
     w = m.parametrizations.weight.original.detach()
@@ -192,7 +192,7 @@ def test_quantizer_parameters_state_dict_roundtrip(technique):
     n_w = 6 * 12 + 18 * 6 + 6 * 6 + 8 * 6
     sizes = model_size_bits(m, "w4", spec)
     assert sizes["quantized_params"] == n_w
-    assert sizes["total_bits"] == n_w * 4 + 38 * 32 + 32 * (6 + 18 + 6 + 8 + 8 + 8)
+    assert sizes["total_bits"] == n_w * 4 + 38 * 16 + 16 * (6 + 18 + 6 + 8 + 8 + 8)
 
 
 def test_quantizer_parameters_empty_for_functional_scales():

@@ -18,11 +18,13 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 
+import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from .activations import act_target, attach_act_quantizer, detach_act_quantizer, find_act_quantizers
 from .precision import PrecisionMap, name_matches, parse_precision
-from .quantizers import TECHNIQUE_CONFIGS, QuantSpec, WeightQuantizer, make_quantizer
+from .quantizers import FLOAT_DTYPES, QuantSpec, WeightQuantizer, make_quantizer
 
 __all__ = [
     "quantize_",
@@ -92,8 +94,10 @@ def quantize_(model: nn.Module, spec: QuantSpec) -> list[str]:
     ``module.parametrizations.<name>.original``), so an optimizer built before
     keeps training them.  Re-applying replaces an attached quantizer.
     Returns the original names quantized; ``[]`` for ``float``/``ptq``.
+    ``spec.activations=8`` also attaches an 8-bit per-token activation quantizer to the
+    inputs of every quantized ``nn.Linear`` / ``nn.MultiheadAttention`` (see :mod:`.activations`).
     """
-    if spec.technique not in TECHNIQUE_CONFIGS:
+    if not spec.attaches:
         return []
     names = []
     for name, module, tname, tensor in list(_weight_slots(model)):
@@ -110,6 +114,11 @@ def quantize_(model: nn.Module, spec: QuantSpec) -> list[str]:
             # unsafe=True: skip parametrize's trial forward (shape/dtype are preserved,
             # and it would draw noise from the RNG)
             parametrize.register_parametrization(module, tname, q, unsafe=True)
+        if act_target(module, tname):
+            if spec.activations:
+                attach_act_quantizer(module, spec.activations)
+            else:
+                detach_act_quantizer(module)
         names.append(name)
     return names
 
@@ -123,6 +132,23 @@ def quantizer_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     return [(n, p) for n, p in model.named_parameters() if id(p) in ids]
 
 
+def _float_kept(model: nn.Module, pmap: PrecisionMap, spec: QuantSpec) -> list[Tensor]:
+    """Floating tensors a quantized precision keeps float: parameters it does not quantize
+    (learned quantizer scales excepted: they reach the model only through the scales) and
+    floating buffers; each tensor once."""
+    learned = {id(p) for _, p in quantizer_parameters(model)}
+    out: dict[int, Tensor] = {}
+    for name, module, tname, tensor in _weight_slots(model):
+        q = _find_quantizer(module, tname)
+        quantized = pmap.bits_for(name) is not None and (q is not None or _is_selected(name, tensor, spec))
+        if not quantized and id(tensor) not in learned and tensor.is_floating_point():
+            out.setdefault(id(tensor), tensor)
+    for name, buf in model.named_buffers():
+        if buf is not None and buf.is_floating_point() and "parametrizations" not in name.split("."):
+            out.setdefault(id(buf), buf)
+    return list(out.values())
+
+
 @contextmanager
 def use_precision(
     model: nn.Module,
@@ -133,12 +159,15 @@ def use_precision(
 ):
     """Evaluate the same weights at another precision; everything is restored on exit.
 
-    ``precision``: ``"float"`` (quantizers disabled), ``"w2"``..``"w8"``, a
-    :class:`PrecisionMap` (named maps: ``parse_precision`` first), or ``None``
-    (no change: the model as trained).  A weight with a quantizer is evaluated
-    with its own scale function at the map's bit width and hard rounding (also
-    in train mode); a weight ``spec`` selects without one (float/ptq model) gets
-    a temporary absmax round-to-nearest quantizer (``spec.granularity``).
+    ``precision``: ``"float"`` (quantizers disabled), ``"w2"``..``"w8"``, ``"w4a8"``/``"w8a8"``
+    (also 8-bit per-token activations), a :class:`PrecisionMap` (named maps:
+    ``parse_precision`` first), or ``None`` (no change: the model as trained).  A weight
+    with a quantizer is evaluated with its own scale function at the map's bit width and hard
+    rounding (also in train mode); a weight ``spec`` selects without one (float/ptq model)
+    gets a temporary absmax round-to-nearest quantizer (``spec.granularity``).
+    At a quantized precision the model is the one a packed export stores: scales rounded to
+    ``spec.float_dtype`` and every floating tensor kept float (biases, norms, unquantized
+    weights, floating buffers) rounded to it too (bfloat16 by default; ``"float32"`` keeps them).
     ``cache=True`` computes each quantized weight once for the whole block
     (``parametrize.cached()``): use it for no-grad evaluation/decoding only.
     """
@@ -147,31 +176,56 @@ def use_precision(
             yield model
         return
     pmap = parse_precision(precision)
-    saved: list[tuple[WeightQuantizer, int, bool, bool]] = []
+    store = None if pmap.is_float else FLOAT_DTYPES[spec.float_dtype]
+    saved: list[tuple[WeightQuantizer, int, bool, bool, object]] = []
     temporary: list[tuple[nn.Module, str, WeightQuantizer, list[str] | None]] = []
+    acts = find_act_quantizers(model)
+    saved_acts = [(aq, aq.enabled, aq.bits) for aq in acts.values()]
+    temp_acts: list[nn.Module] = []
+    rounded: list[tuple[Tensor, Tensor]] = []
     try:
         for name, module, tname, tensor in list(_weight_slots(model)):
             q = _find_quantizer(module, tname)
+            bits = pmap.bits_for(name)
             if q is not None:
-                saved.append((q, q.bits, q.enabled, q.hard))
-                bits = pmap.bits_for(name)
+                saved.append((q, q.bits, q.enabled, q.hard, q.scale_dtype))
                 if bits is None:
                     q.enabled = False
                 else:
-                    q.bits, q.enabled, q.hard = bits, True, True
+                    q.bits, q.enabled, q.hard, q.scale_dtype = bits, True, True, store
             elif _is_selected(name, tensor, spec):
-                bits = pmap.bits_for(name)
                 if bits is None:
                     continue
-                tq = WeightQuantizer(bits, "absmax", "round-ste", granularity=spec.granularity)
+                q = WeightQuantizer(bits, "absmax", "round-ste", granularity=spec.granularity)
+                q.scale_dtype = store
                 # None: the tensor already had (user) parametrizations; else the
                 # parameter order, restored on exit (parametrize re-adds at the end)
                 order = None if parametrize.is_parametrized(module, tname) else list(module._parameters)
-                parametrize.register_parametrization(module, tname, tq, unsafe=True)
-                temporary.append((module, tname, tq, order))
+                parametrize.register_parametrization(module, tname, q, unsafe=True)
+                temporary.append((module, tname, q, order))
+            else:
+                continue
+            if bits is not None and pmap.act_bits and act_target(module, tname):
+                if "_qbench_act_quant" not in module.__dict__:
+                    attach_act_quantizer(module, pmap.act_bits)
+                    temp_acts.append(module)
+        for aq in acts.values():
+            aq.enabled, aq.bits = pmap.act_bits is not None, pmap.act_bits or aq.bits
+        if store is not None and store != torch.float32:
+            with torch.no_grad():
+                for t in _float_kept(model, pmap, spec):
+                    rounded.append((t, t.detach().clone()))
+                    t.copy_(t.to(store))
         with parametrize.cached() if cache else nullcontext():
             yield model
     finally:
+        with torch.no_grad():
+            for t, orig in rounded:
+                t.copy_(orig)
+        for module in temp_acts:
+            detach_act_quantizer(module)
+        for aq, enabled, bits in saved_acts:
+            aq.enabled, aq.bits = enabled, bits
         for module, tname, tq, order in reversed(temporary):
             if order is None:  # keep the user's own parametrizations
                 plist = module.parametrizations[tname]
@@ -181,5 +235,5 @@ def use_precision(
                 params = module._parameters  # same order as before -> same state_dict / parameters()
                 for key in order:
                     params[key] = params.pop(key)
-        for q, bits, enabled, hard in saved:
-            q.bits, q.enabled, q.hard = bits, enabled, hard
+        for q, bits, enabled, hard, scale_dtype in saved:
+            q.bits, q.enabled, q.hard, q.scale_dtype = bits, enabled, hard, scale_dtype

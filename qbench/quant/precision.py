@@ -1,7 +1,8 @@
 """Evaluation precisions: bits per parameter name, and the packed model size.
 
-A precision is ``"float"``, ``"w2"`` .. ``"w8"`` (uniform bits) or a named
-mixed map from a recipe, e.g. ``{"default": 4, "encoder.*.conv*": 8}``.
+A precision is ``"float"``, ``"w2"`` .. ``"w8"`` (uniform bits), ``"w4a8"`` / ``"w8a8"``
+(also 8-bit dynamic per-token activations) or a named mixed map from a recipe, e.g.
+``{"default": 4, "encoder.*.conv*": 8}`` (``"activations": 8`` in a map quantizes activations).
 Parameter names are the *original* names (``encoder.layers.0.ffn.0.weight``),
 never the parametrize names (``...parametrizations.weight.original``).
 
@@ -16,11 +17,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
+import torch
 from torch import nn
 
 __all__ = ["PrecisionMap", "parse_precision", "model_size_bits", "name_matches"]
 
 _WBITS_RE = re.compile(r"w(\d+)")
+_PRECISION_RE = re.compile(r"w(\d+)(?:a(\d+))?")
 
 
 def name_matches(name: str, patterns) -> bool:
@@ -59,9 +62,12 @@ class PrecisionMap:
     name: str
     default: int | None
     rules: tuple[tuple[str, int | None], ...] = ()
+    act_bits: int | None = None  # 8: activations of quantized layers fake-quantized per token
 
     def __post_init__(self) -> None:
         _parse_bits(self.default, f"precision {self.name!r} default")
+        if self.act_bits not in (None, 8):
+            raise ValueError(f"precision {self.name!r}: activations must be 8 bits (a8), got {self.act_bits!r}")
         rules = tuple(
             (str(pat), _parse_bits(b, f"precision {self.name!r} rule {pat!r}")) for pat, b in self.rules
         )
@@ -79,16 +85,17 @@ class PrecisionMap:
 
     @property
     def is_float(self) -> bool:
-        return self.default is None and all(b is None for _, b in self.rules)
+        return self.default is None and all(b is None for _, b in self.rules) and self.act_bits is None
 
 
 def parse_precision(
     name: str | PrecisionMap, named_maps: Mapping[str, Mapping] | None = None
 ) -> PrecisionMap:
-    """``"float"``, ``"w2"``..``"w8"`` or a key of ``named_maps`` -> :class:`PrecisionMap`.
+    """``"float"``, ``"w2"``..``"w8"``, ``"wNa8"`` or a key of ``named_maps`` -> :class:`PrecisionMap`.
 
     A named map is ``{"default": 4, "glob": bits, ...}`` with bits an int 2..8,
-    ``"wN"``, ``"float"`` or ``None``; without ``"default"`` unmatched weights stay float.
+    ``"wN"``, ``"float"`` or ``None``; without ``"default"`` unmatched weights stay float;
+    ``"activations": 8`` adds 8-bit per-token activation quantization.
     """
     if isinstance(name, PrecisionMap):
         return name
@@ -97,12 +104,14 @@ def parse_precision(
     named_maps = named_maps or {}
     if name == "float":
         return PrecisionMap("float", None)
-    m = _WBITS_RE.fullmatch(name)
+    m = _PRECISION_RE.fullmatch(name)
     if m:
         bits = int(m.group(1))
         if not 2 <= bits <= 8:
             raise ValueError(f"precision {name!r}: bit width must be between 2 and 8 (w2..w8)")
-        return PrecisionMap(name, bits)
+        if m.group(2) is not None and m.group(2) != "8":
+            raise ValueError(f"precision {name!r}: only 8-bit activations are supported (w{bits}a8)")
+        return PrecisionMap(name, bits, act_bits=8 if m.group(2) else None)
     if name in named_maps:
         spec = named_maps[name]
         if not isinstance(spec, Mapping):
@@ -110,10 +119,17 @@ def parse_precision(
                 f"precision map {name!r} must be a mapping of glob -> bits, got {type(spec).__name__}"
             )
         default = spec.get("default")
-        rules = tuple((pat, bits) for pat, bits in spec.items() if pat != "default")
-        return PrecisionMap(name, _parse_bits(default, f"precision {name!r} default"), rules)
+        act = spec.get("activations")
+        if act not in (None, 8, "a8"):
+            raise ValueError(f"precision map {name!r}: activations must be 8 or 'a8', got {act!r}")
+        rules = tuple((pat, bits) for pat, bits in spec.items() if pat not in ("default", "activations"))
+        return PrecisionMap(
+            name, _parse_bits(default, f"precision {name!r} default"), rules, act_bits=8 if act else None
+        )
     known = ", ".join(repr(k) for k in sorted(named_maps)) or "none defined"
-    raise ValueError(f"unknown precision {name!r}; expected 'float', 'w2'..'w8' or a named map ({known})")
+    raise ValueError(
+        f"unknown precision {name!r}; expected 'float', 'w2'..'w8', 'w4a8'/'w8a8' or a named map ({known})"
+    )
 
 
 def model_size_bits(
@@ -123,9 +139,11 @@ def model_size_bits(
 ) -> dict[str, int]:
     """True packed size of ``model`` at ``precision_map``.
 
-    Quantized weights cost ``bits * numel + 32 * n_scales`` (one fp32 scale per
-    output channel for per-channel granularity); every other parameter costs
-    ``32 * numel``; learned quantizer scales are not counted twice.  Each parameter is counted once (tied weights too).  The
+    Quantized weights cost ``bits * numel + f * n_scales`` (one scale per row: per output
+    channel for per-channel granularity); every other parameter costs ``f * numel``, with
+    ``f`` the width of ``spec.float_dtype`` (16 for bfloat16) when ``precision_map`` quantizes
+    anything (the packed export stores them so) and 32 otherwise (``"float"``, ``None``);
+    learned quantizer scales are not counted twice.  Each parameter is counted once (tied weights too).  The
     quantized weights are the ones ``use_precision`` would quantize: those with
     a quantizer attached plus those ``spec`` selects.  ``precision_map=None``
     means "as trained": attached quantizers at their own bits, the rest float.
@@ -136,7 +154,12 @@ def model_size_bits(
     from .apply import _find_quantizer, _is_selected, _weight_slots, quantizer_parameters
     from .scales import num_scales
 
+    from .quantizers import FLOAT_DTYPES
+
     pmap = None if precision_map is None else parse_precision(precision_map)
+    fbits = 32
+    if pmap is not None and not pmap.is_float:
+        fbits = torch.finfo(FLOAT_DTYPES[getattr(spec, "float_dtype", "float32")]).bits
     qinfo: dict[int, tuple[int, int]] = {}  # id(param) -> (bits, n_scales)
     for name, module, tname, tensor in _weight_slots(model):
         if id(tensor) in qinfo or not isinstance(tensor, nn.Parameter):
@@ -162,9 +185,9 @@ def model_size_bits(
         float32 += 32 * n
         if id(p) in qinfo:
             bits, n_scales = qinfo[id(p)]
-            total += bits * n + 32 * n_scales
+            total += bits * n + fbits * n_scales
             n_q += n
         else:
-            total += 32 * n
+            total += fbits * n
             n_f += n
     return dict(total_bits=total, float32_bits=float32, quantized_params=n_q, float_params=n_f)

@@ -59,6 +59,7 @@ TECHNIQUES: tuple[str, ...] = (
     "lsq",
     "pact",
     "clip",
+    "custom",
 )
 
 #: technique -> WeightQuantizer options. "float" and "ptq" attach nothing.
@@ -76,9 +77,27 @@ TECHNIQUE_CONFIGS: dict[str, dict] = {
 #: scale kinds that are parameters of the quantizer (attribute name of the parameter)
 LEARNED_SCALES: dict[str, str] = {"learned": "step", "pact": "alpha"}
 SCALE_KINDS: tuple[str, ...] = (*SCALE_FUNCTIONS, *LEARNED_SCALES)
+#: the names a recipe may use for a scale: the kinds, and the technique names of two of them
+SCALE_ALIASES: dict[str, str] = {"lsq": "learned", "clip": "mse-clip"}
+SCALE_NAMES: tuple[str, ...] = (*SCALE_KINDS, *SCALE_ALIASES)
 
 ESTIMATORS = ("round-ste", "noise")
 NOISES = ("uniform", "normal")
+#: dtypes a quantized model may store its scales and its float-kept tensors in
+FLOAT_DTYPES: dict[str, torch.dtype] = {"bfloat16": torch.bfloat16, "float32": torch.float32}
+DEFAULT_INCLUDE: tuple[str, ...] = ("*.weight", "*in_proj_weight")
+DEFAULT_EXCLUDE: tuple[str, ...] = ("*norm*", "*bias*")
+
+
+def preset_for(scale_fn: str, estimator: str, detach_scale: bool) -> str:
+    """The technique preset spelled by these parts, or ``"custom"`` when none is."""
+    scale_fn = SCALE_ALIASES.get(scale_fn, scale_fn)
+    for name, cfg in TECHNIQUE_CONFIGS.items():
+        detach = cfg.get("detach_scale", False)
+        if cfg["scale_fn"] == scale_fn and cfg["estimator"] == estimator:
+            if scale_fn == "mse-clip" or detach == detach_scale:  # mse-clip has no scale gradient at all
+                return name
+    return "custom"
 _INV_SQRT12 = 1.0 / math.sqrt(12.0)
 
 
@@ -90,7 +109,11 @@ def _check_bits(bits, what: str = "bits") -> int:
 
 @dataclass
 class QuantSpec:
-    """What to quantize during training, and how."""
+    """What to quantize during training, and how.
+
+    A technique is a preset of (scale, estimator, scale gradient); ``scale``, ``estimator`` and
+    ``scale_grad`` override its parts (``technique="custom"`` needs ``scale`` and ``estimator``).
+    """
 
     technique: str = "float"  # one of TECHNIQUES
     bits: int = 4  # 2..8
@@ -99,8 +122,15 @@ class QuantSpec:
     p: float = 8.0  # topk-lp: norm order
     c: float = 1.0  # topk-lp: multiplier
     noise: str = "uniform"  # noise estimator: "uniform" or "normal" (same variance)
-    include: tuple[str, ...] = ("*.weight", "*in_proj_weight")  # fnmatch globs
-    exclude: tuple[str, ...] = ("*norm*", "*bias*")  # + every param with ndim < 2
+    include: tuple[str, ...] = DEFAULT_INCLUDE  # fnmatch globs on original parameter names
+    exclude: tuple[str, ...] = DEFAULT_EXCLUDE  # + every param with ndim < 2
+    scale: str | None = None  # a SCALE_NAMES entry: overrides the preset's scale function
+    estimator: str | None = None  # "round-ste" | "noise": overrides the preset's estimator
+    scale_grad: bool | None = None  # False stops the gradient through the scale
+    activations: int | None = None  # 8: dynamic per-token 8-bit fake quant of quantized layers' inputs
+    # dtype of the scales and of every tensor kept float when evaluated/exported at a quantized
+    # precision (bfloat16: what int4/int8 deployments store; float32: full precision)
+    float_dtype: str = "bfloat16"
 
     def __post_init__(self) -> None:
         if self.technique not in TECHNIQUES:
@@ -115,10 +145,53 @@ class QuantSpec:
             raise ValueError(f"c must be > 0, got {self.c!r}")
         if self.noise not in NOISES:
             raise ValueError(f"unknown noise {self.noise!r}; expected one of {NOISES}")
+        if self.scale is not None and self.scale not in SCALE_NAMES:
+            raise ValueError(f"unknown scale {self.scale!r}; expected one of {SCALE_NAMES}")
+        if self.estimator is not None and self.estimator not in ESTIMATORS:
+            raise ValueError(f"unknown estimator {self.estimator!r}; expected one of {ESTIMATORS}")
+        if self.activations not in (None, 8):
+            raise ValueError(f"activations must be None or 8 (a8), got {self.activations!r}")
+        if self.float_dtype not in FLOAT_DTYPES:
+            raise ValueError(f"float_dtype must be one of {tuple(FLOAT_DTYPES)}, got {self.float_dtype!r}")
+        if self.technique in ("float", "ptq") and (self.scale or self.estimator or self.scale_grad is not None):
+            raise ValueError(f"technique {self.technique!r} attaches no quantizer: scale/estimator/scale_grad unused")
+        if self.technique == "custom" and not (self.scale and self.estimator):
+            raise ValueError("technique 'custom' needs both scale and estimator")
+        if self.quantizer_options().get("scale_fn") == "mse-clip" and self.scale_grad:
+            raise ValueError("the mse-clip scale has no gradient (scale_grad must be false or unset)")
         # recipes (YAML/JSON) give lists; a bare string would be iterated per char
         for name in ("include", "exclude"):
             v = getattr(self, name)
             setattr(self, name, (v,) if isinstance(v, str) else tuple(v))
+
+    @property
+    def attaches(self) -> bool:
+        """True when training attaches quantizers (every technique but float and ptq)."""
+        return self.technique not in ("float", "ptq")
+
+    def quantizer_options(self) -> dict:
+        """``scale_fn``, ``estimator``, ``detach_scale`` of the preset with the overrides applied."""
+        opts = dict(TECHNIQUE_CONFIGS.get(self.technique, {}))
+        if self.scale is not None:
+            opts["scale_fn"] = SCALE_ALIASES.get(self.scale, self.scale)
+        if self.estimator is not None:
+            opts["estimator"] = self.estimator
+        if self.scale_grad is not None:
+            opts["detach_scale"] = not self.scale_grad
+        return opts
+
+    def describe(self) -> str:
+        """``scale + estimator`` with the options that matter, e.g. ``topk-lp(k=2,p=8) + noise``."""
+        o = self.quantizer_options()
+        if not o:
+            return "absmax + round-to-nearest (evaluation only)" if self.technique == "ptq" else "float"
+        scale = o["scale_fn"]
+        if scale == "topk-lp":
+            scale += f"(k={self.k},p={self.p:g}" + (f",c={self.c:g})" if self.c != 1 else ")")
+        if o.get("detach_scale") and scale != "mse-clip":
+            scale += ", no scale grad"
+        est = o["estimator"] + (f"({self.noise})" if o["estimator"] == "noise" else "")
+        return f"{scale} + {est}"
 
 
 class _RoundSTE(torch.autograd.Function):
@@ -186,7 +259,9 @@ class WeightQuantizer(nn.Module):
 
     Runtime switches (plain attributes, used by ``use_precision``):
     ``bits`` (mutable), ``enabled`` (False = identity), ``hard`` (True = hard
-    rounding even in training mode).
+    rounding even in training mode), ``scale_dtype`` (None = the fp32 scales as computed;
+    a dtype = scales rounded to it, e.g. bfloat16 as a packed export stores them; the
+    gradient passes the rounding straight through).
     """
 
     def __init__(
@@ -218,6 +293,7 @@ class WeightQuantizer(nn.Module):
         self.detach_scale = detach_scale
         self.enabled = True
         self.hard = False
+        self.scale_dtype: torch.dtype | None = None
         self._scale_impl = SCALE_FUNCTIONS.get(scale_fn)
         self._scale_kwargs = {"k": k, "p": p, "c": c} if scale_fn == "topk-lp" else {}
         self._param_name = LEARNED_SCALES.get(scale_fn)
@@ -270,12 +346,22 @@ class WeightQuantizer(nn.Module):
         s = self.learned
         if self.bits != self.train_bits:  # same clipping range s * Qp at the other width
             s = s * ((2 ** (self.train_bits - 1) - 1) / self.qp)
-        if torch.is_grad_enabled() and s.requires_grad:
+        if self.detach_scale:
+            s = s.detach()
+        elif torch.is_grad_enabled() and s.requires_grad:
             s = grad_scale(s, 1.0 / math.sqrt(rows.shape[1] * self.qp))  # LSQ: g = 1/sqrt(N Qp)
         return s.clamp_min(EPS)
 
     def _alpha(self) -> Tensor:
-        return self.learned.clamp_min(EPS)
+        a = self.learned.clamp_min(EPS)
+        return a.detach() if self.detach_scale else a
+
+    def _stored(self, s: Tensor) -> Tensor:
+        """``s`` rounded to ``scale_dtype`` (straight-through), as fp32."""
+        if self.scale_dtype is None or self.scale_dtype == torch.float32:
+            return s
+        r = s.detach().to(self.scale_dtype).float().clamp_min_(EPS)
+        return r if not s.requires_grad else s + (r - s).detach()
 
     def _clipped_rows_and_scale(self, w: Tensor) -> tuple[Tensor, Tensor]:
         """The ``(G, n)`` rows to round and their ``(G,)`` scales; PACT clamps the rows
@@ -286,8 +372,8 @@ class WeightQuantizer(nn.Module):
                 self.init_from(rows)
             a = self._alpha().unsqueeze(1).to(rows.dtype)
             rows = torch.minimum(torch.maximum(rows, -a), a)
-            return rows, (self._alpha() / self.qp).detach()
-        return rows, self._scales(rows)
+            return rows, self._stored((self._alpha() / self.qp).detach())
+        return rows, self._stored(self._scales(rows))
 
     @torch.no_grad()
     def quantize_int(self, w: Tensor) -> tuple[Tensor, Tensor]:
@@ -324,6 +410,8 @@ class WeightQuantizer(nn.Module):
             parts.append(f"noise={self.noise}")
         if self.detach_scale:
             parts.append("detach_scale=True")
+        if self.scale_dtype is not None:
+            parts.append(f"scale_dtype={self.scale_dtype}")
         if self._param_name is not None and self.train_bits != self.bits:
             parts.append(f"train_bits={self.train_bits}")
         if not self.enabled:
@@ -336,7 +424,7 @@ class WeightQuantizer(nn.Module):
 def make_quantizer(spec: QuantSpec, bits: int | None = None, weight: Tensor | None = None) -> WeightQuantizer:
     """The quantizer a technique preset attaches to one weight (a learned scale is
     initialised from ``weight`` when given, else lazily on the first forward)."""
-    if spec.technique not in TECHNIQUE_CONFIGS:
+    if not spec.attaches:
         raise ValueError(f"technique {spec.technique!r} attaches no quantizer")
     q = WeightQuantizer(
         spec.bits if bits is None else bits,
@@ -345,6 +433,6 @@ def make_quantizer(spec: QuantSpec, bits: int | None = None, weight: Tensor | No
         p=spec.p,
         c=spec.c,
         noise=spec.noise,
-        **TECHNIQUE_CONFIGS[spec.technique],
+        **spec.quantizer_options(),
     )
     return q if weight is None else q.init_from(weight)
