@@ -37,6 +37,7 @@ class RunOutcome:
     state: str  # done | skipped | failed
     reason: str | None = None
     timings: dict = field(default_factory=dict)
+    scores: dict = field(default_factory=dict)  # precision -> headline metric (display units)
 
 
 class SuiteInterrupted(Exception):
@@ -120,7 +121,14 @@ def run_one(r: Recipe, suite: str, results: Path, device, progress: bool) -> Run
         return RunOutcome(r.run_id, r.quant.technique, r.seed, "failed", reason)
     record_run_state(results, r, suite, "done")
     state = "skipped" if m.get("skipped") else "done"
-    return RunOutcome(r.run_id, r.quant.technique, r.seed, state, timings=m.get("timings", {}))
+    from qbench.report import display_scale
+
+    metric = _HEADLINE.get(r.task, "")
+    scores = {p: display_scale(metric) * d[metric] for p, d in m.get("precisions", {}).items() if metric in d}
+    return RunOutcome(r.run_id, r.quant.technique, r.seed, state, timings=m.get("timings", {}), scores=scores)
+
+
+_HEADLINE = {"asr": "wer", "mt": "bleu"}
 
 
 # ---------------------------------------------------------------- parallel workers
@@ -131,6 +139,9 @@ _WORKER: dict = {}
 def _init_worker(devices, threads: int) -> None:
     import torch
 
+    from qbench.progress import console as worker_console
+
+    worker_console.quiet = True  # lines of parallel runs would interleave; the parent announces each run
     device = devices.get()
     _WORKER["device"] = torch.device(device)
     if _WORKER["device"].type == "cpu":
@@ -203,8 +214,9 @@ def _announce(o: RunOutcome) -> None:
         console.print(f"[red]{o.run_id} failed:[/red] {o.reason}", highlight=False)
     elif o.state == "done":
         t = o.timings
+        scores = " / ".join(f"{p} {v:.2f}" for p, v in o.scores.items())
         console.print(
-            f"[green]{o.run_id} done[/green] (training {t.get('train_wall_seconds', 0):.0f} s, "
+            f"[green]{o.run_id} done[/green]: {scores} (training {t.get('train_wall_seconds', 0):.0f} s, "
             f"evaluation {t.get('eval_seconds', 0):.0f} s)",
             highlight=False,
         )
