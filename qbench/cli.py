@@ -377,6 +377,11 @@ from qbench.cli_data import data_app  # noqa: E402 - registered after the comman
 app.add_typer(data_app, name="data")
 
 
+from qbench.cli_quant import quant_app  # noqa: E402
+
+app.add_typer(quant_app, name="quant")
+
+
 def main() -> None:
     app()
 

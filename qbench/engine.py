@@ -44,10 +44,9 @@ class TrainingDiverged(RuntimeError):
 
 
 def quant_spec(recipe: Recipe) -> QuantSpec:
-    q = recipe.quant
-    return QuantSpec(
-        technique=q.technique, bits=q.bits, granularity=q.granularity, k=q.k, p=q.p, c=q.c, noise=q.noise
-    )
+    from qbench.qconfig import quant_spec as spec_of
+
+    return spec_of(recipe)
 
 
 def trains_quantized(recipe: Recipe) -> bool:
@@ -61,7 +60,7 @@ def _training_key(recipe: Recipe, float_until: int | None = None) -> str:
     if float_until is not None:
         parts["float_until"] = float_until
     elif trains_quantized(recipe):
-        parts["quant"] = d["quant"]
+        parts["quant"] = recipe.quant.hashed()
     return stable_hash(parts)
 
 

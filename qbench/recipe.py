@@ -19,7 +19,16 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from qbench.quant.precision import parse_precision
-from qbench.quant.quantizers import TECHNIQUES
+from qbench.quant.quantizers import (
+    DEFAULT_EXCLUDE,
+    DEFAULT_INCLUDE,
+    ESTIMATORS,
+    SCALE_ALIASES,
+    SCALE_NAMES,
+    TECHNIQUE_CONFIGS,
+    TECHNIQUES,
+    preset_for,
+)
 
 
 class RecipeError(Exception):
@@ -214,18 +223,102 @@ _TAGGED_FIELD = {
 class QuantConfig(_Strict):
     technique: Literal[TECHNIQUES] = "float"  # type: ignore[valid-type]
     bits: int = Field(4, ge=2, le=8)
-    granularity: Literal["per-channel"] = "per-channel"
+    granularity: Literal["per-channel", "per-tensor", "per-group"] = "per-channel"
+    group_size: int | None = Field(None, ge=1)  # per-group: weights along the input dimension per scale
+    """`technique` is a preset of (scale, estimator, scale gradient); `scale`/`estimator`/
+    `scale_grad` spell one out or change a preset's part. Validation stores the canonical form:
+    the preset's name when the parts spell one (`{scale: topk-lp, estimator: noise}` is `rand`),
+    else `technique: custom` with all three parts."""
+
     k: int = Field(2, ge=1)
+    scale: Literal[SCALE_NAMES] | None = None  # type: ignore[valid-type]
+    estimator: Literal[ESTIMATORS] | None = None  # type: ignore[valid-type]
+    scale_grad: bool | None = None  # false: no gradient through the scale (a frozen learned scale)
     p: float = Field(8.0, gt=0)
     c: float = Field(1.0, gt=0)
     noise: Literal["uniform", "normal"] = "uniform"
     # QAT starts after this many float steps. Runs that share everything but the technique
     # share these first steps, so a suite trains them once (see engine.py).
     float_warmup_steps: int = Field(0, ge=0)
+    # original parameter names (fnmatch globs); tensors under 2 dims always stay float
+    include: tuple[str, ...] = DEFAULT_INCLUDE
+    exclude: tuple[str, ...] = DEFAULT_EXCLUDE
+    activations: Literal["a8"] | None = None  # a8: 8-bit per-token inputs of quantized layers
+    # scales and float-kept tensors of a quantized evaluation / export
+    float_dtype: Literal["bfloat16", "float32"] = "bfloat16"
 
 
 class TrainConfig(_Strict):
     steps: int = Field(1000, ge=1)
+    @model_validator(mode="before")
+    @classmethod
+    def _canonical(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or all(data.get(k) is None for k in ("scale", "estimator", "scale_grad")):
+            return data
+        tech = data.get("technique")
+        if tech is not None and tech not in TECHNIQUE_CONFIGS:
+            return data  # float/ptq/custom/unknown: field_errors or the schema says what is wrong
+        base = TECHNIQUE_CONFIGS.get(tech, {})
+        scale = data.get("scale") or base.get("scale_fn")
+        estimator = data.get("estimator") or base.get("estimator")
+        grad = data.get("scale_grad")
+        if scale not in SCALE_NAMES or estimator not in ESTIMATORS or not isinstance(grad, bool | None):
+            return {**data, "technique": "custom"} if tech is None else data
+        scale = SCALE_ALIASES.get(scale, scale)
+        if scale == "mse-clip" and grad:
+            return {**data, "technique": "custom"}  # field_errors: mse-clip has no scale gradient
+        detach = (not grad) if grad is not None else base.get("detach_scale", False)
+        name = preset_for(scale, estimator, detach)
+        out = {k: v for k, v in data.items() if k not in ("scale", "estimator", "scale_grad")}
+        if name != "custom":
+            return {**out, "technique": name}
+        return {**out, "technique": "custom", "scale": scale, "estimator": estimator, "scale_grad": not detach}
+
+    def field_errors(self) -> list[tuple[tuple, str]]:
+        """Checks across the fields of this section, as (location under quant, message)."""
+        errors = []
+        parts = [k for k in ("scale", "estimator", "scale_grad") if getattr(self, k) is not None]
+        if self.technique in ("float", "ptq") and parts:
+            errors.append(
+                (
+                    (parts[0],),
+                    f"technique {self.technique!r} attaches no quantizer; give both quant.scale and "
+                    "quant.estimator (or a quantizing technique) to spell one out",
+                )
+            )
+        if self.technique == "custom":
+            for k in ("scale", "estimator"):
+                if getattr(self, k) is None:
+                    errors.append(((k,), "a custom technique needs both quant.scale and quant.estimator"))
+            if SCALE_ALIASES.get(self.scale, self.scale) == "mse-clip" and self.scale_grad:
+                errors.append((("scale_grad",), "the mse-clip scale is a search result: it has no gradient"))
+        if self.granularity == "per-group" and self.group_size is None:
+            errors.append((("group_size",), "required with granularity per-group (weights per scale)"))
+        if self.granularity != "per-group" and self.group_size is not None:
+            errors.append((("group_size",), f"only used with granularity per-group, not {self.granularity}"))
+        if not self.include:
+            errors.append((("include",), "needs at least one glob (e.g. '*.weight')"))
+        return errors
+
+    def hashed(self) -> dict:
+        """The section as it enters the run id: keys added after runs were recorded are left out
+        while at their defaults, so existing recipes keep their run ids."""
+        d = self.model_dump(mode="json")
+        return {k: v for k, v in d.items() if not (k in _QUANT_ADDED and v == _QUANT_ADDED[k])}
+
+
+#: QuantConfig keys added after the first recorded runs, with their defaults (JSON form)
+_QUANT_ADDED = {
+    "scale": None,
+    "estimator": None,
+    "scale_grad": None,
+    "group_size": None,
+    "include": list(DEFAULT_INCLUDE),
+    "exclude": list(DEFAULT_EXCLUDE),
+    "activations": None,
+    "float_dtype": "bfloat16",
+}
+
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1.0e-3, gt=0)
     warmup: int = Field(100, ge=0)
@@ -287,6 +380,11 @@ class Recipe(_Strict):
         if q.technique not in ("float", "ptq") and q.float_warmup_steps >= self.train.steps:
             errors.append(
                 (
+        errors += [(("quant", *loc), msg) for loc, msg in q.field_errors()]
+        if not errors:  # settings only wrong for this model: built here, without data
+            from qbench.qconfig import model_errors
+
+            errors += model_errors(self)
                     ("quant", "float_warmup_steps"),
                     f"{q.float_warmup_steps} must be below train.steps ({self.train.steps}), "
                     "or no step would be quantization-aware",
@@ -295,7 +393,7 @@ class Recipe(_Strict):
         return errors
 
     def config_hash(self) -> str:
-        return stable_hash(self.model_dump(mode="json"))
+        return stable_hash({**self.model_dump(mode="json"), "quant": self.quant.hashed()})
 
     @property
     def run_id(self) -> str:

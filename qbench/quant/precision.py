@@ -67,7 +67,9 @@ class PrecisionMap:
     def __post_init__(self) -> None:
         _parse_bits(self.default, f"precision {self.name!r} default")
         if self.act_bits not in (None, 8):
-            raise ValueError(f"precision {self.name!r}: activations must be 8 bits (a8), got {self.act_bits!r}")
+            raise ValueError(
+                f"precision {self.name!r}: activations must be 8 bits (a8), got {self.act_bits!r}"
+            )
         rules = tuple(
             (str(pat), _parse_bits(b, f"precision {self.name!r} rule {pat!r}")) for pat, b in self.rules
         )
@@ -152,9 +154,8 @@ def model_size_bits(
     ``quantized_params`` and ``float_params`` (numbers of scalars).
     """
     from .apply import _find_quantizer, _is_selected, _weight_slots, quantizer_parameters
-    from .scales import num_scales
-
     from .quantizers import FLOAT_DTYPES
+    from .scales import num_scales
 
     pmap = None if precision_map is None else parse_precision(precision_map)
     fbits = 32

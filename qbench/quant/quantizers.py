@@ -98,6 +98,8 @@ def preset_for(scale_fn: str, estimator: str, detach_scale: bool) -> str:
             if scale_fn == "mse-clip" or detach == detach_scale:  # mse-clip has no scale gradient at all
                 return name
     return "custom"
+
+
 _INV_SQRT12 = 1.0 / math.sqrt(12.0)
 
 
@@ -153,8 +155,12 @@ class QuantSpec:
             raise ValueError(f"activations must be None or 8 (a8), got {self.activations!r}")
         if self.float_dtype not in FLOAT_DTYPES:
             raise ValueError(f"float_dtype must be one of {tuple(FLOAT_DTYPES)}, got {self.float_dtype!r}")
-        if self.technique in ("float", "ptq") and (self.scale or self.estimator or self.scale_grad is not None):
-            raise ValueError(f"technique {self.technique!r} attaches no quantizer: scale/estimator/scale_grad unused")
+        if self.technique in ("float", "ptq") and (
+            self.scale or self.estimator or self.scale_grad is not None
+        ):
+            raise ValueError(
+                f"technique {self.technique!r} attaches no quantizer: scale/estimator/scale_grad unused"
+            )
         if self.technique == "custom" and not (self.scale and self.estimator):
             raise ValueError("technique 'custom' needs both scale and estimator")
         if self.quantizer_options().get("scale_fn") == "mse-clip" and self.scale_grad:

@@ -1,0 +1,107 @@
+"""`qbench quant ...`: look at what a recipe quantizes, without data or training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from qbench.progress import console
+
+quant_app = typer.Typer(help="Inspect what a recipe quantizes.", no_args_is_help=True, add_completion=False)
+
+
+def _fail(msg: str, code: int) -> None:
+    console.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@quant_app.command()
+def inspect(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
+    set_: Annotated[
+        list[str], typer.Option("--set", help="Override a key, e.g. --set quant.bits=8 (repeatable).")
+    ] = [],  # noqa: B006
+) -> None:
+    """List each parameter with its bits, granularity and technique, and the parameters kept float.
+
+    Built from the recipe alone (no data): with subword units the vocabulary rows are a
+    placeholder size. One table per distinct `quant:` setting of the recipe's grid.
+    """
+    from rich.table import Table
+
+    from qbench.qconfig import quant_spec, skeleton_model
+    from qbench.quant import model_size_bits, parse_precision
+    from qbench.quant.activations import act_target
+    from qbench.quant.apply import _is_selected, _weight_slots
+    from qbench.quant.scales import num_scales
+    from qbench.recipe import RecipeError, load_suite
+
+    try:
+        suite = load_suite(recipe, set_)
+    except RecipeError as e:
+        _fail(str(e), 2)
+    seen = set()
+    for r in suite.runs:
+        key = (r.quant.model_dump_json(exclude={"float_warmup_steps"}), r.model.model_dump_json())
+        if key in seen:
+            continue
+        seen.add(key)
+        spec = quant_spec(r)
+        model = skeleton_model(r)
+        precisions = [parse_precision(p, r.precisions) for p in r.eval.precisions]
+        technique = spec.describe()
+        title = (
+            f"{r.name}: {r.quant.technique} ({technique}), {r.quant.bits}-bit training"
+            if spec.attaches
+            else f"{r.name}: {r.quant.technique} ({technique})"
+        )
+        table = Table(title=title, title_justify="left")
+        table.add_column("parameter", no_wrap=True)
+        table.add_column("shape", no_wrap=True)
+        table.add_column("bits", no_wrap=True)
+        table.add_column("eval bits\n" + "/".join(p.name for p in precisions), no_wrap=True)
+        table.add_column("granularity", no_wrap=True)
+        table.add_column("scales", justify="right", no_wrap=True)
+        table.add_column("technique", no_wrap=True)
+        kept = Table(
+            title=f"kept float (stored as {spec.float_dtype} at a quantized precision)", title_justify="left"
+        )
+        kept.add_column("parameter", no_wrap=True)
+        kept.add_column("shape", no_wrap=True)
+        seen_ids: set[int] = set()
+        n_q = n_f = 0
+        for name, module, tname, tensor in _weight_slots(model):
+            if id(tensor) in seen_ids:
+                continue
+            seen_ids.add(id(tensor))
+            shape = "x".join(map(str, tensor.shape)) or "scalar"
+            if not _is_selected(name, tensor, spec):
+                kept.add_row(name, shape)
+                n_f += tensor.numel()
+                continue
+            n_q += tensor.numel()
+            evals = "/".join("f" if (b := p.bits_for(name)) is None else str(b) for p in precisions)
+            tech = r.quant.technique if spec.attaches else "absmax (eval)"
+            if spec.activations and act_target(module, tname):
+                tech += " +a8"
+            table.add_row(
+                name,
+                shape,
+                str(spec.bits) if spec.attaches else "float",
+                evals,
+                spec.granularity.removeprefix("per-"),
+                str(num_scales(tensor.shape, spec.granularity)),
+                tech,
+            )
+        console.print(table)
+        console.print(kept)
+        console.print(f"{n_q:,} parameters quantized, {n_f:,} kept float (biases, norms, 1-D tensors)")
+        for p in precisions:
+            size = model_size_bits(model, p, spec)
+            console.print(
+                f"  {p.name:>10}: {size['total_bits'] / 8e3:,.1f} kB packed, "
+                f"1/{size['float32_bits'] / size['total_bits']:.2f} of float32"
+            )
+        console.print()

@@ -1,0 +1,74 @@
+"""Settings that are only wrong for a given model, found before anything trains.
+
+:func:`check_model` returns ``(key, message)`` pairs, ``key`` being the :class:`QuantSpec` field
+at fault (``include``, ``exclude``, ``granularity``, ``k``), so a recipe can name its own key.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+from torch import nn
+
+from .apply import _is_selected, _weight_slots
+from .precision import name_matches
+from .quantizers import DEFAULT_EXCLUDE, DEFAULT_INCLUDE, QuantSpec
+from .scales import _GROUP_RE
+
+__all__ = ["check_model"]
+
+
+def _closest(pattern: str, names: list[str]) -> str:
+    match = difflib.get_close_matches(pattern, names, n=1, cutoff=0.3)
+    return f" (a parameter name: {match[0]!r})" if match else ""
+
+
+def check_model(model: nn.Module, spec: QuantSpec) -> list[tuple[str, str]]:
+    """Problems of ``spec`` on ``model``: a glob of ``include``/``exclude`` (other than the
+    defaults) matching no parameter, a selection that quantizes nothing, a group size that does
+    not divide a selected weight's row (its input dimension x kernel), and ``topk-lp``'s ``k``
+    larger than a quantization row."""
+    slots = list(_weight_slots(model))
+    names = [n for n, *_ in slots]
+    errors: list[tuple[str, str]] = []
+    for key, defaults in (("include", DEFAULT_INCLUDE), ("exclude", DEFAULT_EXCLUDE)):
+        for pat in getattr(spec, key):
+            if pat not in defaults and not any(name_matches(n, (pat,)) for n in names):
+                errors.append((key, f"{pat!r} matches no parameter of the model{_closest(pat, names)}"))
+    selected = [(n, t) for n, _, _, t in slots if _is_selected(n, t, spec)]
+    if not selected and not errors:
+        errors.append(
+            ("include", "selects no weight to quantize (after exclude, and only tensors of 2+ dims)")
+        )
+    m = _GROUP_RE.fullmatch(spec.granularity)
+    if m:
+        g = int(m.group(1))
+        bad = [(n, t) for n, t in selected if (t.numel() // t.shape[0]) % g]
+        if bad:
+            n, t = bad[0]
+            more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+            errors.append(
+                (
+                    "granularity",
+                    f"group size {g} does not divide the input dimension {t.numel() // t.shape[0]} of "
+                    f"{n} (shape {tuple(t.shape)}){more}; exclude those weights or pick a divisor",
+                )
+            )
+    if spec.attaches and spec.quantizer_options().get("scale_fn") == "topk-lp":
+
+        def row(t) -> int:
+            if spec.granularity == "per-tensor":
+                return t.numel()
+            return int(m.group(1)) if m else t.numel() // t.shape[0]
+
+        small = [(n, t, row(t)) for n, t in selected if row(t) < spec.k]
+        if small:
+            n, t, r = min(small, key=lambda x: x[2])
+            errors.append(
+                (
+                    "k",
+                    f"k={spec.k} is larger than the {r} weights of a quantization row of {n} "
+                    f"(shape {tuple(t.shape)}); use k <= {r}",
+                )
+            )
+    return errors
