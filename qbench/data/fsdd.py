@@ -159,11 +159,16 @@ def generate(cfg, stats: dict) -> dict[str, Iterator[Utterance]]:
             speaker = rng.choice(names)
             n = rng.randint(cfg.min_digits, cfg.max_digits)
             factor = rng.choice(cfg.speed_perturb) if split == "train" else 1.0
-            pieces, words = [_silence(rng, EDGE_PAUSE_S)], []
+            pieces, words, misses = [_silence(rng, EDGE_PAUSE_S)], [], 0
             while len(words) < n:
                 r = rng.choice(speakers[speaker])
                 got = clip(r)
                 if got is None:  # an unreadable file, skipped as the recipe allows
+                    misses += 1
+                    if misses > 1000:
+                        raise DataError(
+                            f"fsdd-digits: no readable recordings of {speaker} in the {split} split"
+                        )
                     continue
                 audio, rate = got
                 pieces.append(resample(audio, round(rate * factor), SAMPLE_RATE))

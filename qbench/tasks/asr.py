@@ -225,6 +225,11 @@ class ASRTask:
             split: round(sum(f.shape[0] for f in s["feats"]) / 360000, 4) for split, s in splits.items()
         }
         atomic_torch_save(feat_file, {**splits, "stats": stats})
+        skipped = {k: v for k, v in stats.items() if k.startswith("skipped") and v}
+        if skipped:
+            from qbench.progress import console
+
+            console.print(f"[yellow]{d.source}: {skipped} (counted in metrics.json under data)[/yellow]")
         self.data_stats = stats
         self.splits = splits
 
