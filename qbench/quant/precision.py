@@ -63,6 +63,9 @@ class PrecisionMap:
     default: int | None
     rules: tuple[tuple[str, int | None], ...] = ()
     act_bits: int | None = None  # 8: activations of quantized layers fake-quantized per token
+    # an automatic map not resolved yet (qbench.quant.sensitivity.AutoConfig): its bits are chosen
+    # for a trained model (resolve_auto_maps); until then bits_for raises
+    auto: object | None = None
 
     def __post_init__(self) -> None:
         _parse_bits(self.default, f"precision {self.name!r} default")
@@ -80,6 +83,11 @@ class PrecisionMap:
 
     def bits_for(self, param_name: str) -> int | None:
         """Bits for ``param_name`` (original name), or ``None`` for float."""
+        if self.auto is not None:
+            raise ValueError(
+                f"precision {self.name!r} is automatic: its bits are chosen after training "
+                "(qbench.quant.sensitivity.resolve_auto_maps)"
+            )
         for pat, bits in self._ordered:  # type: ignore[attr-defined]
             if name_matches(param_name, (pat,)):
                 return bits
@@ -87,7 +95,12 @@ class PrecisionMap:
 
     @property
     def is_float(self) -> bool:
-        return self.default is None and all(b is None for _, b in self.rules) and self.act_bits is None
+        return (
+            self.default is None
+            and all(b is None for _, b in self.rules)
+            and self.act_bits is None
+            and self.auto is None
+        )
 
 
 def parse_precision(
@@ -120,6 +133,10 @@ def parse_precision(
             raise ValueError(
                 f"precision map {name!r} must be a mapping of glob -> bits, got {type(spec).__name__}"
             )
+        if "auto" in spec:
+            from .sensitivity import AutoConfig
+
+            return PrecisionMap(name, None, auto=AutoConfig.parse(name, spec))
         default = spec.get("default")
         act = spec.get("activations")
         if act not in (None, 8, "a8"):
