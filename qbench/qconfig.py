@@ -36,6 +36,7 @@ def quant_spec(recipe: Recipe) -> QuantSpec:
         p=q.p,
         c=q.c,
         noise=q.noise,
+        clip_every=q.clip_every,
         include=tuple(q.include),
         exclude=tuple(q.exclude),
         scale=q.scale,

@@ -221,35 +221,33 @@ _TAGGED_FIELD = {
 
 
 class QuantConfig(_Strict):
-    technique: Literal[TECHNIQUES] = "float"  # type: ignore[valid-type]
-    bits: int = Field(4, ge=2, le=8)
-    granularity: Literal["per-channel", "per-tensor", "per-group"] = "per-channel"
-    group_size: int | None = Field(None, ge=1)  # per-group: weights along the input dimension per scale
     """`technique` is a preset of (scale, estimator, scale gradient); `scale`/`estimator`/
     `scale_grad` spell one out or change a preset's part. Validation stores the canonical form:
     the preset's name when the parts spell one (`{scale: topk-lp, estimator: noise}` is `rand`),
     else `technique: custom` with all three parts."""
 
-    k: int = Field(2, ge=1)
+    technique: Literal[TECHNIQUES] = "float"  # type: ignore[valid-type]
     scale: Literal[SCALE_NAMES] | None = None  # type: ignore[valid-type]
     estimator: Literal[ESTIMATORS] | None = None  # type: ignore[valid-type]
     scale_grad: bool | None = None  # false: no gradient through the scale (a frozen learned scale)
+    bits: int = Field(4, ge=2, le=8)
+    granularity: Literal["per-channel", "per-tensor", "per-group"] = "per-channel"
+    group_size: int | None = Field(None, ge=1)  # per-group: weights along the input dimension per scale
+    k: int = Field(2, ge=1)
     p: float = Field(8.0, gt=0)
     c: float = Field(1.0, gt=0)
     noise: Literal["uniform", "normal"] = "uniform"
-    # QAT starts after this many float steps. Runs that share everything but the technique
-    # share these first steps, so a suite trains them once (see engine.py).
-    float_warmup_steps: int = Field(0, ge=0)
+    clip_every: int = Field(32, ge=1)  # clip: training steps between two searches of the clip ratios
     # original parameter names (fnmatch globs); tensors under 2 dims always stay float
     include: tuple[str, ...] = DEFAULT_INCLUDE
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE
     activations: Literal["a8"] | None = None  # a8: 8-bit per-token inputs of quantized layers
     # scales and float-kept tensors of a quantized evaluation / export
     float_dtype: Literal["bfloat16", "float32"] = "bfloat16"
+    # QAT starts after this many float steps. Runs that share everything but the technique
+    # share these first steps, so a suite trains them once (see engine.py).
+    float_warmup_steps: int = Field(0, ge=0)
 
-
-class TrainConfig(_Strict):
-    steps: int = Field(1000, ge=1)
     @model_validator(mode="before")
     @classmethod
     def _canonical(cls, data: Any) -> Any:
@@ -304,6 +302,8 @@ class TrainConfig(_Strict):
         """The section as it enters the run id: keys added after runs were recorded are left out
         while at their defaults, so existing recipes keep their run ids."""
         d = self.model_dump(mode="json")
+        if self.technique == "clip":  # clip trains differently since clip_every: new run ids
+            return d
         return {k: v for k, v in d.items() if not (k in _QUANT_ADDED and v == _QUANT_ADDED[k])}
 
 
@@ -317,8 +317,12 @@ _QUANT_ADDED = {
     "exclude": list(DEFAULT_EXCLUDE),
     "activations": None,
     "float_dtype": "bfloat16",
+    "clip_every": 32,
 }
 
+
+class TrainConfig(_Strict):
+    steps: int = Field(1000, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1.0e-3, gt=0)
     warmup: int = Field(100, ge=0)
@@ -377,14 +381,14 @@ class Recipe(_Strict):
             except ValueError as e:
                 errors.append((("eval", "precisions", i), f"{e}{_nearest(p, known)}"))
         q = self.quant
-        if q.technique not in ("float", "ptq") and q.float_warmup_steps >= self.train.steps:
-            errors.append(
-                (
         errors += [(("quant", *loc), msg) for loc, msg in q.field_errors()]
         if not errors:  # settings only wrong for this model: built here, without data
             from qbench.qconfig import model_errors
 
             errors += model_errors(self)
+        if q.technique not in ("float", "ptq") and q.float_warmup_steps >= self.train.steps:
+            errors.append(
+                (
                     ("quant", "float_warmup_steps"),
                     f"{q.float_warmup_steps} must be below train.steps ({self.train.steps}), "
                     "or no step would be quantization-aware",

@@ -94,7 +94,7 @@ def find_act_quantizers(model: nn.Module) -> dict[str, ActQuantizer]:
 
 def act_target(module: nn.Module, tname: str) -> bool:
     """Whether quantizing ``module.<tname>`` makes the module's inputs activation-quantized."""
-    if type(module) is nn.modules.linear.NonDynamicallyQuantizableLinear:
+    if isinstance(module, nn.modules.linear.NonDynamicallyQuantizableLinear):
         return False  # MultiheadAttention.out_proj: the attention calls F.linear on its weight
     return (isinstance(module, nn.Linear) and tname == "weight") or (
         isinstance(module, nn.MultiheadAttention) and tname == "in_proj_weight"

@@ -1,0 +1,167 @@
+"""One training step of the demo Conformer: float vs every QAT technique, in one run.
+
+    .venv/bin/python benchmarks/quant_speed.py [--threads N] [--rounds R] [--device cpu|cuda]
+
+A step is what the engine does: zero_grad, forward, CTC loss, backward, gradient clipping, AdamW
+step (learned lsq/pact scales in the optimizer). Batch: 8 utterances of synthetic fbank-like
+features (80 mel bins, 300-400 frames). Every technique gets its own copy of the same initial
+model. Timing: rounds that visit the techniques in a rotating order, a few steps each; the ratio
+is the median over rounds of (technique's round median / float's round median), so slow drift of
+a shared machine cancels. Peak memory of a step: on CUDA torch.cuda.max_memory_allocated; on the
+CPU the profiler's allocation events (peak of the running sum within a step) plus what lives
+across steps (parameters, optimizer state, buffers). Both are over float's, measured in this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from qbench.engine import _param_groups, attach_quantizers  # noqa: E402
+from qbench.quant import QuantSpec  # noqa: E402
+from qbench.recipe import load_suite  # noqa: E402
+from qbench.tasks.asr import ConformerCTC  # noqa: E402
+
+TECHNIQUES = ("float", "ste", "pqn", "pqn-sg", "rand", "rand-ste", "lsq", "pact", "clip")
+VOCAB = 32
+
+
+def demo_model() -> ConformerCTC:
+    m = load_suite(Path(__file__).resolve().parents[1] / "recipes" / "demo.yaml").runs[0].model
+    return ConformerCTC(
+        m.n_mels,
+        VOCAB,
+        m.d_model,
+        m.layers,
+        m.heads,
+        m.ffn_mult,
+        m.conv_kernel,
+        m.dropout,
+        m.subsampling,
+        utterance_cmn=m.feature_norm == "utterance",
+    )
+
+
+def make_batch(device: torch.device, batch: int = 8, n_mels: int = 80) -> dict:
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(300, 401, (batch,), generator=g)
+    feats = torch.randn(batch, int(lengths.max()), n_mels, generator=g) * 3.0 + 10.0
+    tl = torch.randint(20, 40, (batch,), generator=g)
+    targets = torch.randint(1, VOCAB, (int(tl.sum()),), generator=g)
+    return {k: v.to(device) for k, v in dict(feats=feats, lengths=lengths, targets=targets, tl=tl).items()}
+
+
+class Setup:
+    def __init__(self, name: str, base: ConformerCTC, device: torch.device, spec: QuantSpec):
+        self.name = name
+        self.model = copy.deepcopy(base).to(device).train()
+        self.opt = torch.optim.AdamW(_param_groups(self.model, 0.01), lr=1e-4)
+        if name != "float":
+            attach_quantizers(self.model, self.opt, spec)
+
+    def step(self, b: dict) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        lp, ol = self.model(b["feats"], b["lengths"])
+        loss = F.ctc_loss(lp.transpose(0, 1), b["targets"], ol, b["tl"], zero_infinity=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
+        self.opt.step()
+
+    def persistent_bytes(self) -> int:
+        ts = {id(t): t for t in self.model.parameters()}
+        ts.update({id(t): t for t in self.model.buffers()})
+        for st in self.opt.state.values():
+            ts.update({id(t): t for t in st.values() if torch.is_tensor(t)})
+        return sum(t.numel() * t.element_size() for t in ts.values())
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def peak_bytes(s: Setup, b: dict, device: torch.device) -> int:
+    if device.type == "cuda":
+        s.opt.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        s.step(b)
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated()
+    from torch.profiler import ProfilerActivity, profile
+
+    s.opt.zero_grad(set_to_none=True)  # grads freed: the step starts from the persistent state
+    base = s.persistent_bytes()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        s.step(b)
+    events = sorted(
+        (e.start_ns(), e.nbytes())
+        for e in prof.profiler.kineto_results.events()
+        if e.name() == "[memory]" and str(e.device_type()).endswith("CPU")
+    )
+    run = peak = 0
+    for _, n in events:
+        run += n
+        peak = max(peak, run)
+    return base + peak
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per technique per round")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--bits", type=int, default=4)
+    ap.add_argument("--techniques", nargs="*", default=list(TECHNIQUES))
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    base = demo_model()
+    b = make_batch(device)
+    names = ["float", *[t for t in args.techniques if t != "float"]]
+    setups = {n: Setup(n, base, device, QuantSpec(n if n != "float" else "ste", args.bits)) for n in names}
+    for s in setups.values():  # warm-up: lazy init, allocator, optimizer state
+        for _ in range(3):
+            s.step(b)
+    sync(device)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(args.rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for n in order:
+            ts = []
+            for _ in range(args.steps):
+                sync(device)
+                t0 = time.perf_counter()
+                setups[n].step(b)
+                sync(device)
+                ts.append(time.perf_counter() - t0)
+            times[n].append(statistics.median(ts))
+    mem = {n: statistics.median(peak_bytes(setups[n], b, device) for _ in range(3)) for n in names}
+    dev = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(
+        f"demo Conformer, batch 8, w{args.bits}, {dev}, torch {torch.__version__}, "
+        f"{args.rounds} rounds x {args.steps} steps"
+    )
+    print(f"{'technique':<10} {'step ms':>8} {'time/float':>10} {'peak MB':>8} {'mem/float':>9}")
+    for n in names:
+        ratio = statistics.median(t / f for t, f in zip(times[n], times["float"], strict=True))
+        print(
+            f"{n:<10} {1e3 * statistics.median(times[n]):8.1f} {ratio:10.3f} "
+            f"{mem[n] / 2**20:8.1f} {mem[n] / mem['float']:9.3f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
