@@ -44,7 +44,9 @@ def main() -> None:
         recipe, _task, model, spec = load_trained(args.run, args.results, progress=False)
     else:
         root = Path(__file__).resolve().parents[1]
-        recipe = load_suite(root / "recipes" / "demo.yaml", [f"quant.technique={args.technique}"]).runs[0]
+        recipe = load_suite(
+            root / "recipes" / "demo.yaml", ["grid=", f"quant.technique={args.technique}"]
+        ).runs[0]
         spec = quant_spec(recipe)
         torch.manual_seed(0)
         model = skeleton_model(recipe)
