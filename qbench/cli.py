@@ -121,17 +121,25 @@ def _print_board(
     metric: str | None = None,
     dataset: str | None = None,
     sort: str | None = None,
+    relative_to_best: bool = False,
+    by_length: str | None = None,
 ) -> None:
+    from qbench.report import by_length as length_view
     from qbench.report import failed_runs, filter_results, leaderboard, render, rich_table
     from qbench.store import read_results, read_runs
 
-    df = filter_results(
-        read_results(results), suite=suite, task=task, technique=technique, dataset=dataset, metric=metric
-    )
+    raw = read_results(results)
+    if by_length:  # one column per long-form length at this precision
+        try:
+            raw = length_view(raw, by_length)
+        except ValueError as e:
+            _fail(str(e), 1)
+        metric = None
+    df = filter_results(raw, suite=suite, task=task, technique=technique, dataset=dataset, metric=metric)
     failed = failed_runs(read_runs(results), suite=suite, task=task, technique=technique)
     reference = filter_results(read_results(results), suite=suite, task=task, dataset=dataset, metric=metric)
     try:
-        board = leaderboard(df, sort=sort, reference=reference)
+        board = leaderboard(df, sort=sort, reference=reference, relative_to_best=relative_to_best)
     except ValueError as e:
         _print_failed(failed)
         _fail(str(e), 1)
@@ -172,10 +180,26 @@ def compare(
         Path | None,
         typer.Option(help="Also write a PNG: accuracy vs packed size per technique, and training curves."),
     ] = None,
+    relative_to_best: Annotated[
+        bool,
+        typer.Option(
+            "--relative-to-best",
+            help="Show each cell's change from the best precision of its own row (the same trained "
+            "model), instead of from the float baseline.",
+        ),
+    ] = False,
+    by_length: Annotated[
+        str | None,
+        typer.Option(
+            "--by-length",
+            help="Long-form WER at this precision (e.g. w4): one column per recording length "
+            "(x1 = single utterances; recipes set eval.long_form).",
+        ),
+    ] = None,
     results: ResultsOpt = Path("results"),
 ) -> None:
     """Leaderboard: rows are techniques, columns are evaluation precisions, cells the metric."""
-    _print_board(results, suite, task, technique, format, metric, dataset, sort)
+    _print_board(results, suite, task, technique, format, metric, dataset, sort, relative_to_best, by_length)
     if plot is not None:
         from qbench.plots import plot_suite
         from qbench.report import filter_results
@@ -347,7 +371,9 @@ def export(
 
     try:
         recipe, task, model, spec = load_trained(run_dir, results)
-        pmap = parse_precision(precision, recipe.precisions)
+        from qbench.quant.sensitivity import written_maps
+
+        pmap = parse_precision(precision, written_maps(run_dir, recipe.precisions))
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e), 2)
     out = out or run_dir / f"model-{precision}.safetensors"

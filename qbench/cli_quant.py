@@ -23,6 +23,14 @@ def inspect(
     set_: Annotated[
         list[str], typer.Option("--set", help="Override a key, e.g. --set quant.bits=8 (repeatable).")
     ] = [],  # noqa: B006
+    results: Annotated[
+        Path,
+        typer.Option(
+            "--results",
+            help="Results root: automatic precision maps are shown as the recipe's runs chose them.",
+            envvar="QBENCH_RESULTS",
+        ),
+    ] = Path("results"),
 ) -> None:
     """List each parameter with its bits, granularity and technique, and the parameters kept float.
 
@@ -32,7 +40,7 @@ def inspect(
     from rich.table import Table
 
     from qbench.qconfig import quant_spec, skeleton_model
-    from qbench.quant import model_size_bits, parse_precision
+    from qbench.quant import model_size_bits
     from qbench.quant.activations import act_target
     from qbench.quant.apply import _is_selected, _weight_slots
     from qbench.quant.scales import num_scales
@@ -50,7 +58,7 @@ def inspect(
         seen.add(key)
         spec = quant_spec(r)
         model = skeleton_model(r)
-        precisions = [parse_precision(p, r.precisions) for p in r.eval.precisions]
+        precisions, chosen = _precisions_of(r, results / "runs" / suite.name)
         technique = spec.describe()
         title = (
             f"{r.name}: {r.quant.technique} ({technique}), {r.quant.bits}-bit training"
@@ -82,7 +90,10 @@ def inspect(
                 n_f += tensor.numel()
                 continue
             n_q += tensor.numel()
-            evals = "/".join("f" if (b := p.bits_for(name)) is None else str(b) for p in precisions)
+            evals = "/".join(
+                "auto" if p.auto is not None else "f" if (b := p.bits_for(name)) is None else str(b)
+                for p in precisions
+            )
             tech = r.quant.technique if spec.attaches else "absmax (eval)"
             if spec.activations and act_target(module, tname):
                 tech += " +a8"
@@ -99,9 +110,40 @@ def inspect(
         console.print(kept)
         console.print(f"{n_q:,} parameters quantized, {n_f:,} kept float (biases, norms, 1-D tensors)")
         for p in precisions:
+            if p.auto is not None:
+                console.print(
+                    f"  {p.name:>10}: automatic ({p.auto.sensitivity}, {p.auto.budget_bits:g} bits on average "
+                    f"from {list(p.auto.bits)}): chosen after training; run the recipe, then inspect again"
+                )
+                continue
             size = model_size_bits(model, p, spec)
             console.print(
                 f"  {p.name:>10}: {size['total_bits'] / 8e3:,.1f} kB packed, "
                 f"1/{size['float32_bits'] / size['total_bits']:.2f} of float32"
             )
+        for name, (run_id, report) in chosen.items():
+            console.print(
+                f"  {name}: chosen by {report['config']['sensitivity']} sensitivity for run {run_id}: "
+                f"{report['average_bits']:.3f} average bits (budget {report['config']['budget_bits']:g}); "
+                f"8-bit: {', '.join(ly['name'] for ly in report['layers'] if ly['bits'] == 8) or 'none'}",
+                highlight=False,
+            )
         console.print()
+
+
+def _precisions_of(recipe, suite_dir: Path):
+    """The recipe's evaluation precisions, automatic maps replaced by the map its run chose when
+    the run folder has one; and {name: (run id, map report)} of those."""
+    import json
+
+    from qbench.quant import parse_precision
+    from qbench.quant.sensitivity import written_maps
+
+    run_dir = suite_dir / recipe.run_id
+    named = written_maps(run_dir, recipe.precisions)
+    chosen = {}
+    for p in recipe.eval.precisions:
+        f = run_dir / "precision_maps" / f"{p}.json"
+        if named.get(p) is not recipe.precisions.get(p) and f.is_file():
+            chosen[p] = (recipe.run_id, json.loads(f.read_text()))
+    return [parse_precision(p, named) for p in recipe.eval.precisions], chosen

@@ -22,6 +22,7 @@ import torch
 from filelock import FileLock, Timeout
 from torch import nn
 
+from qbench.cells import technique_label
 from qbench.device import autocast
 from qbench.progress import console, make_progress
 from qbench.quant import (
@@ -292,8 +293,9 @@ class Runner:
         r = self.recipe
         per_precision = {}
         rows = []
+        named = self._precision_maps(task, state)
         for name in r.eval.precisions:
-            precision = parse_precision(name, r.precisions)
+            precision = parse_precision(name, named)
             t0 = time.perf_counter()
             with use_precision(state.model, precision, self.spec, cache=True):
                 res = task.evaluate(state.model, "test", self.device)
@@ -318,7 +320,7 @@ class Runner:
                     "suite": self.suite,
                     "task": r.task,
                     "dataset": task.dataset,
-                    "technique": r.quant.technique,
+                    "technique": technique_label(r),
                     "train_bits": r.quant.bits,
                     "seed": r.seed,
                     "precision": name,
@@ -339,6 +341,26 @@ class Runner:
                 f"({size['total_bits'] / 8e6:.2f} MB packed)"
             )
         return {"per_precision": per_precision, "rows": rows}
+
+    def _precision_maps(self, task: Task, state: TrainState) -> dict:
+        """The recipe's named maps, automatic ones chosen for this trained model (written to
+        precision_maps/<name>.json in the run folder; see qbench.quant.sensitivity)."""
+        from qbench.quant.sensitivity import is_auto, resolve_auto_maps
+
+        r = self.recipe
+        if not any(is_auto(r.precisions.get(p)) for p in r.eval.precisions):
+            return r.precisions
+        return resolve_auto_maps(
+            r.precisions,
+            r.eval.precisions,
+            state.model,
+            self.spec,
+            task,
+            self.device,
+            self.run.path / "precision_maps",
+            seed=r.seed,
+            log=self.log,
+        )
 
     # -------------------------------------------------------------- the whole run
 
@@ -365,7 +387,7 @@ class Runner:
             "run_id": r.run_id,
             "suite": self.suite,
             "task": r.task,
-            "technique": r.quant.technique,
+            "technique": technique_label(r),
             "train_bits": r.quant.bits,
             "seed": r.seed,
             "steps": state.step,

@@ -270,7 +270,9 @@ class QuantConfig(_Strict):
         out = {k: v for k, v in data.items() if k not in ("scale", "estimator", "scale_grad")}
         if name != "custom":
             return {**out, "technique": name}
-        return {**out, "technique": "custom", "scale": scale, "estimator": estimator, "scale_grad": not detach}
+        # mse-clip has no scale gradient: a preset's estimator swapped (clip + noise) must not give it one
+        grad = not detach and scale != "mse-clip"
+        return {**out, "technique": "custom", "scale": scale, "estimator": estimator, "scale_grad": grad}
 
     def field_errors(self) -> list[tuple[tuple, str]]:
         """Checks across the fields of this section, as (location under quant, message)."""
@@ -343,6 +345,16 @@ class EvalConfig(_Strict):
     hypotheses: bool = True
     beam_size: int = Field(1, ge=1)  # MT: 1 is greedy
     length_penalty: float = Field(1.0, ge=0.0)
+    # ASR: also score recordings of N consecutive test utterances joined (e.g. [4, 8]); recorded as
+    # the metrics wer@xN / cer@xN beside WER. The model is still trained on single utterances.
+    long_form: tuple[int, ...] = ()
+
+    @field_validator("long_form")
+    @classmethod
+    def _lengths(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(n < 2 for n in v) or len(set(v)) != len(v):
+            raise ValueError(f"long_form: distinct numbers of utterances, each at least 2, got {list(v)}")
+        return v
 
 
 class Recipe(_Strict):
@@ -374,6 +386,10 @@ class Recipe(_Strict):
                     f"{self.model.arch!r} is not a {self.task} model (use {ARCHS[self.task]!r})",
                 )
             )
+        if self.eval.long_form and self.task != "asr":
+            errors.append(
+                (("eval", "long_form"), "long-form evaluation joins speech recordings: task asr only")
+            )
         known = ["float", *(f"w{b}" for b in range(2, 9)), *self.precisions]
         for i, p in enumerate(self.eval.precisions):
             try:
@@ -397,7 +413,10 @@ class Recipe(_Strict):
         return errors
 
     def config_hash(self) -> str:
-        return stable_hash({**self.model_dump(mode="json"), "quant": self.quant.hashed()})
+        d = self.model_dump(mode="json")
+        if not d["eval"]["long_form"]:  # added later: recipes without it keep their run ids
+            del d["eval"]["long_form"]
+        return stable_hash({**d, "quant": self.quant.hashed()})
 
     @property
     def run_id(self) -> str:

@@ -50,7 +50,7 @@ _PERCENT_METRICS = ("wer", "cer")
 
 
 def display_scale(metric: str) -> float:
-    return 100.0 if metric in _PERCENT_METRICS else 1.0
+    return 100.0 if metric.split("@")[0] in _PERCENT_METRICS else 1.0  # wer@x4: long-form WER
 
 
 def _row_label(technique: str, train_bits: int, bits_vary: bool) -> str:
@@ -70,16 +70,22 @@ class Leaderboard:
     higher_is_better: bool
     seeds: int = 1  # most seeds behind one cell
     failed: pd.DataFrame | None = None  # runs whose state is failed: run_id, technique, seed, reason
+    relative_to_best: bool = False  # (+x) is the change from the row's best precision, not from float
 
 
 SORT_HELP = "a precision column (best first), 'technique', or 'size' (smallest packed size first)"
 
 
 def leaderboard(
-    df: pd.DataFrame, sort: str | None = None, reference: pd.DataFrame | None = None
+    df: pd.DataFrame,
+    sort: str | None = None,
+    reference: pd.DataFrame | None = None,
+    relative_to_best: bool = False,
 ) -> Leaderboard:
     """`reference`: rows to take each suite's float baseline from when `df` was filtered by
-    technique (default: `df` itself)."""
+    technique (default: `df` itself). `relative_to_best`: each cell's change is from the best
+    precision of its own row (one trained model evaluated at several precisions: what each
+    precision costs that model), and the best cell says so."""
     if df.empty:
         raise ValueError("no results match: run a recipe first (qbench run recipes/demo.yaml)")
     metrics = df.metric.unique()
@@ -107,6 +113,14 @@ def leaderboard(
     g["delta"] = [m - ref[s] if s in ref.index else math.nan for s, m in zip(g.suite, g["mean"], strict=True)]
     g["size_mb"] = g.size_bits / 8e6
     higher = bool(df.higher_is_better.iloc[0])
+    if relative_to_best:
+        best = g.groupby("row")["mean"].transform("max" if higher else "min")
+        g["delta"] = g["mean"] - best
+        g["best_precision"] = g.row.map(
+            g.loc[g.groupby("row")["mean"].idxmax() if higher else g.groupby("row")["mean"].idxmin()]
+            .set_index("row")
+            .precision
+        )
     precisions = sorted(g.precision.unique(), key=_precision_key)
     rows = sorted(
         g.row.unique(),
@@ -122,6 +136,8 @@ def leaderboard(
         text = f"{scale * m:.2f}"
         if n > 1 and not math.isnan(s):
             text += f" ± {scale * s:.2f}"
+        if relative_to_best:
+            return text + (" (best)" if sub.precision.iloc[0] == sub.best_precision.iloc[0] else f" ({scale * d:+.2f})")
         is_ref = sub.technique.iloc[0] == "float" and sub.precision.iloc[0] == "float"
         if not math.isnan(d) and not is_ref:
             text += f" ({scale * d:+.2f})"
@@ -138,7 +154,27 @@ def leaderboard(
     order = {r: i for i, r in enumerate(rows)}
     values = g.assign(_o=g.row.map(order), _p=g.precision.map(lambda p: _precision_key(p)[0]))
     values = values.sort_values(["_o", "_p"]).drop(columns=["_o", "_p"]).reset_index(drop=True)
-    return Leaderboard(table, values, df.metric.iloc[0], higher, seeds=int(g.n.max()))
+    return Leaderboard(
+        table, values, df.metric.iloc[0], higher, seeds=int(g.n.max()), relative_to_best=relative_to_best
+    )
+
+
+def by_length(df: pd.DataFrame, precision: str) -> pd.DataFrame:
+    """Long-form view: the rows of `df` (all metrics: do not filter by metric first) at
+    `precision` whose metric is WER on single utterances (`wer`) or on joined ones (`wer@xN`),
+    relabelled so that :func:`leaderboard` shows one column per length (x1, x4, x8, ...)."""
+    if df.empty:
+        return df
+    sub = df[(df.precision == precision) & df.metric.str.fullmatch(r"wer(@x\d+)?")]
+    if not sub.metric.str.contains("@").any():
+        raise ValueError(
+            f"no long-form results at precision {precision!r}: run a recipe with eval.long_form, e.g. [4, 8]"
+        )
+    lengths = sub.metric.str.extract(r"@x(\d+)$")[0].fillna("1").astype(int)
+    width = len(str(lengths.max()))
+    return sub.assign(
+        precision=[f"{precision} x{n:0{width}d}" for n in lengths], metric="wer", headline=1
+    )
 
 
 def _sorted_rows(g: pd.DataFrame, rows: list[str], precisions: list[str], sort: str | None, higher: bool):
@@ -169,7 +205,10 @@ def _legend(board: Leaderboard) -> str:
     parts = [f"cells: {_unit(board)}"]
     if board.seeds > 1:
         parts.append(f"mean ± standard deviation over up to {board.seeds} seeds")
-    parts.append("(+x) change from the float model evaluated in float, same suite")
+    if board.relative_to_best:
+        parts.append("(+x) change from the best precision of the same row (the same trained models)")
+    else:
+        parts.append("(+x) change from the float model evaluated in float, same suite")
     parts.append("columns: the precision the model is evaluated at")
     return "; ".join(parts)
 

@@ -273,11 +273,13 @@ _RUN_COLS = [
 
 def record_run_state(root: Path, recipe: Recipe, suite: str, state: str, reason: str | None = None) -> None:
     """One row per run in the `runs` table: done, failed (with the reason) or interrupted."""
+    from qbench.cells import technique_label
+
     row = {
         "run_id": recipe.run_id,
         "suite": suite,
         "task": recipe.task,
-        "technique": recipe.quant.technique,
+        "technique": technique_label(recipe),
         "train_bits": recipe.quant.bits,
         "seed": recipe.seed,
         "state": state,

@@ -21,7 +21,6 @@ from qbench.quant.sensitivity import (
     resolve_auto_maps,
 )
 
-
 _DATA = {}
 
 
@@ -39,7 +38,9 @@ def test_hutchinson_matches_the_exact_hessian_trace(hvp):
     weights = [model[0].weight, model[2].weight]
     exact = []
     for w, name in zip(weights, ("0.weight", "2.weight"), strict=True):
-        h = torch.autograd.functional.hessian(lambda t, name=name: _loss_with(model, name, t), w.detach().clone())
+        h = torch.autograd.functional.hessian(
+            lambda t, name=name: _loss_with(model, name, t), w.detach().clone()
+        )
         exact.append(float(h.reshape(w.numel(), w.numel()).diagonal().sum()))
     est, method = hutchinson_traces([lambda: F.cross_entropy(model(x), y)], weights, samples=400, hvp=hvp)
     assert method == hvp
@@ -147,7 +148,10 @@ def test_auto_map_is_within_budget_written_and_usable(tmp_path, method):
         def loss(self, m, batch):
             return F.cross_entropy(m(batch[0]), batch[1])
 
-    maps = {"auto5": {"auto": {"budget_bits": 5.0, "sensitivity": method, "samples": 4}}, "hand": {"default": 4}}
+    maps = {
+        "auto5": {"auto": {"budget_bits": 5.0, "sensitivity": method, "samples": 4}},
+        "hand": {"default": 4},
+    }
     out = resolve_auto_maps(maps, ["auto5", "hand"], model, spec, Task(), torch.device("cpu"), tmp_path)
     report = json.loads((tmp_path / "auto5.json").read_text())
     assert report["average_bits"] <= 5.0 + 1e-9

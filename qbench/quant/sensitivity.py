@@ -90,12 +90,18 @@ class AutoConfig:
             raise ValueError(f"precision map {name!r}: auto.budget_bits must be a number, got {budget!r}")
         method = cfg.get("sensitivity", "hessian")
         if method not in METHODS:
-            raise ValueError(f"precision map {name!r}: auto.sensitivity must be one of {METHODS}, got {method!r}")
+            raise ValueError(
+                f"precision map {name!r}: auto.sensitivity must be one of {METHODS}, got {method!r}"
+            )
         bits = cfg.get("bits", (4, 8))
-        if isinstance(bits, int) or not bits or any(
-            isinstance(b, bool) or not isinstance(b, int) or not 2 <= b <= 8 for b in bits
+        if (
+            isinstance(bits, int)
+            or not bits
+            or any(isinstance(b, bool) or not isinstance(b, int) or not 2 <= b <= 8 for b in bits)
         ):
-            raise ValueError(f"precision map {name!r}: auto.bits must be a list of ints in 2..8, got {bits!r}")
+            raise ValueError(
+                f"precision map {name!r}: auto.bits must be a list of ints in 2..8, got {bits!r}"
+            )
         bits = tuple(sorted(set(bits)))
         if not bits[0] <= budget:
             raise ValueError(
@@ -106,7 +112,11 @@ class AutoConfig:
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"precision map {name!r}: auto.{key} must be a positive int, got {v!r}")
         return cls(
-            float(budget), method, bits, int(cfg.get("samples", cls.samples)), int(cfg.get("batches", cls.batches))
+            float(budget),
+            method,
+            bits,
+            int(cfg.get("samples", cls.samples)),
+            int(cfg.get("batches", cls.batches)),
         )
 
 
@@ -372,7 +382,9 @@ def auto_precision_map(
         model.train(was_training)
     perturb = quantization_perturbations(model, spec, layers, cfg.bits)
     sizes = [layer.params for layer in layers]
-    sens = [{b: t / n * d for b, d in pert.items()} for t, n, pert in zip(traces, sizes, perturb, strict=True)]
+    sens = [
+        {b: t / n * d for b, d in pert.items()} for t, n, pert in zip(traces, sizes, perturb, strict=True)
+    ]
     bits = assign_bits(sizes, sens, cfg.budget_bits)
     greedy = greedy_assign(sizes, sens, cfg.budget_bits)
     total = sum(sizes)
@@ -405,13 +417,17 @@ def auto_precision_map(
                 "bits": b,
                 "greedy_bits": g,
             }
-            for layer, n, t, pert, s, b, g in zip(layers, sizes, traces, perturb, sens, bits, greedy, strict=True)
+            for layer, n, t, pert, s, b, g in zip(
+                layers, sizes, traces, perturb, sens, bits, greedy, strict=True
+            )
         ],
         "map": named,
     }
 
 
-def _task_loss_fns(task, model: nn.Module, n_batches: int, device: torch.device) -> list[Callable[[], Tensor]]:
+def _task_loss_fns(
+    task, model: nn.Module, n_batches: int, device: torch.device
+) -> list[Callable[[], Tensor]]:
     """Deterministic loss closures over the task's first training batches: any augmentation the
     task's loss draws is drawn from a fixed seed each call (finite differences need that)."""
     fns = []
@@ -484,3 +500,16 @@ def average_bits(model: nn.Module, spec, precision) -> float | None:
             num += b * layer.params
             den += layer.params
     return num / den if den else None
+
+
+def written_maps(run_dir: Path, named_maps: Mapping[str, Mapping]) -> dict[str, Mapping]:
+    """``named_maps`` with each automatic map replaced by the one a finished run chose (its
+    ``precision_maps/<name>.json``); automatic maps the run did not resolve stay as they are."""
+    import json
+
+    out = dict(named_maps)
+    for name, spec in named_maps.items():
+        f = Path(run_dir) / "precision_maps" / f"{name}.json"
+        if is_auto(spec) and f.is_file():
+            out[name] = json.loads(f.read_text())["map"]
+    return out

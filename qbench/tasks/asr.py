@@ -148,6 +148,8 @@ class ASRTask:
         self.splits: dict[str, dict[str, Any]] = {}
         self.data_stats: dict[str, Any] = {}  # recorded sources: utterances kept, items skipped
         self._tokenizer = None
+        for n in recipe.eval.long_form:  # long-form scores join WER and CER in the index
+            self.secondary_metrics = {**self.secondary_metrics, f"wer@x{n}": False, f"cer@x{n}": False}
 
     # ------------------------------------------------------------------ data
 
@@ -341,8 +343,31 @@ class ASRTask:
         refs = s["texts"]
         hyp_list = [hyps[i] for i in range(len(refs))]
         details = word_error_details(refs, hyp_list)
+        if split == "test":
+            for n in self.recipe.eval.long_form:
+                long = self.evaluate(model, self.long_form_split(n), device, progress)
+                details[f"wer@x{n}"], details[f"cer@x{n}"] = long.value, long.details["cer"]
+                details[f"utterances@x{n}"] = long.details["utterances"]
         rows = list(zip(s["ids"], refs, hyp_list, strict=True))
         return EvalResult("wer", details["wer"], False, details, rows)
+
+    def long_form_split(self, n: int, source: str = "test") -> str:
+        """The split `<source>@x<n>`: every run of `n` consecutive utterances of `source` joined into
+        one recording (features end to end, transcripts joined by a space; a shorter remainder is
+        left out). Joined as features rather than audio: the cache holds features, and a log-mel
+        frame sees 25 ms, so only the frames at the joins differ."""
+        name = f"{source}@x{n}"
+        if name not in self.splits:
+            s = self.splits[source]
+            starts = range(0, len(s["ids"]) - n + 1, n)
+            self.splits[name] = {
+                "ids": ["+".join(s["ids"][i : i + n]) for i in starts],
+                "texts": [" ".join(s["texts"][i : i + n]) for i in starts],
+                "feats": [torch.cat(s["feats"][i : i + n]) for i in starts],
+            }
+            if not self.splits[name]["ids"]:
+                raise ValueError(f"eval.long_form: {n} is more than the {len(s['ids'])} {source} utterances")
+        return name
 
 
 def spec_augment(feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
