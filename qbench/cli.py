@@ -70,16 +70,27 @@ def run(
         suite = load_suite(recipe, set_)
     except RecipeError as e:
         _fail(str(e), 2)
+    from qbench import distributed
     from qbench.data import DataError
     from qbench.device import resolve_device
     from qbench.suite import SuiteInterrupted, run_suite
 
     try:
         dev = resolve_device(device)
+        if distributed.launched():  # torchrun: join the group; each rank takes its own GPU
+            if jobs > 1:
+                raise ValueError("--jobs starts processes of its own; under torchrun leave it at 1")
+            dist_env, device = distributed.init(device)
+            dev = resolve_device(device)
     except ValueError as e:
         _fail(str(e), 2)
+    where = (
+        f"{dev}"
+        if not distributed.launched()
+        else f"{dist_env.world} {dev.type} processes ({dist_env.backend})"
+    )
     console.print(
-        f"[bold]{suite.name}[/bold]: {len(suite.runs)} run(s) on {dev} -> {results}/runs/{suite.name}"
+        f"[bold]{suite.name}[/bold]: {len(suite.runs)} run(s) on {where} -> {results}/runs/{suite.name}"
     )
     t0 = time.perf_counter()
     try:
@@ -92,6 +103,11 @@ def run(
             "rerun the same command to resume",
             130,
         )
+    finally:
+        main = distributed.current().is_main
+        distributed.shutdown()
+    if not main:  # torchrun: rank 0 reports (and sets the exit code for failed runs)
+        return
     spent = {"data_seconds": 0.0, "train_wall_seconds": 0.0, "eval_seconds": 0.0}
     for o in outcomes:
         for k in spent:

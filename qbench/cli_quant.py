@@ -44,6 +44,7 @@ def inspect(
     from qbench.quant.activations import act_target
     from qbench.quant.apply import _is_selected, _weight_slots
     from qbench.quant.scales import num_scales
+    from qbench.quant.sensitivity import average_bits
     from qbench.recipe import RecipeError, load_suite
 
     try:
@@ -117,9 +118,11 @@ def inspect(
                 )
                 continue
             size = model_size_bits(model, p, spec)
+            avg = average_bits(model, spec, p)
             console.print(
                 f"  {p.name:>10}: {size['total_bits'] / 8e3:,.1f} kB packed, "
                 f"1/{size['float32_bits'] / size['total_bits']:.2f} of float32"
+                + (f", {avg:.2f} bits per quantized weight" if avg is not None else "")
             )
         for name, (run_id, report) in chosen.items():
             console.print(

@@ -16,6 +16,14 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host -> device copy; to a GPU from pinned memory without blocking, so the copy of the next
+    batch overlaps the work queued for this one."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def autocast(device: torch.device):
     """bf16 autocast on CUDA; on the CPU a no-op, since bf16 matmuls there are slower than fp32."""
     if device.type == "cuda":

@@ -22,6 +22,7 @@ import torch
 from filelock import FileLock, Timeout
 from torch import nn
 
+from qbench import distributed
 from qbench.cells import technique_label
 from qbench.device import autocast
 from qbench.progress import console, make_progress
@@ -143,12 +144,31 @@ class Runner:
         self.results = results
         self.device = device
         self.progress = progress
+        self.dist = distributed.current()  # data-parallel under torchrun: only rank 0 writes
         self.run = RunDir(results, suite, recipe)
+        if not self.dist.is_main:
+            self.run = distributed.MuteRun(self.run)
         self.spec = quant_spec(recipe)
         self.shared = results / "cache" / "shared"
 
     def log(self, msg: str) -> None:
         self.run.log(msg)
+
+    def _save(self, path: Path, state: TrainState) -> None:
+        if self.dist.is_main:
+            atomic_torch_save(path, state.to_checkpoint())
+
+    def _train_batch(self, task: Task, step: int):
+        """The step's batch; data-parallel, this rank's shard of it (None if empty)."""
+        if not self.dist.enabled:
+            return task.train_batch(step, self.device)
+        return task.train_batch(step, self.device, shard=self.dist.shard)
+
+    def _evaluate(self, task: Task, model: nn.Module, split: str, progress: bool = True):
+        """Data-parallel, each rank decodes its share of the batches and all get the whole result."""
+        if not self.dist.enabled:
+            return task.evaluate(model, split, self.device, progress=progress)
+        return task.evaluate(model, split, self.device, progress=progress, shard=self.dist.shard)
 
     # -------------------------------------------------------------- training
 
@@ -210,7 +230,9 @@ class Runner:
         optimizer = torch.optim.AdamW(_param_groups(model, r.train.weight_decay), lr=r.train.lr)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(r))
         state = TrainState(model, optimizer, scheduler, curve=[])
-        ckpt, how, locks = self._claim_start()
+        # Data-parallel: rank 0 alone decides (and locks) where training starts, and sends it to all.
+        ckpt, how, locks = self._claim_start() if self.dist.is_main else (None, "", {})
+        ckpt, how = self.dist.broadcast((ckpt, how))
         try:
             if ckpt is not None:
                 state.load(ckpt, self.spec)
@@ -238,28 +260,35 @@ class Runner:
                 if qat_start is not None and not state.quantized and state.step >= qat_start:
                     attach_quantizers(model, optimizer, self.spec)
                     state.quantized = True
-                batch = task.train_batch(state.step, self.device)
-                with autocast(self.device):
-                    loss = task.loss(model, batch)
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(f"loss is {loss.item()} at step {state.step}")
+                batch = self._train_batch(task, state.step)
+                with self.dist.step(model, r.seed, state.step), autocast(self.device):
+                    loss = task.loss(model, batch) if batch is not None else None
+                # the global batch's loss (data-parallel: the sum of the ranks' parts), alike on all ranks
+                total = self.dist.sum(
+                    loss.detach() if loss is not None else torch.zeros((), device=self.device)
+                )
+                if not torch.isfinite(total):
+                    raise TrainingDiverged(f"loss is {total.item()} at step {state.step}")
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                if loss is not None:
+                    loss.backward()
+                if self.dist.enabled:
+                    self.dist.all_reduce_grads(list(model.parameters()))
                 grad_norm = nn.utils.clip_grad_norm_(model.parameters(), r.train.grad_clip)
                 optimizer.step()
                 scheduler.step()
                 state.step += 1
                 state.train_seconds = time.perf_counter() - t0
-                running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+                running = total.item() if running is None else 0.95 * running + 0.05 * total.item()
                 bar.update(task_id, completed=state.step, info=f"loss {running:.3f}")
                 if state.step % r.train.log_every == 0:
                     self.log(
-                        f"step {state.step} loss {loss.item():.4f} avg {running:.4f} "
+                        f"step {state.step} loss {total.item():.4f} avg {running:.4f} "
                         f"grad_norm {grad_norm:.2f} lr {scheduler.get_last_lr()[0]:.2e} t {state.train_seconds:.1f}s"
                     )
                 if r.train.eval_every and state.step % r.train.eval_every == 0:
                     split = r.train.curve_split
-                    res = task.evaluate(model, split, self.device, progress=False)
+                    res = self._evaluate(task, model, split, progress=False)
                     state.curve.append(
                         {
                             "step": state.step,
@@ -273,18 +302,19 @@ class Runner:
                 if state.step == warm and not state.quantized:
                     prefix = self.shared / f"float-{_training_key(r, float_until=warm)}.pt"
                     if not prefix.is_file():
-                        atomic_torch_save(prefix, state.to_checkpoint())
+                        self._save(prefix, state)
                     if "prefix" in locks:  # the warm-up is saved: runs waiting for it may go on
                         locks.pop("prefix").release()
                 if state.step % r.train.checkpoint_every == 0 or state.step == r.train.steps:
-                    atomic_torch_save(self.run.checkpoint, state.to_checkpoint())
+                    self._save(self.run.checkpoint, state)
         if qat_start is None:
             final = self.shared / f"final-{_training_key(r)}.pt"
             if not final.is_file():
-                atomic_torch_save(final, state.to_checkpoint())
+                self._save(final, state)
         if trains_quantized(r) and not state.quantized:  # resumed from a finished checkpoint
             attach_quantizers(model, optimizer, self.spec)
             state.quantized = True
+        self.dist.check_in_sync(model)
         return state
 
     # -------------------------------------------------------------- evaluation
@@ -298,7 +328,7 @@ class Runner:
             precision = parse_precision(name, named)
             t0 = time.perf_counter()
             with use_precision(state.model, precision, self.spec, cache=True):
-                res = task.evaluate(state.model, "test", self.device)
+                res = self._evaluate(task, state.model, "test")
             size = model_size_bits(state.model, precision, self.spec)
             per_precision[name] = {
                 res.metric: res.value,
@@ -396,9 +426,11 @@ class Runner:
             "curve": state.curve,
             "precisions": ev["per_precision"],
             "data": getattr(task, "data_stats", {}),  # recorded sources: utterances kept, items skipped
+            "world_size": self.dist.world,  # data-parallel processes (torchrun)
         }
         self.run.write_metrics(metrics)
-        record_results(self.results, ev["rows"])
+        if self.dist.is_main:
+            record_results(self.results, ev["rows"])
         self.run.set_status("done")
         return metrics
 
@@ -412,14 +444,18 @@ def run_recipe(
     progress: bool = True,
 ) -> dict:
     """Run one grid point unless it already finished; returns its metrics."""
-    runner = Runner(recipe, suite, results, device, progress=progress)
-    if runner.run.status().get("state") == "done":
+    runner = Runner(recipe, suite, results, device, progress=progress and distributed.current().is_main)
+    if runner.dist.broadcast(runner.run.status().get("state") == "done"):  # rank 0's folder decides
         console.print(f"[dim]{recipe.run_id}: done, skipped[/dim]")
-        return {**runner.run.metrics(), "skipped": True}
+        return {**(runner.run.metrics() if runner.dist.is_main else {}), "skipped": True}
     t0 = time.perf_counter()
     if task is None:
         task = build_task(recipe, results / "cache", progress=progress)
+        if not runner.dist.is_main:  # data-parallel: rank 0 builds the caches, the others then read them
+            runner.dist.barrier()
         task.build_data()
+        if runner.dist.is_main:
+            runner.dist.barrier()
     data_seconds = time.perf_counter() - t0
     console.print(
         f"[bold]{recipe.run_id}[/bold] ({recipe.quant.technique}, {recipe.quant.bits}-bit, seed {recipe.seed})"

@@ -107,19 +107,25 @@ def _record_failure(r: Recipe, suite: str, results: Path, exc: BaseException) ->
 
 def run_one(r: Recipe, suite: str, results: Path, device, progress: bool) -> RunOutcome:
     """One grid point; a failure becomes an outcome (DataError and Ctrl-C propagate)."""
+    from qbench import distributed
     from qbench.data import DataError
-    from qbench.engine import run_recipe
+    from qbench.engine import TrainingDiverged, run_recipe
     from qbench.store import record_run_state
 
+    main = distributed.current().is_main  # data-parallel (torchrun): rank 0 records
     try:
         m = run_recipe(r, suite, results, device, progress=progress)
     except (DataError, KeyboardInterrupt):
         raise
     except Exception as e:  # noqa: BLE001 - any failure of one run is recorded, not fatal to the suite
-        reason = _record_failure(r, suite, results, e)
-        record_run_state(results, r, suite, "failed", reason)
-        return RunOutcome(r.run_id, r.quant.technique, r.seed, "failed", reason)
-    record_run_state(results, r, suite, "done")
+        if main:
+            reason = _record_failure(r, suite, results, e)
+            record_run_state(results, r, suite, "failed", reason)
+        if distributed.current().enabled and not isinstance(e, TrainingDiverged):
+            raise  # maybe this rank's alone: the others wait in a collective, so end the group
+        return RunOutcome(r.run_id, r.quant.technique, r.seed, "failed", str(e))
+    if main:
+        record_run_state(results, r, suite, "done")
     state = "skipped" if m.get("skipped") else "done"
     from qbench.report import display_scale
 
@@ -235,20 +241,28 @@ def run_suite(
     command: str | None = None,
 ) -> list[RunOutcome]:
     """Run every grid point; returns one outcome per run that was attempted (skipped included)."""
+    from qbench import distributed
     from qbench.device import resolve_device
     from qbench.store import RunDir, record_run_state
 
+    dist = distributed.current()  # under torchrun every rank runs this; rank 0's folders decide
     started = time.time()
     command = command or shlex.join(["qbench", *sys.argv[1:]])
     outcomes: list[RunOutcome] = []
     todo = []
-    for r in suite.runs:
-        if RunDir(results, suite.name, r).status().get("state") == "done":
+    done = dist.broadcast(
+        [RunDir(results, suite.name, r).status().get("state") == "done" for r in suite.runs]
+    )
+    for r, finished in zip(suite.runs, done, strict=True):
+        if finished:
             console.print(f"[dim]{r.run_id}: done, skipped[/dim]")
-            record_run_state(results, r, suite.name, "done")
+            if dist.is_main:
+                record_run_state(results, r, suite.name, "done")
             outcomes.append(RunOutcome(r.run_id, r.quant.technique, r.seed, "skipped"))
         else:
             todo.append(r)
+    if dist.enabled and jobs > 1:
+        raise ValueError("--jobs runs suites in separate processes; under torchrun use --jobs 1")
     jobs = max(1, min(jobs, len(todo)))
     interrupted = False
     try:
@@ -270,7 +284,8 @@ def run_suite(
         interrupted = True
         raise SuiteInterrupted() from None
     finally:
-        _log_session(results, suite, command, started, jobs, keep_going, outcomes, interrupted)
+        if dist.is_main:
+            _log_session(results, suite, command, started, jobs, keep_going, outcomes, interrupted)
     return outcomes
 
 

@@ -19,7 +19,7 @@ import torchaudio
 from torch import nn
 from torch.nn import functional as F
 
-from qbench.device import autocast
+from qbench.device import autocast, to_device
 from qbench.progress import progress_bar
 from qbench.recipe import Recipe, stable_hash
 from qbench.tasks import EvalResult
@@ -293,17 +293,23 @@ class ASRTask:
         lengths = torch.tensor([f.shape[0] for f in feats])
         targets = [torch.tensor(self.tokenizer.encode(s["texts"][i])) for i in idx]
         return {
-            "feats": nn.utils.rnn.pad_sequence(feats, batch_first=True).to(device, non_blocking=True),
-            "lengths": lengths.to(device),
-            "targets": torch.cat(targets).to(device),
-            "target_lengths": torch.tensor([len(t) for t in targets]).to(device),
+            "feats": to_device(nn.utils.rnn.pad_sequence(feats, batch_first=True), device),
+            "lengths": to_device(lengths, device),
+            "targets": to_device(torch.cat(targets), device),
+            "target_lengths": to_device(torch.tensor([len(t) for t in targets]), device),
             "ids": [s["ids"][i] for i in idx],
             "texts": [s["texts"][i] for i in idx],
         }
 
-    def train_batch(self, step: int, device: torch.device) -> dict[str, Any]:
+    def train_batch(self, step: int, device: torch.device, shard=None) -> dict[str, Any] | None:
+        """The step's batch; with a `shard` (data-parallel), this rank's part of it, normalised by
+        the whole batch's size (`loss_norm`), or None when the part is empty."""
         n = len(self._epoch_batches(0))
-        return self._collate("train", self._epoch_batches(step // n)[step % n], device)
+        idx = self._epoch_batches(step // n)[step % n]
+        if shard is None:
+            return self._collate("train", idx, device)
+        part = shard.take(idx)
+        return {**self._collate("train", part, device), "loss_norm": len(idx)} if part else None
 
     # ------------------------------------------------------------------ loss and evaluation
 
@@ -312,20 +318,27 @@ class ASRTask:
         if self.recipe.model.specaugment:
             feats = spec_augment(feats, batch["lengths"])
         log_probs, out_lengths = model(feats, batch["lengths"])
-        return F.ctc_loss(
+        norm = batch.get("loss_norm")  # data-parallel: sum over this shard / the global batch size
+        loss = F.ctc_loss(
             log_probs.transpose(0, 1),
             batch["targets"],
             out_lengths,
             batch["target_lengths"],
             blank=0,
-            reduction="mean",
+            reduction="mean" if norm is None else "none",
             zero_infinity=True,
         )
+        if norm is None:
+            return loss
+        # "mean" divides each utterance's loss by its target length, then averages over the batch
+        return (loss / batch["target_lengths"].clamp(min=1)).sum() / norm
 
     @torch.no_grad()
     def evaluate(
-        self, model: nn.Module, split: str, device: torch.device, progress: bool = True
+        self, model: nn.Module, split: str, device: torch.device, progress: bool = True, shard=None
     ) -> EvalResult:
+        """Greedy CTC decoding in length-sorted batches; with a `shard` (data-parallel) this rank
+        decodes its share of the batches and the hypotheses of all ranks are gathered."""
         was_training = model.training
         model.eval()
         s = self.splits[split]
@@ -333,6 +346,8 @@ class ASRTask:
         bs = self.recipe.eval.batch_size
         hyps: dict[int, str] = {}
         batches = [order[i : i + bs] for i in range(0, len(order), bs)]
+        if shard is not None:
+            batches = shard.take(batches)
         for idx in progress_bar(batches, f"decode {split}", enabled=progress and self.progress):
             b = self._collate(split, idx, device)
             with autocast(device):
@@ -340,12 +355,14 @@ class ASRTask:
             for i, h in zip(idx, ctc_greedy_decode(log_probs, out_lengths, self.tokenizer), strict=True):
                 hyps[i] = h
         model.train(was_training)
+        if shard is not None:
+            hyps = shard.gather(hyps)
         refs = s["texts"]
         hyp_list = [hyps[i] for i in range(len(refs))]
         details = word_error_details(refs, hyp_list)
         if split == "test":
             for n in self.recipe.eval.long_form:
-                long = self.evaluate(model, self.long_form_split(n), device, progress)
+                long = self.evaluate(model, self.long_form_split(n), device, progress, shard=shard)
                 details[f"wer@x{n}"], details[f"cer@x{n}"] = long.value, long.details["cer"]
                 details[f"utterances@x{n}"] = long.details["utterances"]
         rows = list(zip(s["ids"], refs, hyp_list, strict=True))

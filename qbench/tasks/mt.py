@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
-from qbench.device import autocast
+from qbench.device import autocast, to_device
 from qbench.progress import progress_bar
 from qbench.recipe import Multi30kData, Recipe, SyntheticMTData, stable_hash
 from qbench.tasks import EvalResult
@@ -323,9 +323,12 @@ class MTTask:
 
     def _sources(self, split: str, idx: list[int], device: torch.device) -> torch.Tensor:
         sources = self.encoded[split][0]
-        return nn.utils.rnn.pad_sequence(
-            [torch.tensor(sources[i]) for i in idx], batch_first=True, padding_value=PAD
-        ).to(device)
+        return to_device(
+            nn.utils.rnn.pad_sequence(
+                [torch.tensor(sources[i]) for i in idx], batch_first=True, padding_value=PAD
+            ),
+            device,
+        )
 
     def _collate(self, split: str, idx: list[int], device: torch.device) -> dict[str, Any]:
         targets = self.encoded[split][1]
@@ -334,24 +337,38 @@ class MTTask:
         tgt_out = [torch.tensor([*targets[i], eos]) for i in idx]
         return {
             "src": self._sources(split, idx, device),
-            "tgt_in": nn.utils.rnn.pad_sequence(tgt_in, batch_first=True, padding_value=PAD).to(device),
-            "tgt_out": nn.utils.rnn.pad_sequence(tgt_out, batch_first=True, padding_value=PAD).to(device),
+            "tgt_in": to_device(
+                nn.utils.rnn.pad_sequence(tgt_in, batch_first=True, padding_value=PAD), device
+            ),
+            "tgt_out": to_device(
+                nn.utils.rnn.pad_sequence(tgt_out, batch_first=True, padding_value=PAD), device
+            ),
         }
 
-    def train_batch(self, step: int, device: torch.device) -> dict[str, Any]:
+    def train_batch(self, step: int, device: torch.device, shard=None) -> dict[str, Any] | None:
+        """The step's batch; with a `shard` (data-parallel), this rank's part of it, normalised by
+        the whole batch's target tokens (`loss_norm`), or None when the part is empty."""
         n = len(self._epoch_batches(0))
-        return self._collate("train", self._epoch_batches(step // n)[step % n], device)
+        idx = self._epoch_batches(step // n)[step % n]
+        if shard is None:
+            return self._collate("train", idx, device)
+        part = shard.take(idx)
+        tokens = sum(len(self.encoded["train"][1][i]) + 1 for i in idx)  # + </s>
+        return {**self._collate("train", part, device), "loss_norm": tokens} if part else None
 
     # ------------------------------------------------------------------ loss and evaluation
 
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         logits = model(batch["src"], batch["tgt_in"])
-        return F.cross_entropy(
+        norm = batch.get("loss_norm")  # data-parallel: sum over this shard / the global batch's tokens
+        loss = F.cross_entropy(
             logits.flatten(0, 1).float(),
             batch["tgt_out"].flatten(),
             ignore_index=PAD,
             label_smoothing=self.recipe.model.label_smoothing,
+            reduction="mean" if norm is None else "sum",
         )
+        return loss if norm is None else loss / norm
 
     def translate(self, model: TransformerMT, src: torch.Tensor) -> list[list[int]]:
         """Token ids of the translations of a padded batch of sources, as eval.beam_size asks."""
@@ -364,15 +381,19 @@ class MTTask:
 
     @torch.no_grad()
     def evaluate(
-        self, model: nn.Module, split: str, device: torch.device, progress: bool = True
+        self, model: nn.Module, split: str, device: torch.device, progress: bool = True, shard=None
     ) -> EvalResult:
+        """Batched decoding of length-sorted sentences; with a `shard` (data-parallel) this rank
+        translates its share of the batches and the translations of all ranks are gathered."""
         was_training = model.training
         model.eval()
         e = self.recipe.eval
         sources = self.encoded[split][0]
         order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
         batches = [order[i : i + e.batch_size] for i in range(0, len(order), e.batch_size)]
-        hyps = [""] * len(sources)
+        if shard is not None:
+            batches = shard.take(batches)
+        hyps: dict[int, str] = {}
         # decoding reads every weight once per generated token: quantize each weight once instead
         with parametrize.cached():
             for idx in progress_bar(batches, f"decode {split}", enabled=progress and self.progress):
@@ -381,6 +402,8 @@ class MTTask:
                 for i, ids in zip(idx, out, strict=True):
                     hyps[i] = self.tokenizer.decode(ids)
         model.train(was_training)
+        if shard is not None:
+            hyps = shard.gather(hyps)
         pairs = self.splits[split]
         decoding = (
             "greedy"
@@ -388,5 +411,8 @@ class MTTask:
             else (f"beam {e.beam_size}, GNMT length penalty alpha={e.length_penalty}")
         )
         return translation_result(
-            [f"{split}-{i}" for i in range(len(pairs))], [t for _, t in pairs], hyps, decoding
+            [f"{split}-{i}" for i in range(len(pairs))],
+            [t for _, t in pairs],
+            [hyps[i] for i in range(len(pairs))],
+            decoding,
         )
