@@ -414,6 +414,30 @@ def export(
         raise typer.Exit(1)
 
 
+@app.command()
+def findings(
+    suite: Annotated[list[str], typer.Option(help="Suites to test the claims on (repeatable).")],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Also put the section into this file (e.g. results/RESULTS.md), replacing an older one."),
+    ] = None,
+    results: ResultsOpt = Path("results"),
+) -> None:
+    """The reference papers' claims, the index rows that test each, and whether it held (Markdown)."""
+    from qbench.findings import findings as find
+    from qbench.findings import render_findings, write_findings
+    from qbench.store import read_results
+
+    df = read_results(results)
+    if df.empty:
+        _fail(f"no results in {results}/index.sqlite: run the suites first", 1)
+    text = render_findings(find(df, suite), suite, results)
+    sys.stdout.write(text)
+    if out is not None:
+        write_findings(text, out)
+        console.print(f"wrote the findings section of {out}")
+
+
 from qbench.cli_data import data_app  # noqa: E402 - registered after the commands above
 
 app.add_typer(data_app, name="data")
