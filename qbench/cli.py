@@ -419,7 +419,9 @@ def findings(
     suite: Annotated[list[str], typer.Option(help="Suites to test the claims on (repeatable).")],
     out: Annotated[
         Path | None,
-        typer.Option(help="Also put the section into this file (e.g. results/RESULTS.md), replacing an older one."),
+        typer.Option(
+            help="Also put the section into this file (e.g. results/RESULTS.md), replacing an older one."
+        ),
     ] = None,
     results: ResultsOpt = Path("results"),
 ) -> None:

@@ -137,7 +137,9 @@ def leaderboard(
         if n > 1 and not math.isnan(s):
             text += f" ± {scale * s:.2f}"
         if relative_to_best:
-            return text + (" (best)" if sub.precision.iloc[0] == sub.best_precision.iloc[0] else f" ({scale * d:+.2f})")
+            return text + (
+                " (best)" if sub.precision.iloc[0] == sub.best_precision.iloc[0] else f" ({scale * d:+.2f})"
+            )
         is_ref = sub.technique.iloc[0] == "float" and sub.precision.iloc[0] == "float"
         if not math.isnan(d) and not is_ref:
             text += f" ({scale * d:+.2f})"
@@ -172,9 +174,7 @@ def by_length(df: pd.DataFrame, precision: str) -> pd.DataFrame:
         )
     lengths = sub.metric.str.extract(r"@x(\d+)$")[0].fillna("1").astype(int)
     width = len(str(lengths.max()))
-    return sub.assign(
-        precision=[f"{precision} x{n:0{width}d}" for n in lengths], metric="wer", headline=1
-    )
+    return sub.assign(precision=[f"{precision} x{n:0{width}d}" for n in lengths], metric="wer", headline=1)
 
 
 def _sorted_rows(g: pd.DataFrame, rows: list[str], precisions: list[str], sort: str | None, higher: bool):
