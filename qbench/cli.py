@@ -62,6 +62,20 @@ def run(
     ] = False,
     results: ResultsOpt = Path("results"),
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    launcher: Annotated[
+        str | None,
+        typer.Option(
+            help="Submit each run as a job through submitit: slurm, or local (subprocesses, for trials). "
+            "Waits for the jobs; finished runs are skipped and interrupted ones resume as without it."
+        ),
+    ] = None,
+    launcher_option: Annotated[
+        list[str],
+        typer.Option(
+            "--launcher-option",
+            help="Executor parameter KEY=VALUE, e.g. slurm_partition=gpu, gpus_per_node=1, timeout_min=600.",
+        ),
+    ] = [],  # noqa: B006
 ) -> None:
     """Train and evaluate every run of a recipe; finished runs are skipped, interrupted ones resume."""
     from qbench.recipe import RecipeError, load_suite
@@ -76,25 +90,37 @@ def run(
     from qbench.suite import SuiteInterrupted, run_suite
 
     try:
-        dev = resolve_device(device)
+        from qbench.launch import LAUNCHERS, parse_options
+
+        if launcher is not None and launcher not in LAUNCHERS:
+            raise ValueError(f"--launcher {launcher!r}: one of {', '.join(LAUNCHERS)}")
+        options = parse_options(launcher_option)
+        dev = resolve_device(device) if launcher is None else None
         if distributed.launched():  # torchrun: join the group; each rank takes its own GPU
-            if jobs > 1:
-                raise ValueError("--jobs starts processes of its own; under torchrun leave it at 1")
+            if jobs > 1 or launcher is not None:
+                raise ValueError("--jobs and --launcher start processes of their own; not under torchrun")
             dist_env, device = distributed.init(device)
             dev = resolve_device(device)
     except ValueError as e:
         _fail(str(e), 2)
-    where = (
-        f"{dev}"
-        if not distributed.launched()
-        else f"{dist_env.world} {dev.type} processes ({dist_env.backend})"
-    )
+    where = f"{dev}" if launcher is None else f"{launcher} jobs"
+    if distributed.launched():
+        where = f"{dist_env.world} {dev.type} processes ({dist_env.backend})"
     console.print(
         f"[bold]{suite.name}[/bold]: {len(suite.runs)} run(s) on {where} -> {results}/runs/{suite.name}"
     )
     t0 = time.perf_counter()
     try:
-        outcomes = run_suite(suite, results, device, jobs=jobs, keep_going=keep_going, progress=progress)
+        outcomes = run_suite(
+            suite,
+            results,
+            device,
+            jobs=jobs,
+            keep_going=keep_going,
+            progress=progress,
+            launcher=launcher,
+            launcher_options=options,
+        )
     except DataError as e:  # unusable data: nothing was trained; the message names file and line
         _fail(str(e), 2)
     except SuiteInterrupted:

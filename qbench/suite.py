@@ -239,8 +239,11 @@ def run_suite(
     keep_going: bool = False,
     progress: bool = True,
     command: str | None = None,
+    launcher: str | None = None,
+    launcher_options: dict | None = None,
 ) -> list[RunOutcome]:
-    """Run every grid point; returns one outcome per run that was attempted (skipped included)."""
+    """Run every grid point; returns one outcome per run that was attempted (skipped included).
+    With a `launcher` (slurm, local) each run not yet done is a submitit job (launch.py)."""
     from qbench import distributed
     from qbench.device import resolve_device
     from qbench.store import RunDir, record_run_state
@@ -266,7 +269,14 @@ def run_suite(
     jobs = max(1, min(jobs, len(todo)))
     interrupted = False
     try:
-        if jobs == 1:
+        if launcher is not None:
+            from qbench.launch import run_jobs
+
+            if todo:
+                outcomes += run_jobs(
+                    todo, suite.name, results, device, launcher, launcher_options or {}, keep_going, progress
+                )
+        elif jobs == 1:
             import torch
 
             dev = resolve_device(device)
