@@ -195,6 +195,9 @@ class ConformerCTCConfig(_Strict):
     units: Literal["chars", "bpe"] = "chars"
     vocab_size: int = Field(256, ge=8)  # sentencepiece vocabulary when units is bpe
     specaugment: bool = True
+    # Vocal tract length perturbation: each training utterance's frequency axis is warped by a
+    # factor drawn from [1 - vtlp, 1 + vtlp], imitating speakers the training voices do not cover.
+    vtlp: float = Field(0.0, ge=0.0, lt=0.5)
 
     @model_validator(mode="after")
     def _heads_divide(self) -> ConformerCTCConfig:
@@ -251,7 +254,9 @@ class QuantConfig(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _canonical(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or all(data.get(k) is None for k in ("scale", "estimator", "scale_grad")):
+        if not isinstance(data, dict) or all(
+            data.get(k) is None for k in ("scale", "estimator", "scale_grad")
+        ):
             return data
         tech = data.get("technique")
         if tech is not None and tech not in TECHNIQUE_CONFIGS:
@@ -337,6 +342,9 @@ class TrainConfig(_Strict):
     # draws the curve, nothing is selected on it.
     curve_split: Literal["valid", "test"] = "valid"
     log_every: int = Field(25, ge=1)
+    # torch.compile the model's training forward (fake-quant ops included). How fast, not what is
+    # trained: left out of the run id, so a run with and without it is the same run.
+    compile: bool = False
 
 
 class EvalConfig(_Strict):
@@ -348,6 +356,14 @@ class EvalConfig(_Strict):
     # ASR: also score recordings of N consecutive test utterances joined (e.g. [4, 8]); recorded as
     # the metrics wer@xN / cer@xN beside WER. The model is still trained on single utterances.
     long_form: tuple[int, ...] = ()
+    # ASR decoding: "greedy" CTC best path, or "lexicon": CTC beam search (eval.beam_size beams)
+    # that only spells words seen in the training transcripts, with no language model. With
+    # "lexicon" the greedy scores are recorded too, as wer_greedy and cer_greedy.
+    decoder: Literal["greedy", "lexicon"] = "greedy"
+    word_score: float = 0.0  # lexicon: added per word; > 0 favours more words, < 0 fewer
+    # lexicon: a word n-gram model of the training transcripts (0: none), weighted by lm_weight.
+    lm_order: int = Field(0, ge=0, le=3)
+    lm_weight: float = Field(2.0, ge=0.0)
 
     @field_validator("long_form")
     @classmethod
@@ -390,6 +406,8 @@ class Recipe(_Strict):
             errors.append(
                 (("eval", "long_form"), "long-form evaluation joins speech recordings: task asr only")
             )
+        if self.eval.decoder != "greedy" and self.task != "asr":
+            errors.append((("eval", "decoder"), f"{self.eval.decoder!r} decoding is for asr recipes"))
         known = ["float", *(f"w{b}" for b in range(2, 9)), *self.precisions]
         for i, p in enumerate(self.eval.precisions):
             try:
@@ -414,13 +432,27 @@ class Recipe(_Strict):
 
     def config_hash(self) -> str:
         d = self.model_dump(mode="json")
-        if not d["eval"]["long_form"]:  # added later: recipes without it keep their run ids
-            del d["eval"]["long_form"]
+        # Keys added after runs were recorded leave the hash while at their defaults, so recipes
+        # that do not use them keep their run ids (and their finished runs).
+        for (section, key), default in _ADDED_LATER.items():
+            if section in d and d[section].get(key, default) == default:
+                d[section].pop(key, None)
+        del d["train"]["compile"]
         return stable_hash({**d, "quant": self.quant.hashed()})
 
     @property
     def run_id(self) -> str:
         return f"{self.quant.technique}-w{self.quant.bits}-seed{self.seed}-{self.config_hash()[:8]}"
+
+
+_ADDED_LATER = {
+    ("eval", "long_form"): [],
+    ("model", "vtlp"): 0.0,
+    ("eval", "decoder"): "greedy",
+    ("eval", "word_score"): 0.0,
+    ("eval", "lm_order"): 0,
+    ("eval", "lm_weight"): 2.0,
+}
 
 
 def stable_hash(obj: Any) -> str:

@@ -8,7 +8,10 @@ frames (8x) and so halve the encoder's work.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -148,6 +151,9 @@ class ASRTask:
         self.splits: dict[str, dict[str, Any]] = {}
         self.data_stats: dict[str, Any] = {}  # recorded sources: utterances kept, items skipped
         self._tokenizer = None
+        self._lexicon_decoder = None
+        if recipe.eval.decoder == "lexicon":
+            self.secondary_metrics = {**self.secondary_metrics, "wer_greedy": False, "cer_greedy": False}
         for n in recipe.eval.long_form:  # long-form scores join WER and CER in the index
             self.secondary_metrics = {**self.secondary_metrics, f"wer@x{n}": False, f"cer@x{n}": False}
 
@@ -315,6 +321,8 @@ class ASRTask:
 
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         feats = batch["feats"]
+        if self.recipe.model.vtlp:
+            feats = vtlp_warp(feats, self.recipe.model.vtlp)
         if self.recipe.model.specaugment:
             feats = spec_augment(feats, batch["lengths"])
         log_probs, out_lengths = model(feats, batch["lengths"])
@@ -345,6 +353,8 @@ class ASRTask:
         order = sorted(range(len(s["feats"])), key=lambda i: s["feats"][i].shape[0])
         bs = self.recipe.eval.batch_size
         hyps: dict[int, str] = {}
+        greedy: dict[int, str] = {}
+        lexicon = self.lexicon_decoder if self.recipe.eval.decoder == "lexicon" else None
         batches = [order[i : i + bs] for i in range(0, len(order), bs)]
         if shard is not None:
             batches = shard.take(batches)
@@ -353,13 +363,24 @@ class ASRTask:
             with autocast(device):
                 log_probs, out_lengths = model(b["feats"], b["lengths"])
             for i, h in zip(idx, ctc_greedy_decode(log_probs, out_lengths, self.tokenizer), strict=True):
-                hyps[i] = h
+                greedy[i] = h
+            if lexicon is not None:
+                best = lexicon(log_probs.float().cpu().contiguous(), out_lengths.cpu().int())
+                for i, nbest in zip(idx, best, strict=True):
+                    hyps[i] = " ".join(nbest[0].words) if nbest else ""
         model.train(was_training)
+        hyps = hyps or greedy
         if shard is not None:
-            hyps = shard.gather(hyps)
+            hyps, greedy = shard.gather(hyps), shard.gather(greedy)
         refs = s["texts"]
         hyp_list = [hyps[i] for i in range(len(refs))]
         details = word_error_details(refs, hyp_list)
+        if lexicon is not None:
+            plain = word_error_details(refs, [greedy[i] for i in range(len(refs))])
+            details["wer_greedy"], details["cer_greedy"] = plain["wer"], plain["cer"]
+            e = self.recipe.eval
+            lm = f", {e.lm_order}-gram LM x{e.lm_weight:g}" if e.lm_order else ""
+            details["decoder"] = f"lexicon (beam {e.beam_size}, {len(self.lexicon)} words{lm})"
         if split == "test":
             for n in self.recipe.eval.long_form:
                 long = self.evaluate(model, self.long_form_split(n), device, progress, shard=shard)
@@ -367,6 +388,53 @@ class ASRTask:
                 details[f"utterances@x{n}"] = long.details["utterances"]
         rows = list(zip(s["ids"], refs, hyp_list, strict=True))
         return EvalResult("wer", details["wer"], False, details, rows)
+
+    @property
+    def lexicon(self) -> list[str]:
+        """The words a lexicon decoder may spell: those of the training transcripts, never the test's."""
+        return sorted({w for t in self.splits["train"]["texts"] for w in t.split()})
+
+    @property
+    def lexicon_decoder(self):
+        """torchaudio's CTC beam search (flashlight-text) restricted to the training words, with an
+        optional word n-gram model of the training transcripts (qbench.ngram)."""
+        if self._lexicon_decoder is None:
+            from torchaudio.models.decoder import ctc_decoder
+
+            if not isinstance(self.tokenizer, CharTokenizer):
+                raise ValueError("eval.decoder: lexicon decoding needs model.units: chars")
+            spell = {c: ("|" if c == " " else c) for c in self.tokenizer.units}
+            words = [w for w in self.lexicon if all(c in spell for c in w)]
+            lexicon_file = self.cache_dir / "lexicon" / f"{stable_hash(words)[:16]}.txt"
+            if not lexicon_file.is_file():
+                from qbench.store import atomic_write_bytes
+
+                lines = "".join(f"{w}\t{' '.join(spell[c] for c in w)} |\n" for w in words)
+                atomic_write_bytes(lexicon_file, lines.encode())
+            e = self.recipe.eval
+            lm_file = None
+            if e.lm_order:
+                texts = self.splits["train"]["texts"]
+                lm_file = self.cache_dir / "lm" / f"{stable_hash([e.lm_order, texts])[:16]}.arpa"
+                if not lm_file.is_file():
+                    from qbench.ngram import arpa_text
+                    from qbench.store import atomic_write_bytes
+
+                    atomic_write_bytes(lm_file, arpa_text(texts, e.lm_order).encode())
+            with _quiet_stderr():  # KenLM prints its own loading bar when it reads the ARPA file
+                self._lexicon_decoder = ctc_decoder(
+                    lexicon=str(lexicon_file),
+                    tokens=["<blank>", *(spell[c] for c in self.tokenizer.units)],  # id 0 is the blank
+                    lm=None if lm_file is None else str(lm_file),
+                    lm_weight=e.lm_weight,
+                    beam_size=e.beam_size,
+                    word_score=e.word_score,
+                    blank_token="<blank>",
+                    sil_token="|",
+                    unk_word="<unk>",
+                    log_add=True,
+                )
+        return self._lexicon_decoder
 
     def long_form_split(self, n: int, source: str = "test") -> str:
         """The split `<source>@x<n>`: every run of `n` consecutive utterances of `source` joined into
@@ -387,6 +455,20 @@ class ASRTask:
         return name
 
 
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence output written by C++ code straight to file descriptor 2."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def spec_augment(feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Two frequency masks (up to 15 bins) and two time masks (up to 5% of the frames) per utterance."""
     x = feats.transpose(1, 2)  # (B, F, T) as torchaudio's masking transforms expect
@@ -399,3 +481,30 @@ def spec_augment(feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         x = freq(x.unsqueeze(1), mask_value=mean).squeeze(1)
         x = time_mask(x.unsqueeze(1), mask_value=mean).squeeze(1)
     return x.transpose(1, 2)
+
+
+def vtlp_warp(
+    feats: torch.Tensor, max_warp: float, low_hz: float = 20.0, high_hz: float = 8000.0
+) -> torch.Tensor:
+    """Vocal tract length perturbation on log-mel features (Jaitly & Hinton, 2013).
+
+    Each utterance's spectrum is stretched in frequency by a factor drawn from [1 - max_warp,
+    1 + max_warp]: the output bin centred at f Hz takes the (interpolated) log energy at f / factor.
+    Done on the features rather than the audio (as torchaudio would by resampling) because it is
+    a gather per batch instead of a resample per utterance. Bins whose source lies past the top
+    keep the top bin.
+    """
+    batch, _, n_mels = feats.shape
+    mel = lambda hz: 1127.0 * torch.log1p(hz / 700.0)  # noqa: E731 - Kaldi's mel scale, as fbank uses
+    lo, hi = mel(torch.tensor(low_hz)), mel(torch.tensor(high_hz))
+    step = (hi - lo) / (n_mels + 1)
+    centres_mel = lo + step * torch.arange(1, n_mels + 1)
+    centres_hz = 700.0 * torch.expm1(centres_mel / 1127.0)
+    factor = 1.0 + (torch.rand(batch, 1) * 2.0 - 1.0) * max_warp
+    source_pos = ((mel(centres_hz[None, :] / factor) - lo) / step - 1.0).clamp(0, n_mels - 1)
+    left = source_pos.floor().long().clamp(max=n_mels - 2)
+    frac = (source_pos - left).to(feats.device, feats.dtype)[:, None, :]
+    left = left.to(feats.device)[:, None, :].expand(-1, feats.shape[1], -1)
+    lower = feats.gather(2, left)
+    upper = feats.gather(2, left + 1)
+    return lower + (upper - lower) * frac
