@@ -59,6 +59,7 @@ def _training_key(recipe: Recipe, float_until: int | None = None) -> str:
     """What determines the weights after training (or after the first `float_until` float steps)."""
     d = recipe.model_dump(mode="json")
     parts = {k: d[k] for k in ("task", "seed", "data", "model", "train")}
+    parts["train"].pop("compile", None)  # speed only: compiled and eager runs share their training
     if float_until is not None:
         parts["float_until"] = float_until
     elif trains_quantized(recipe):
@@ -249,6 +250,9 @@ class Runner:
 
         warm = r.quant.float_warmup_steps
         qat_start = warm if trains_quantized(r) else None
+        # train.compile: the forward of the loss through torch.compile, quantizers (parametrizations)
+        # inside the graph; attaching them at QAT start recompiles. Checkpoints keep the plain model.
+        forward = torch.compile(model) if r.train.compile else model
         model.train()
         with make_progress(enabled=self.progress) as bar:
             task_id = bar.add_task(
@@ -262,7 +266,7 @@ class Runner:
                     state.quantized = True
                 batch = self._train_batch(task, state.step)
                 with self.dist.step(model, r.seed, state.step), autocast(self.device):
-                    loss = task.loss(model, batch) if batch is not None else None
+                    loss = task.loss(forward, batch) if batch is not None else None
                 # the global batch's loss (data-parallel: the sum of the ranks' parts), alike on all ranks
                 total = self.dist.sum(
                     loss.detach() if loss is not None else torch.zeros((), device=self.device)

@@ -1,0 +1,47 @@
+"""train.compile: the training forward goes through torch.compile with the fake-quant ops inside
+one graph, and trains as eager does."""
+
+import functools
+
+import pytest
+import torch
+
+from qbench.engine import run_recipe
+from qbench.recipe import load_suite
+from tests.test_distributed import TINY_MT, losses
+
+CPU = torch.device("cpu")
+
+
+def test_compiled_training_is_one_graph_and_matches_eager(tmp_path, results, monkeypatch):
+    path = tmp_path / "mt.yaml"
+    path.write_text(TINY_MT.replace("grid: {quant.technique: [ste, rand]}\n", ""))
+    overrides = ["train.steps=4", "quant.float_warmup_steps=2", "quant.technique=rand"]
+    eager = load_suite(path, overrides).runs[0]
+    compiled = load_suite(path, [*overrides, "train.compile=true"]).runs[0]
+    assert compiled.train.compile and compiled.run_id == eager.run_id  # speed only: the same run
+
+    # Inductor's C++ code generation takes minutes on a shared CPU; dynamo's graph capture with the
+    # eager backend is what tells whether the quantizers sit inside the graph: fullgraph=True fails
+    # on any graph break.
+    calls = []
+    original = torch.compile
+
+    def spy(model, **kwargs):
+        calls.append(model)
+        return original(model, backend="eager", fullgraph=True)
+
+    monkeypatch.setattr(torch, "compile", spy)
+    torch._dynamo.reset()
+    run_recipe(compiled, "c", results, CPU, progress=False)
+    assert len(calls) == 1
+    monkeypatch.setattr(torch, "compile", original)
+
+    other = tmp_path / "eager"
+    (other / "cache").mkdir(parents=True)
+    (other / "cache" / "spm").symlink_to((results / "cache" / "spm").resolve(), target_is_directory=True)
+    run_recipe(eager, "c", other, CPU, progress=False)
+    log = lambda root: (root / "runs/c" / eager.run_id / "train.log").read_text()  # noqa: E731
+    assert "training from scratch" in log(results)
+    assert losses(log(results)) == pytest.approx(losses(log(other)), abs=2e-4)
+    assert len(losses(log(results))) == 4
