@@ -132,11 +132,19 @@ class DistEnv:
             if not has:
                 p.grad = None
 
+    def broadcast_buffers(self, model: nn.Module) -> None:
+        """Rank 0's buffers on every rank: BatchNorm's running statistics are gathered from each
+        rank's shard, so without this the ranks would evaluate (and checkpoint) different models.
+        DDP does the same before every forward (broadcast_buffers); here, before each evaluation."""
+        if self.enabled:
+            for b in model.buffers():
+                dist.broadcast(b.data, src=0)
+
     def check_in_sync(self, model: nn.Module) -> None:
-        """Raise if any rank's parameters or buffers differ from rank 0's (per-tensor checksums)."""
+        """Raise if any rank's parameters differ from rank 0's (per-tensor checksums)."""
         if not self.enabled:
             return
-        tensors = [t for t in model.state_dict().values() if torch.is_tensor(t) and t.is_floating_point()]
+        tensors = [p.detach() for p in model.parameters()]
         sums = torch.stack(
             [t.detach().double().sum() for t in tensors] + [torch.zeros((), dtype=torch.double)]
         )

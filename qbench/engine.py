@@ -169,6 +169,7 @@ class Runner:
         """Data-parallel, each rank decodes its share of the batches and all get the whole result."""
         if not self.dist.enabled:
             return task.evaluate(model, split, self.device, progress=progress)
+        self.dist.broadcast_buffers(model)
         return task.evaluate(model, split, self.device, progress=progress, shard=self.dist.shard)
 
     # -------------------------------------------------------------- training
@@ -318,6 +319,7 @@ class Runner:
         if trains_quantized(r) and not state.quantized:  # resumed from a finished checkpoint
             attach_quantizers(model, optimizer, self.spec)
             state.quantized = True
+        self.dist.broadcast_buffers(model)
         self.dist.check_in_sync(model)
         return state
 
