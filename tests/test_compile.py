@@ -1,8 +1,6 @@
 """train.compile: the training forward goes through torch.compile with the fake-quant ops inside
 one graph, and trains as eager does."""
 
-import functools
-
 import pytest
 import torch
 

@@ -37,6 +37,9 @@ def test_local_launcher_runs_each_run_as_a_job_and_a_rerun_submits_nothing(tmp_p
 
 
 def test_launcher_options():
-    assert parse_options(["slurm_partition=gpu", "gpus_per_node=1"]) == {"slurm_partition": "gpu", "gpus_per_node": 1}
+    assert parse_options(["slurm_partition=gpu", "gpus_per_node=1"]) == {
+        "slurm_partition": "gpu",
+        "gpus_per_node": 1,
+    }
     with pytest.raises(ValueError, match="KEY=VALUE"):
         parse_options(["gpu"])
