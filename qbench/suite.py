@@ -118,12 +118,13 @@ def run_one(r: Recipe, suite: str, results: Path, device, progress: bool) -> Run
     except (DataError, KeyboardInterrupt):
         raise
     except Exception as e:  # noqa: BLE001 - any failure of one run is recorded, not fatal to the suite
+        reason = f"{type(e).__name__}: {e}"
         if main:
             reason = _record_failure(r, suite, results, e)
             record_run_state(results, r, suite, "failed", reason)
         if distributed.current().enabled and not isinstance(e, TrainingDiverged):
             raise  # maybe this rank's alone: the others wait in a collective, so end the group
-        return RunOutcome(r.run_id, r.quant.technique, r.seed, "failed", str(e))
+        return RunOutcome(r.run_id, r.quant.technique, r.seed, "failed", reason)
     if main:
         record_run_state(results, r, suite, "done")
     state = "skipped" if m.get("skipped") else "done"
