@@ -57,9 +57,8 @@ def trains_quantized(recipe: Recipe) -> bool:
 
 def _training_key(recipe: Recipe, float_until: int | None = None) -> str:
     """What determines the weights after training (or after the first `float_until` float steps)."""
-    d = recipe.model_dump(mode="json")
+    d = recipe.hashed_dump()
     parts = {k: d[k] for k in ("task", "seed", "data", "model", "train")}
-    parts["train"].pop("compile", None)  # speed only: compiled and eager runs share their training
     if float_until is not None:
         parts["float_until"] = float_until
     elif trains_quantized(recipe):
