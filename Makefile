@@ -22,11 +22,13 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
-# The CI gate: a small suite trained from scratch, checked against the committed baseline.
+# The CI gate: two small suites (speech, translation) trained from scratch, checked against the
+# committed baseline.
 # One thread, as when the baseline was written, so the numbers repeat exactly.
 ci-gate: setup
 	rm -rf .cache/ci-results
 	QBENCH_THREADS=1 $(BIN)/qbench run recipes/ci.yaml --results .cache/ci-results --no-progress
+	QBENCH_THREADS=1 $(BIN)/qbench run recipes/ci-mt.yaml --results .cache/ci-results --no-progress
 	$(BIN)/qbench check --baseline results/baselines/ci.json --results .cache/ci-results --junit .cache/ci-junit.xml
 
 bench: setup
