@@ -300,8 +300,16 @@ def _read_table(root: Path, table: str):
         return _retrying(lambda: pd.read_sql_query(f"SELECT * FROM {table}", con))
 
 
-def read_results(root: Path):
-    return _read_table(root, "results")
+def read_results(root: Path, latest_only: bool = True):
+    """The `results` table. With `latest_only`, a run superseded by a newer run of the same suite,
+    technique, training bits and seed (the suite's recipe changed since) is left out, so a
+    leaderboard never averages two configurations as if they were seeds."""
+    df = _read_table(root, "results")
+    if not latest_only or df.empty:
+        return df
+    started = df.groupby(["suite", "run_id"]).created.transform("min")
+    newest = started.groupby([df.suite, df.technique, df.train_bits, df.seed]).transform("max")
+    return df[started == newest].reset_index(drop=True)
 
 
 def read_runs(root: Path):

@@ -133,3 +133,17 @@ def test_baseline_written_from_index_round_trips(tmp_path):
     assert r.exit_code == 0, r.output
     out = CliRunner().invoke(app, ["check", "--baseline", str(out_file), "--results", str(tmp_path)])
     assert out.exit_code == 0 and "5 checked, 0 failing" in out.output
+
+
+def test_a_changed_recipe_supersedes_older_runs_instead_of_counting_as_seeds(tmp_path):
+    old = [row("rand", p, 0.50) for p in ("float", "w4")]
+    record_results(tmp_path, old)
+    new = [
+        {**row("rand", p, 0.10), "run_id": "rand-0-new", "created": time.time() + 10} for p in ("float", "w4")
+    ]
+    record_results(tmp_path, new)
+    latest = read_results(tmp_path)
+    assert set(latest.run_id) == {"rand-0-new"} and list(latest.value) == [0.10, 0.10]
+    assert len(read_results(tmp_path, latest_only=False)) == 4
+    board = leaderboard(latest[latest.headline == 1])
+    assert board.table.loc["rand", "w4"].startswith("10.00")
