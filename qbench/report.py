@@ -50,7 +50,12 @@ _PERCENT_METRICS = ("wer", "cer")
 
 
 def display_scale(metric: str) -> float:
-    return 100.0 if metric.split("@")[0] in _PERCENT_METRICS else 1.0  # wer@x4: long-form WER
+    return 100.0 if is_percent(metric) else 1.0
+
+
+def is_percent(metric: str) -> bool:
+    """wer, cer and their variants (wer@x4: long-form; wer_greedy: greedy beside a lexicon decoder)."""
+    return metric.split("@")[0].removesuffix("_greedy") in _PERCENT_METRICS
 
 
 def _row_label(technique: str, train_bits: int, bits_vary: bool) -> str:
@@ -197,7 +202,7 @@ def _sorted_rows(g: pd.DataFrame, rows: list[str], precisions: list[str], sort: 
 
 
 def _unit(board: Leaderboard) -> str:
-    pct = " %" if board.metric in _PERCENT_METRICS else ""
+    pct = " %" if is_percent(board.metric) else ""
     return f"{board.metric.upper()}{pct}, {'higher' if board.higher_is_better else 'lower'} is better"
 
 
