@@ -430,15 +430,19 @@ class Recipe(_Strict):
             )
         return errors
 
-    def config_hash(self) -> str:
+    def hashed_dump(self) -> dict:
+        """The resolved config as hashed for run ids and shared-training keys."""
         d = self.model_dump(mode="json")
         # Keys added after runs were recorded leave the hash while at their defaults, so recipes
         # that do not use them keep their run ids (and their finished runs).
         for (section, key), default in _ADDED_LATER.items():
             if section in d and d[section].get(key, default) == default:
                 d[section].pop(key, None)
-        del d["train"]["compile"]
-        return stable_hash({**d, "quant": self.quant.hashed()})
+        del d["train"]["compile"]  # speed only: compiled and eager runs are the same run
+        return d
+
+    def config_hash(self) -> str:
+        return stable_hash({**self.hashed_dump(), "quant": self.quant.hashed()})
 
     @property
     def run_id(self) -> str:
