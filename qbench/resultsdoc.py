@@ -98,7 +98,12 @@ def suite_section(results: Path, suite: str, out_dir: Path, metrics: list[str] |
         label = "Command" if len(commands) == 1 else "Commands"
         lines.append(
             f"- {label}: {', '.join(f'`{c}`' for c in commands)} "
-            f"({len(sessions)} invocation(s), {_minutes(wall)} wall time in all)"
+            f"({len(sessions)} invocation(s), {_minutes(wall)} wall time in all"
+            + (
+                f"; {killed} killed, counted up to their last finished run)"
+                if (killed := sum("finished" in s and s["finished"] is None for s in sessions))
+                else ")"
+            )
         )
     else:
         lines.append("- Command: not recorded (runs made before `qbench run` logged suite.json)")

@@ -269,6 +269,8 @@ def run_suite(
         raise ValueError("--jobs runs suites in separate processes; under torchrun use --jobs 1")
     jobs = max(1, min(jobs, len(todo)))
     interrupted = False
+    if dist.is_main:
+        _log_session(results, suite, command, started, jobs, keep_going, outcomes, None)
     try:
         if launcher is not None:
             from qbench.launch import run_jobs
@@ -287,6 +289,8 @@ def run_suite(
                 o = run_one(r, suite.name, results, dev, progress)
                 outcomes.append(o)
                 _announce(o)
+                if dist.is_main:  # a suite killed later still shows what it did, and for how long
+                    _log_session(results, suite, command, started, jobs, keep_going, outcomes, None)
                 if o.state == "failed" and not keep_going:
                     break
         else:
@@ -308,8 +312,10 @@ def _log_session(
     jobs: int,
     keep_going: bool,
     outcomes: list[RunOutcome],
-    interrupted: bool,
+    interrupted: bool | None,
 ) -> None:
+    """Record this invocation in suite.json, replacing its earlier record (same start time).
+    `interrupted` None: still running (if the process is killed, the record stays so)."""
     import json
 
     from qbench.store import atomic_write_json
@@ -319,17 +325,17 @@ def _log_session(
         data = json.loads(f.read_text()) if f.is_file() else {}
     except json.JSONDecodeError:
         data = {}
-    sessions = data.get("sessions", [])
+    sessions = [x for x in data.get("sessions", []) if x.get("started") != started]
     sessions.append(
         {
             "command": command,
             "recipe": str(suite.path),
             "started": started,
-            "finished": time.time(),
+            "finished": None if interrupted is None else time.time(),
             "wall_seconds": round(time.time() - started, 1),
             "jobs": jobs,
             "keep_going": keep_going,
-            "interrupted": interrupted,
+            "interrupted": interrupted,  # None: running, or killed without a chance to say so
             "runs": len(suite.runs),
             "outcomes": [asdict(o) for o in outcomes],
         }

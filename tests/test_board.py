@@ -249,3 +249,19 @@ def test_results_md_has_board_hardware_versions_command_and_plot(tmp_path, resul
     assert "### WER" in md
     assert "![s: accuracy vs packed size, and training curves](s.png)" in md
     assert (md_file.parent / "s.png").is_file()
+
+
+def test_results_md_counts_a_killed_invocation(tmp_path, results):
+    """A suite killed mid-way leaves its session record (written after each run) unfinished."""
+    fake_runs(tmp_path, results)
+    sessions = [
+        {"command": "qbench run s.yaml", "started": 1.0, "finished": None, "wall_seconds": 300},
+        {"command": "qbench run s.yaml", "started": 2.0, "finished": 3.0, "wall_seconds": 60},
+    ]
+    (results / "runs" / "s" / "suite.json").write_text(json.dumps({"suite": "s", "sessions": sessions}))
+    md_file = tmp_path / "doc" / "RESULTS.md"
+    out = cli("results", "--suite", "s", "--results", results, "--out", md_file, "--no-plot")
+    assert out.exit_code == 0, out.output
+    assert "(2 invocation(s), 6 min wall time in all; 1 killed, counted up to their last finished run)" in (
+        md_file.read_text()
+    )
