@@ -408,6 +408,9 @@ class Recipe(_Strict):
             )
         if self.eval.decoder != "greedy" and self.task != "asr":
             errors.append((("eval", "decoder"), f"{self.eval.decoder!r} decoding is for asr recipes"))
+        elif self.eval.decoder == "lexicon" and getattr(self.model, "units", "chars") != "chars":
+            # found here, not after training: the lexicon spells words in characters
+            errors.append((("eval", "decoder"), "lexicon decoding needs model.units: chars"))
         known = ["float", *(f"w{b}" for b in range(2, 9)), *self.precisions]
         for i, p in enumerate(self.eval.precisions):
             try:

@@ -118,3 +118,12 @@ def test_lexicon_decoder_is_for_asr_only(tmp_path):
     f.write_text("name: m\ntask: mt\neval: {decoder: lexicon}\n")
     with pytest.raises(RecipeError, match="eval.decoder"):
         load_suite(f)
+
+
+def test_lexicon_decoder_with_subword_units_is_refused_before_training(tmp_path):
+    from qbench.recipe import RecipeError, load_suite
+
+    f = tmp_path / "bpe.yaml"
+    f.write_text("name: b\ntask: asr\nmodel: {units: bpe, vocab_size: 64}\neval: {decoder: lexicon}\n")
+    with pytest.raises(RecipeError, match="lexicon decoding needs model.units: chars"):
+        load_suite(f)
