@@ -53,23 +53,12 @@ def skeleton_model(recipe: Recipe) -> nn.Module:
 
     m = recipe.model
     with torch.random.fork_rng(devices=[]):
-        if m.arch == "conformer-ctc":
-            from qbench.tasks.asr import ConformerCTC
+        if m.arch in ("conformer-ctc", "conformer-transducer"):
+            from qbench.tasks.asr import build_asr_model
             from qbench.tokenizers import CharTokenizer
 
             vocab = CharTokenizer().size if m.units == "chars" else m.vocab_size
-            return ConformerCTC(
-                m.n_mels,
-                vocab,
-                m.d_model,
-                m.layers,
-                m.heads,
-                m.ffn_mult,
-                m.conv_kernel,
-                m.dropout,
-                m.subsampling,
-                utterance_cmn=m.feature_norm == "utterance",
-            )
+            return build_asr_model(m, vocab)
         if m.arch == "transformer":
             from qbench.tasks.mt import TransformerMT
 

@@ -13,7 +13,7 @@ import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -180,7 +180,10 @@ class TransformerConfig(_Strict):
 
 
 class ConformerCTCConfig(_Strict):
-    arch: Literal["conformer-ctc"] = "conformer-ctc"
+    """The Conformer encoder with a CTC head, or with a transducer (RNN-T) head: an embedding +
+    1-layer LSTM prediction network and a joiner (qbench.tasks.transducer), decoded greedily."""
+
+    arch: Literal["conformer-ctc", "conformer-transducer"] = "conformer-ctc"
     d_model: int = Field(144, ge=8)
     layers: int = Field(4, ge=1)
     heads: int = Field(4, ge=1)
@@ -198,6 +201,11 @@ class ConformerCTCConfig(_Strict):
     # Vocal tract length perturbation: each training utterance's frequency axis is warped by a
     # factor drawn from [1 - vtlp, 1 + vtlp], imitating speakers the training voices do not cover.
     vtlp: float = Field(0.0, ge=0.0, lt=0.5)
+    # conformer-transducer: prediction network width (embedding and LSTM) and joiner width.
+    # Unused by conformer-ctc, which leaves them out of its run ids, so a grid over model.arch
+    # may set them for both.
+    pred_dim: int = Field(128, ge=8)
+    joiner_dim: int = Field(128, ge=8)
 
     @model_validator(mode="after")
     def _heads_divide(self) -> ConformerCTCConfig:
@@ -208,8 +216,12 @@ class ConformerCTCConfig(_Strict):
         return self
 
 
+#: quant.include of a transducer by default: the LSTM's weights as well as the default globs
+TRANSDUCER_INCLUDE: tuple[str, ...] = (*DEFAULT_INCLUDE, "*.weight_ih_l0", "*.weight_hh_l0")
+
 ModelConfig = Annotated[ConformerCTCConfig | TransformerConfig, Field(discriminator="arch")]
-ARCHS = {"asr": "conformer-ctc", "mt": "transformer"}
+#: task -> its model archs, the default first
+ARCHS = {"asr": ("conformer-ctc", "conformer-transducer"), "mt": ("transformer",)}
 _TAGGED_FIELD = {
     SyntheticSpeechData: "source",
     FSDDData: "source",
@@ -384,6 +396,24 @@ class Recipe(_Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     precisions: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _transducer_include(cls, data: Any) -> Any:
+        """A transducer's LSTM weights (weight_ih_l0, weight_hh_l0) escape the default include
+        globs; with no `quant.include` of the recipe's own they are added, so all its weights
+        are quantized."""
+        if not isinstance(data, dict):
+            return data
+        model, quant = data.get("model"), data.get("quant")
+        arch = model.get("arch") if isinstance(model, dict) else getattr(model, "arch", None)
+        if arch != "conformer-transducer":
+            return data
+        if quant is None or isinstance(quant, dict) and "include" not in quant:
+            return {**data, "quant": {**(quant or {}), "include": list(TRANSDUCER_INCLUDE)}}
+        if isinstance(quant, QuantConfig) and "include" not in quant.model_fields_set:
+            return {**data, "quant": quant.model_copy(update={"include": TRANSDUCER_INCLUDE})}
+        return data
+
     def cross_field_errors(self) -> list[tuple[tuple, str]]:
         """Checks that span sections, as (location, message) so errors still point at a line."""
         errors = []
@@ -395,11 +425,12 @@ class Recipe(_Strict):
                     f"(one of {', '.join(DATA_SOURCES[self.task])})",
                 )
             )
-        if self.model.arch != ARCHS[self.task]:
+        if self.model.arch not in ARCHS[self.task]:
             errors.append(
                 (
                     ("model", "arch"),
-                    f"{self.model.arch!r} is not a {self.task} model (use {ARCHS[self.task]!r})",
+                    f"{self.model.arch!r} is not a {self.task} model "
+                    f"(use {' or '.join(repr(a) for a in ARCHS[self.task])})",
                 )
             )
         if self.eval.long_form and self.task != "asr":
@@ -411,6 +442,14 @@ class Recipe(_Strict):
         elif self.eval.decoder == "lexicon" and getattr(self.model, "units", "chars") != "chars":
             # found here, not after training: the lexicon spells words in characters
             errors.append((("eval", "decoder"), "lexicon decoding needs model.units: chars"))
+        elif self.eval.decoder == "lexicon" and self.model.arch == "conformer-transducer":
+            errors.append(
+                (
+                    ("eval", "decoder"),
+                    "lexicon decoding is a CTC beam search: model.arch conformer-transducer decodes "
+                    "with eval.decoder: greedy",
+                )
+            )
         known = ["float", *(f"w{b}" for b in range(2, 9)), *self.precisions]
         for i, p in enumerate(self.eval.precisions):
             try:
@@ -442,6 +481,9 @@ class Recipe(_Strict):
             if section in d and d[section].get(key, default) == default:
                 d[section].pop(key, None)
         del d["train"]["compile"]  # speed only: compiled and eager runs are the same run
+        if d["model"]["arch"] == "conformer-ctc":  # transducer-only keys: the same CTC run
+            for key in _TRANSDUCER_ONLY:
+                d["model"].pop(key, None)
         return d
 
     def config_hash(self) -> str:
@@ -460,6 +502,10 @@ _ADDED_LATER = {
     ("eval", "lm_order"): 0,
     ("eval", "lm_weight"): 2.0,
 }
+
+
+#: model keys only the transducer uses (left out of a CTC run's hash)
+_TRANSDUCER_ONLY = ("pred_dim", "joiner_dim")
 
 
 def stable_hash(obj: Any) -> str:
@@ -511,7 +557,7 @@ _TAGGED = {"data": ("source", DataConfig), "model": ("arch", ModelConfig)}
 def _union_members(annotated: Any) -> dict[str, type[BaseModel]]:
     """{tag: class} of a discriminated union such as DataConfig."""
     union = annotated.__origin__ if hasattr(annotated, "__metadata__") else annotated
-    return {m.model_fields[_TAGGED_FIELD[m]].default: m for m in union.__args__}
+    return {tag: m for m in union.__args__ for tag in get_args(m.model_fields[_TAGGED_FIELD[m]].annotation)}
 
 
 def _strip_tags(loc: tuple) -> tuple[tuple, type[BaseModel] | None]:
@@ -576,7 +622,11 @@ def _format_error(err: dict, source: str, lines: dict[tuple, int], overrides: di
 def _validate(raw: dict, source: str, lines: dict[tuple, int], overrides: dict[str, str]) -> Recipe:
     # The task implies the model and data kinds, so `model: {d_model: 16}` needs no `arch:`.
     task = raw.get("task", "asr")
-    for section, default in (("model", ARCHS), ("data", {k: v[0] for k, v in DATA_SOURCES.items()})):
+    defaults = {
+        "model": {k: v[0] for k, v in ARCHS.items()},
+        "data": {k: v[0] for k, v in DATA_SOURCES.items()},
+    }
+    for section, default in defaults.items():
         tag = _TAGGED[section][0]
         if isinstance(raw.get(section), dict) and tag not in raw[section] and task in default:
             raw[section] = {tag: default[task], **raw[section]}

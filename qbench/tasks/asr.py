@@ -1,4 +1,5 @@
-"""Speech recognition: log-mel features, Conformer encoder with a CTC head, greedy decoding, WER/CER.
+"""Speech recognition: log-mel features, Conformer encoder with a CTC head (or a transducer head,
+qbench.tasks.transducer), greedy decoding, WER/CER.
 
 Features are torchaudio's Kaldi-compatible fbank with global mean/variance normalisation kept in
 the model as buffers (so a checkpoint or export carries them). Units are characters, for which
@@ -66,11 +67,14 @@ class ConvSubsampling(nn.Module):
         return x, lengths.clamp(min=1, max=x.shape[1])
 
 
-class ConformerCTC(nn.Module):
+class ConformerEncoder(nn.Module):
+    """Feature normalisation, ConvSubsampling and torchaudio's Conformer: the encoder that the CTC
+    and the transducer heads (qbench.tasks.transducer) share. A head subclasses it and adds its
+    layers after these, so parameter names and initialisation order are the same in both."""
+
     def __init__(
         self,
         n_mels: int,
-        vocab: int,
         d_model: int,
         layers: int,
         heads: int,
@@ -94,10 +98,9 @@ class ConformerCTC(nn.Module):
             depthwise_conv_kernel_size=conv_kernel,
             dropout=dropout,
         )
-        self.head = nn.Linear(d_model, vocab)
 
-    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T, n_mels) -> CTC log-probabilities (B, T/subsampling, vocab) in float32, and their lengths."""
+    def encode(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, n_mels) -> encoder states (B, T/subsampling, d_model) and their lengths."""
         if self.utterance_cmn:
             # Per-utterance mean over the real frames (Kaldi's CMN): removes much of what differs
             # between voices and channels, which matters when test voices are unseen.
@@ -109,8 +112,57 @@ class ConformerCTC(nn.Module):
         else:
             x = (feats - self.feat_mean) / self.feat_std
         x, lengths = self.subsample(x, lengths)
-        x, lengths = self.encoder(self.dropout(x), lengths)
+        return self.encoder(self.dropout(x), lengths)
+
+
+class ConformerCTC(ConformerEncoder):
+    def __init__(
+        self,
+        n_mels: int,
+        vocab: int,
+        d_model: int,
+        layers: int,
+        heads: int,
+        ffn_mult: int,
+        conv_kernel: int,
+        dropout: float,
+        subsampling: int = 4,
+        utterance_cmn: bool = True,
+    ):
+        super().__init__(
+            n_mels, d_model, layers, heads, ffn_mult, conv_kernel, dropout, subsampling, utterance_cmn
+        )
+        self.head = nn.Linear(d_model, vocab)
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, n_mels) -> CTC log-probabilities (B, T/subsampling, vocab) in float32, and their lengths."""
+        x, lengths = self.encode(feats, lengths)
         return F.log_softmax(self.head(x).float(), dim=-1), lengths
+
+
+def build_asr_model(m, vocab: int) -> ConformerEncoder:
+    """The untrained model of a recipe's `model:` section: conformer-ctc or conformer-transducer."""
+    args = (
+        m.n_mels,
+        vocab,
+        m.d_model,
+        m.layers,
+        m.heads,
+        m.ffn_mult,
+        m.conv_kernel,
+        m.dropout,
+        m.subsampling,
+    )
+    if m.arch == "conformer-transducer":
+        from qbench.tasks.transducer import ConformerTransducer
+
+        return ConformerTransducer(
+            *args,
+            utterance_cmn=m.feature_norm == "utterance",
+            pred_dim=m.pred_dim,
+            joiner_dim=m.joiner_dim,
+        )
+    return ConformerCTC(*args, utterance_cmn=m.feature_norm == "utterance")
 
 
 def ctc_greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, tokenizer) -> list[str]:
@@ -262,19 +314,7 @@ class ASRTask:
     # ------------------------------------------------------------------ model
 
     def build_model(self) -> nn.Module:
-        m = self.recipe.model
-        model = ConformerCTC(
-            m.n_mels,
-            self.tokenizer.size,
-            m.d_model,
-            m.layers,
-            m.heads,
-            m.ffn_mult,
-            m.conv_kernel,
-            m.dropout,
-            m.subsampling,
-            utterance_cmn=m.feature_norm == "utterance",
-        )
+        model = build_asr_model(self.recipe.model, self.tokenizer.size)
         mean, std = self.feature_stats()
         model.feat_mean.copy_(mean)
         model.feat_std.copy_(std)
@@ -325,8 +365,15 @@ class ASRTask:
             feats = vtlp_warp(feats, self.recipe.model.vtlp)
         if self.recipe.model.specaugment:
             feats = spec_augment(feats, batch["lengths"])
-        log_probs, out_lengths = model(feats, batch["lengths"])
         norm = batch.get("loss_norm")  # data-parallel: sum over this shard / the global batch size
+        if self.recipe.model.arch == "conformer-transducer":
+            from qbench.tasks.transducer import pad_targets, transducer_loss
+
+            targets = pad_targets(batch["targets"], batch["target_lengths"])
+            logits, out_lengths = model(feats, batch["lengths"], targets)
+            loss = transducer_loss(logits, out_lengths, targets, batch["target_lengths"])
+            return loss.mean() if norm is None else loss.sum() / norm
+        log_probs, out_lengths = model(feats, batch["lengths"])
         loss = F.ctc_loss(
             log_probs.transpose(0, 1),
             batch["targets"],
@@ -345,8 +392,9 @@ class ASRTask:
     def evaluate(
         self, model: nn.Module, split: str, device: torch.device, progress: bool = True, shard=None
     ) -> EvalResult:
-        """Greedy CTC decoding in length-sorted batches; with a `shard` (data-parallel) this rank
-        decodes its share of the batches and the hypotheses of all ranks are gathered."""
+        """Greedy CTC (or transducer) decoding in length-sorted batches; with a `shard`
+        (data-parallel) this rank decodes its share of the batches and the hypotheses of all ranks
+        are gathered."""
         was_training = model.training
         model.eval()
         s = self.splits[split]
@@ -355,11 +403,18 @@ class ASRTask:
         hyps: dict[int, str] = {}
         greedy: dict[int, str] = {}
         lexicon = self.lexicon_decoder if self.recipe.eval.decoder == "lexicon" else None
+        transducer = self.recipe.model.arch == "conformer-transducer"  # greedy only (recipe checks)
         batches = [order[i : i + bs] for i in range(0, len(order), bs)]
         if shard is not None:
             batches = shard.take(batches)
         for idx in progress_bar(batches, f"decode {split}", enabled=progress and self.progress):
             b = self._collate(split, idx, device)
+            if transducer:
+                with autocast(device):
+                    best = model.greedy_decode(b["feats"], b["lengths"])
+                for i, ids in zip(idx, best, strict=True):
+                    greedy[i] = self.tokenizer.decode(ids)
+                continue
             with autocast(device):
                 log_probs, out_lengths = model(b["feats"], b["lengths"])
             for i, h in zip(idx, ctc_greedy_decode(log_probs, out_lengths, self.tokenizer), strict=True):
