@@ -106,6 +106,10 @@ class GPUSampler:
         self._stop.set()
         if self.device.type == "cuda":
             self._thread.join()
+            if not self.samples:  # shorter than one tick: NVML's reading covers the last fraction of a second
+                v = self._read()
+                if v is not None:
+                    self.samples.append(v)
 
     @property
     def mean(self) -> float | None:
@@ -287,7 +291,7 @@ def main() -> None:
     for mode, ups, rtf, mts, util, step in rows:
         print(
             f"| {mode} | {fmt(ups, '.1f')} | {fmt(step and step * 1e3, '.0f')} | "
-            f"{fmt(step and fp32 / step, '.2f')} | {fmt(rtf, '.4f')} | {fmt(mts, '.1f')} | {fmt(util, '.0f')} |"
+            f"{fmt(step and fp32 / step, '.2f')} | {fmt(rtf, '.2e')} | {fmt(mts, '.1f')} | {fmt(util, '.0f')} |"
         )
     if not use_compile:
         print(

@@ -153,7 +153,7 @@ def _init_worker(devices, threads: int) -> None:
     _WORKER["device"] = torch.device(device)
     if _WORKER["device"].type == "cpu":
         torch.set_num_threads(threads)
-    else:
+    elif _WORKER["device"].index is not None:  # several GPUs: this worker's; one GPU: "cuda", shared
         torch.cuda.set_device(_WORKER["device"])
 
 

@@ -116,3 +116,31 @@ def test_killed_suite_rerun_finishes_only_what_was_left(tmp_path, results):
     assert "resumed from own checkpoint" in (results / "runs/tiny" / runs[1].run_id / "train.log").read_text()
     assert "reused shared float warm-up" in (results / "runs/tiny" / runs[2].run_id / "train.log").read_text()
     assert read_results(results).run_id.nunique() == 3
+
+
+def test_workers_share_one_gpu_and_pin_one_each_of_several(monkeypatch):
+    """--jobs on one GPU: every worker uses "cuda" (set_device("cuda") raises, so it is not called);
+    on several GPUs each worker is pinned to its own. (Found on an H200: the pool broke at start.)"""
+    import queue
+
+    import torch
+
+    from qbench import suite
+
+    pinned = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: pinned.append(str(d)))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for count, expected_devices, expected_pins in [
+        (1, ["cuda", "cuda", "cuda"], []),
+        (2, ["cuda:0", "cuda:1", "cuda:0"], ["cuda:0", "cuda:1", "cuda:0"]),
+    ]:
+        monkeypatch.setattr(torch.cuda, "device_count", lambda count=count: count)
+        devices = suite.worker_devices("cuda", 3)
+        assert devices == expected_devices
+        q = queue.Queue()
+        for d in devices:
+            q.put(d)
+        pinned.clear()
+        for _ in devices:
+            suite._init_worker(q, threads=1)
+        assert pinned == expected_pins
