@@ -368,6 +368,7 @@ class Runner:
                     "extra": None,
                     "run_dir": str(self.run.path),
                     "created": time.time(),
+                    "model": r.model.arch,
                 }
                 for m, (value, higher, headline) in metrics.items()
             ]

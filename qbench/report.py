@@ -58,6 +58,15 @@ def is_percent(metric: str) -> bool:
     return metric.split("@")[0].removesuffix("_greedy") in _PERCENT_METRICS
 
 
+def split_by_model(df: pd.DataFrame) -> pd.DataFrame:
+    """A suite whose grid varies the model (model.arch: CTC beside a transducer) becomes one
+    suite per model, "suite [arch]": each with its own float baseline, never averaged together."""
+    if "model" not in df.columns or df.empty:
+        return df
+    archs = df.groupby("suite").model.transform("nunique")
+    return df.assign(suite=df.suite.where(archs <= 1, df.suite + " [" + df.model + "]"))
+
+
 def _row_label(technique: str, train_bits: int, bits_vary: bool) -> str:
     if technique in ("float", "ptq") or not bits_vary:
         return technique
@@ -93,6 +102,9 @@ def leaderboard(
     precision costs that model), and the best cell says so."""
     if df.empty:
         raise ValueError("no results match: run a recipe first (qbench run recipes/demo.yaml)")
+    df = split_by_model(df)
+    if reference is not None:
+        reference = split_by_model(reference)
     metrics = df.metric.unique()
     if len(metrics) > 1:
         raise ValueError(f"results mix metrics {sorted(metrics)}: filter with --task or --suite")

@@ -160,9 +160,14 @@ CREATE TABLE IF NOT EXISTS results (
     extra TEXT,
     run_dir TEXT NOT NULL,
     created REAL NOT NULL,
+    model TEXT,
     PRIMARY KEY (run_id, suite, precision, metric)
 )
 """
+
+#: columns added to `results` after indexes were first written: (name, SQL type); older
+#: indexes get them on open, NULL in their old rows
+_ADDED_RESULT_COLUMNS = (("model", "TEXT"),)
 
 
 _RUNS_SCHEMA = """
@@ -208,6 +213,10 @@ def _connect(db: Path) -> sqlite3.Connection:
         with con:
             con.execute(_SCHEMA)
             con.execute(_RUNS_SCHEMA)
+            have = {row[1] for row in con.execute("PRAGMA table_info(results)")}
+            for name, kind in _ADDED_RESULT_COLUMNS:
+                if name not in have:
+                    con.execute(f"ALTER TABLE results ADD COLUMN {name} {kind}")
 
     try:
         _retrying(setup)
@@ -241,6 +250,7 @@ def record_results(root: Path, rows: list[dict]) -> None:
         "extra",
         "run_dir",
         "created",
+        "model",
     ]
     _insert(root, "results", cols, rows)
 
@@ -302,13 +312,16 @@ def _read_table(root: Path, table: str):
 
 def read_results(root: Path, latest_only: bool = True):
     """The `results` table. With `latest_only`, a run superseded by a newer run of the same suite,
-    technique, training bits and seed (the suite's recipe changed since) is left out, so a
-    leaderboard never averages two configurations as if they were seeds."""
+    technique, training bits, seed and model (the suite's recipe changed since) is left out, so a
+    leaderboard never averages two configurations as if they were seeds. `model` is the model's
+    architecture ("" for rows written before it was recorded)."""
     df = _read_table(root, "results")
+    if "model" in df.columns:
+        df["model"] = df.model.fillna("")
     if not latest_only or df.empty:
         return df
     started = df.groupby(["suite", "run_id"]).created.transform("min")
-    newest = started.groupby([df.suite, df.technique, df.train_bits, df.seed]).transform("max")
+    newest = started.groupby([df.suite, df.technique, df.train_bits, df.seed, df.model]).transform("max")
     return df[started == newest].reset_index(drop=True)
 
 

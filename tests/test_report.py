@@ -147,3 +147,36 @@ def test_a_changed_recipe_supersedes_older_runs_instead_of_counting_as_seeds(tmp
     assert len(read_results(tmp_path, latest_only=False)) == 4
     board = leaderboard(latest[latest.headline == 1])
     assert board.table.loc["rand", "w4"].startswith("10.00")
+
+
+def test_a_suite_over_two_models_gives_each_its_own_rows_and_baseline(tmp_path):
+    """A grid over model.arch (CTC beside a transducer): same technique and seed, two models. Both
+    stay (neither supersedes the other) and each is compared with its own float model."""
+    rows = []
+    for model, base, rand in (("conformer-ctc", 0.30, 0.32), ("conformer-transducer", 0.50, 0.56)):
+        for technique, value in (("float", base), ("rand", rand)):
+            r = row(technique, "w4", value) | {"run_id": f"{technique}-{model}", "model": model}
+            rows += [r, r | {"precision": "float", "value": base}]
+    record_results(tmp_path, rows)
+    df = read_results(tmp_path)
+    assert len(df) == 8 and set(df.model) == {"conformer-ctc", "conformer-transducer"}
+    board = leaderboard(df)
+    assert board.table.loc["s [conformer-ctc]: rand", "w4"] == "32.00 (+2.00)"
+    assert board.table.loc["s [conformer-transducer]: rand", "w4"] == "56.00 (+6.00)"
+
+
+def test_an_index_written_before_the_model_column_opens_and_reads(tmp_path):
+    import sqlite3
+
+    def sql_type(value):
+        return {float: "REAL", int: "INTEGER"}.get(type(value), "TEXT")
+
+    columns = ", ".join(f"{c} {sql_type(v)}" for c, v in row("float", "w4", 0.2).items())
+    old_schema = f"CREATE TABLE results ({columns}, PRIMARY KEY (run_id, suite, precision, metric))"
+    with sqlite3.connect(tmp_path / "index.sqlite") as con:
+        con.execute(old_schema)
+        r = row("float", "w4", 0.2)
+        con.execute(f"INSERT INTO results VALUES ({','.join('?' * len(r))})", tuple(r.values()))
+    record_results(tmp_path, [row("rand", "w4", 0.25) | {"model": "conformer-ctc"}])
+    df = read_results(tmp_path)
+    assert sorted(df.model) == ["", "conformer-ctc"] and len(leaderboard(df).table) == 3
