@@ -83,10 +83,16 @@ def attach_quantizers(model: nn.Module, optimizer: torch.optim.Optimizer, spec: 
 
 
 def lr_lambda(recipe: Recipe):
-    """Linear warm-up, then cosine decay to `min_lr_ratio` of the peak."""
-    t = recipe.train
+    """Linear warm-up, then cosine decay to `min_lr_ratio` of the peak. With `quant.qat_lr`, a
+    quantization-aware run restarts at that rate when QAT starts and decays to the same floor."""
+    t, q = recipe.train, recipe.quant
+    restart = q.float_warmup_steps if q.qat_lr is not None and trains_quantized(recipe) else None
 
     def f(step: int) -> float:
+        if restart is not None and step >= restart:
+            progress = (step - restart) / max(1, t.steps - restart)
+            top = q.qat_lr / t.lr
+            return t.min_lr_ratio + (top - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
         if step < t.warmup:
             return (step + 1) / t.warmup
         progress = (step - t.warmup) / max(1, t.steps - t.warmup)

@@ -262,6 +262,10 @@ class QuantConfig(_Strict):
     # QAT starts after this many float steps. Runs that share everything but the technique
     # share these first steps, so a suite trains them once (see engine.py).
     float_warmup_steps: int = Field(0, ge=0)
+    # The learning rate quantization-aware training restarts at, after the float warm-up, decayed
+    # by cosine to train.min_lr_ratio x train.lr at the last step (a QAT fine-tuning schedule);
+    # unset: the run's one schedule goes on. Float and ptq ignore it.
+    qat_lr: float | None = Field(None, gt=0)
 
     @model_validator(mode="before")
     @classmethod
@@ -337,6 +341,7 @@ _QUANT_ADDED = {
     "activations": None,
     "float_dtype": "bfloat16",
     "clip_every": 32,
+    "qat_lr": None,
 }
 
 

@@ -187,3 +187,25 @@ def test_export_reloads_to_identical_hypotheses(tmp_path, results):
     assert sizes["w4"] < sizes["w8"]
     bad = CliRunner().invoke(app, ["export", str(tmp_path), "--results", str(results)])
     assert bad.exit_code == 2 and "not a run folder" in bad.output
+
+
+def test_qat_lr_restarts_the_schedule_when_quantization_aware_training_starts(tmp_path):
+    """quant.qat_lr: float steps follow the run's schedule; from the float warm-up on, a QAT run
+    restarts at qat_lr and decays by cosine to min_lr_ratio; float ignores it; unset, run ids
+    and schedules are those of before."""
+    import math
+
+    from qbench.engine import lr_lambda
+
+    path = tiny_recipe(tmp_path / "r.yaml", steps=20, warmup=10)
+    plain = load_suite(path).runs[0]
+    restarted = load_suite(path, ["quant.qat_lr=0.5e-3"]).runs[0]
+    lr, floor = plain.train.lr, plain.train.min_lr_ratio
+    before, after = lr_lambda(plain), lr_lambda(restarted)
+    assert [after(s) for s in range(10)] == [before(s) for s in range(10)]
+    assert math.isclose(after(10), 0.5e-3 / lr) and math.isclose(after(20), floor)
+    assert floor < after(15) < 0.5e-3 / lr and after(15) != before(15)
+    assert restarted.run_id != plain.run_id
+    float_run = load_suite(path, ["quant.technique=float", "quant.qat_lr=0.5e-3"]).runs[0]
+    assert math.isclose(lr_lambda(float_run)(15), before(15))
+    assert "qat_lr" not in plain.quant.hashed()
