@@ -67,7 +67,9 @@ def test_two_processes_match_one(tmp_path, results):
     # Same global batch, same result. The losses are summed in another order, so they agree to
     # float rounding (the log keeps 4 decimals); so do the weights, except the key projection's bias:
     # its exact gradient is zero (softmax ignores a constant added to every key), and Adam scales the
-    # rounding noise left in its place up to a step of +-lr.
+    # rounding noise left in its place up to a step of +-lr. The tolerance, 5e-5, is 1/60 of one Adam
+    # step (lr 3e-3): a wrong shard or normalisation moves weights by whole steps. (Rounding alone
+    # reached 1.4e-5 in the embedding on one CPU model.)
     two_metrics = json.loads((two / "runs/tiny-ddp" / ste.run_id / "metrics.json").read_text())
     assert two_metrics["world_size"] == 2 and one["world_size"] == 1
     ref_log = (results / "runs/tiny-ddp" / ste.run_id / "train.log").read_text()
@@ -82,7 +84,7 @@ def test_two_processes_match_one(tmp_path, results):
         if k.endswith("in_proj_bias"):
             d = x.shape[0] // 3  # query, key, value
             x, y = torch.cat([x[:d], x[2 * d :]]), torch.cat([y[:d], y[2 * d :]])
-        assert torch.allclose(x, y, atol=1e-5, rtol=0), k
+        assert torch.allclose(x, y, atol=5e-5, rtol=0), (k, (x - y).abs().max())
 
     # rand: one noise draw per step for all ranks; the engine checks that the ranks end in sync
     assert json.loads((two / "runs/tiny-ddp" / rand.run_id / "status.json").read_text())["state"] == "done"
