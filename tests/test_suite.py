@@ -126,7 +126,10 @@ def test_workers_share_one_gpu_and_pin_one_each_of_several(monkeypatch):
     import torch
 
     from qbench import suite
+    from qbench.progress import console
 
+    monkeypatch.setattr(console, "quiet", console.quiet)  # _init_worker silences this process's console
+    monkeypatch.setattr(suite, "_WORKER", dict(suite._WORKER))  # and records its device
     pinned = []
     monkeypatch.setattr(torch.cuda, "set_device", lambda d: pinned.append(str(d)))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
