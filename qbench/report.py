@@ -63,7 +63,8 @@ def split_by_model(df: pd.DataFrame) -> pd.DataFrame:
     suite per model, "suite [arch]": each with its own float baseline, never averaged together."""
     if "model" not in df.columns or df.empty:
         return df
-    archs = df.groupby("suite").model.transform("nunique")
+    # rows written before the model was recorded ("") do not count as a model of their own
+    archs = df.model.replace("", None).groupby(df.suite).transform("nunique")
     return df.assign(suite=df.suite.where(archs <= 1, df.suite + " [" + df.model + "]"))
 
 
