@@ -9,7 +9,7 @@
 set -u
 OUT=${OUT:-/tmp/qbench-gpu}
 M30K=${1:?usage: gpu_check.sh MULTI30K_FOLDER}
-PY=${PY:-python3}
+PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}  # make setup's, else the image's
 RESULTS=${RESULTS:-/tmp/qbench-gpu-results}
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
