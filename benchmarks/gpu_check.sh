@@ -5,7 +5,7 @@
 # It writes to $OUT: gpu.txt, m30k.log + m30k-compare.txt + m30k-runs.tgz (the Multi30k GPU-size
 # suite, recipes/mt-multi30k-gpu.yaml, checkpoints left out), quant_speed.txt (step time and peak
 # memory of every technique over float) and throughput-*.txt (bf16 and torch.compile speed-ups,
-# QAT step-time ratios, GPU utilisation). Budgets in seconds: M30K_S, SPEED_S, THROUGHPUT_S.
+# QAT step-time ratios, GPU utilisation). Budgets in seconds: M30K_S, SPEED_S, THROUGHPUT_S, COMPILE_S.
 set -u
 OUT=${OUT:-/tmp/qbench-gpu}
 M30K=${1:?usage: gpu_check.sh MULTI30K_FOLDER}

@@ -88,15 +88,17 @@ def lr_lambda(recipe: Recipe):
     t, q = recipe.train, recipe.quant
     restart = q.float_warmup_steps if q.qat_lr is not None and trains_quantized(recipe) else None
 
+    def cosine(step: int, start: int, top: float) -> float:
+        """From `top` at `start` down to min_lr_ratio at the last step."""
+        progress = min(1.0, (step - start) / max(1, t.steps - start))
+        return t.min_lr_ratio + (top - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
     def f(step: int) -> float:
         if restart is not None and step >= restart:
-            progress = (step - restart) / max(1, t.steps - restart)
-            top = q.qat_lr / t.lr
-            return t.min_lr_ratio + (top - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+            return cosine(step, restart, q.qat_lr / t.lr)
         if step < t.warmup:
             return (step + 1) / t.warmup
-        progress = (step - t.warmup) / max(1, t.steps - t.warmup)
-        return t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        return cosine(step, t.warmup, 1.0)
 
     return f
 
