@@ -43,3 +43,28 @@ def test_compiled_training_is_one_graph_and_matches_eager(tmp_path, results, mon
     assert "training from scratch" in log(results)
     assert losses(log(results)) == pytest.approx(losses(log(other)), abs=2e-4)
     assert len(losses(log(results))) == 4
+
+
+def test_conformer_with_quantizers_is_one_graph():
+    """The Conformer builds its padding mask from the padded length (torchaudio's forward calls
+    lengths.max().item(): a graph break and a host sync per step), so the encoder, the CTC head
+    and the quantizers trace as one graph."""
+    from qbench.engine import _param_groups, attach_quantizers
+    from qbench.quant import QuantSpec
+    from qbench.tasks.asr import ConformerCTC
+
+    model = ConformerCTC(
+        n_mels=16, vocab=8, d_model=16, layers=1, heads=2, ffn_mult=2, conv_kernel=3,
+        dropout=0.0, subsampling=4, utterance_cmn=True,
+    ).train()
+    attach_quantizers(model, torch.optim.SGD(_param_groups(model, 0.0), lr=0.1), QuantSpec("rand", 4))
+    feats, lengths = torch.randn(3, 40, 16), torch.tensor([40, 31, 9])
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(model)(feats, lengths)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+    model.eval()  # hard rounding: deterministic, so compiled and eager agree
+    log_probs, out_lengths = model(feats, lengths)
+    torch._dynamo.reset()
+    compiled_lp, compiled_lengths = torch.compile(model, backend="eager", fullgraph=True)(feats, lengths)
+    assert torch.equal(compiled_lengths, out_lengths)
+    assert torch.allclose(compiled_lp, log_probs, atol=1e-5)

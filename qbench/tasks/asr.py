@@ -112,7 +112,13 @@ class ConformerEncoder(nn.Module):
         else:
             x = (feats - self.feat_mean) / self.feat_std
         x, lengths = self.subsample(x, lengths)
-        return self.encoder(self.dropout(x), lengths)
+        # torchaudio's Conformer.forward, with the padding mask taken from the padded length instead
+        # of lengths.max().item(): no host sync, and no graph break under torch.compile
+        padding = torch.arange(x.shape[1], device=x.device)[None, :] >= lengths[:, None]
+        x = self.dropout(x).transpose(0, 1)
+        for layer in self.encoder.conformer_layers:
+            x = layer(x, padding)
+        return x.transpose(0, 1), lengths
 
 
 class ConformerCTC(ConformerEncoder):
