@@ -424,8 +424,10 @@ def render_findings(items: list[Finding], suites: Sequence[str], results: Path |
                 f"{s} (`{'`, `'.join(commands[s])}`)" if s in commands else f"{s} (command not recorded)"
                 for s in f.suites
             ]
-            rows = " ".join(f"--suite {s}" for s in f.suites)
-            lines.append(f"**{f.verdict}.** Suites: {', '.join(ran)}; rows: `qbench compare {rows}`.")
+            # one leaderboard per suite: `qbench compare` shows one suite at a time
+            where = "" if results is None or Path(results) == Path("results") else f" --results {results}"
+            rows = ", ".join(f"`qbench compare --suite {s}{where}`" for s in f.suites)
+            lines.append(f"**{f.verdict}.** Suites: {', '.join(ran)}; rows: {rows}.")
         lines += ["", *[f"- {d}" for d in f.detail.splitlines()], ""]
         if f.rows:
             lines += ["| suite | technique | precision | metric | value |", "|---|---|---|---|---|"]

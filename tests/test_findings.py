@@ -5,7 +5,7 @@ import time
 from typer.testing import CliRunner
 
 from qbench.cli import app
-from qbench.findings import findings, render_findings
+from qbench.findings import Finding, findings, render_findings
 from qbench.store import read_results, record_results
 
 
@@ -93,6 +93,9 @@ def test_findings_decide_each_claim(tmp_path):
     text = render_findings(list(got.values()), ["rand-paper", "asr-precisions"])
     assert "| rand-paper | pqn-sg | w4 | wer | 60.00 ± 1.00 (n=3) |" in text
     assert "qbench findings --suite rand-paper --suite asr-precisions" in text
+    assert "rows: `qbench compare --suite rand-paper`." in text
+    two = Finding("k", "A claim.", "RAND", "held", "detail", suites=["a", "b"])
+    assert "rows: `qbench compare --suite a`, `qbench compare --suite b`." in render_findings([two], ["a", "b"])
 
 
 def test_findings_say_what_is_not_tested_and_what_failed(tmp_path):
