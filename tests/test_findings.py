@@ -102,9 +102,14 @@ def test_findings_say_what_is_not_tested_and_what_failed(tmp_path):
     rows = []
     for seed in (0, 1):
         rows += [_row("s", "pqn-sg", "w4", 0.20, seed), _row("s", "pqn", "w4", 0.30 + 0.1 * seed, seed)]
+        # RAND worse than absmax under both estimators, less so under noise: it helps neither
+        rows += [_row("s", "rand", "w4", 0.40, seed), _row("s", "ste", "w4", 0.30, seed)]
+        rows += [_row("s", "rand-ste", "w4", 0.45, seed)]
     record_results(tmp_path, rows)
     got = {f.key: f for f in findings(read_results(tmp_path), ["s"])}
     assert got["noise-needs-scale-grad"].verdict == "did not hold"
+    assert got["rand-helps-noise-most"].verdict == "did not hold"
+    assert "RAND helps neither" in got["rand-helps-noise-most"].detail
     assert got["auto-precision"].verdict == "not tested"
     assert "not tested" in render_findings(list(got.values()), ["s"])
 
