@@ -27,7 +27,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from qbench.engine import _param_groups, attach_quantizers  # noqa: E402
-from qbench.quant import QuantSpec  # noqa: E402
+from qbench.quant import QuantSpec, batched_quantization  # noqa: E402
 from qbench.recipe import load_suite  # noqa: E402
 from qbench.tasks.asr import ConformerCTC  # noqa: E402
 
@@ -70,8 +70,9 @@ class Setup:
 
     def step(self, b: dict) -> None:
         self.opt.zero_grad(set_to_none=True)
-        lp, ol = self.model(b["feats"], b["lengths"])
-        loss = F.ctc_loss(lp.transpose(0, 1), b["targets"], ol, b["tl"], zero_infinity=True)
+        with batched_quantization(self.model):  # as the engine's training step
+            lp, ol = self.model(b["feats"], b["lengths"])
+            loss = F.ctc_loss(lp.transpose(0, 1), b["targets"], ol, b["tl"], zero_infinity=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
         self.opt.step()

@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from quant_speed import demo_model, make_batch  # noqa: E402
 
 from qbench.engine import _param_groups, attach_quantizers  # noqa: E402
-from qbench.quant import QuantSpec  # noqa: E402
+from qbench.quant import QuantSpec, batched_quantization  # noqa: E402
 from qbench.recipe import load_suite  # noqa: E402
 from qbench.tasks.asr import ctc_greedy_decode  # noqa: E402
 from qbench.tasks.mt import PAD, TransformerMT  # noqa: E402
@@ -130,7 +130,7 @@ class ASRSetup:
 
     def step(self, b: dict) -> None:
         self.opt.zero_grad(set_to_none=True)
-        with amp(self.device, self.mode):
+        with amp(self.device, self.mode), batched_quantization(self.model, self.mode != "compile"):
             lp, ol = self.forward(b["feats"], b["lengths"])
             loss = F.ctc_loss(lp.transpose(0, 1), b["targets"], ol, b["tl"], zero_infinity=True)
         loss.backward()
@@ -169,7 +169,7 @@ def mt_batch(device: torch.device, batch: int) -> dict:
 class MTSetup(ASRSetup):
     def step(self, b: dict) -> None:
         self.opt.zero_grad(set_to_none=True)
-        with amp(self.device, self.mode):
+        with amp(self.device, self.mode), batched_quantization(self.model, self.mode != "compile"):
             logits = self.forward(b["src"], b["tgt_in"])
             loss = F.cross_entropy(logits.flatten(0, 1).float(), b["tgt_out"].flatten(), ignore_index=PAD)
         loss.backward()

@@ -48,6 +48,8 @@ from torch import distributed as dist
 from torch import nn
 from torch.nn.utils import parametrize
 
+from qbench.quant.batching import batched_quantization
+
 T = TypeVar("T")
 
 
@@ -158,15 +160,17 @@ class DistEnv:
     # ------------------------------------------------------------ randomness of one step
 
     @contextlib.contextmanager
-    def step(self, model: nn.Module, seed: int, step: int) -> Iterator[None]:
-        """Around one training step's forward: alone, nothing; distributed, quantized weights
-        computed once from a noise stream shared by all ranks, then a per-rank stream for dropout and
-        augmentation (see the module docstring)."""
+    def step(self, model: nn.Module, seed: int, step: int, batched: bool = True) -> Iterator[None]:
+        """Around one training step's forward: the quantized weights computed once, in batched
+        groups (qbench.quant.batching; ``batched=False`` under torch.compile); distributed, from a
+        noise stream shared by all ranks, then a per-rank stream for dropout and augmentation (see
+        the module docstring)."""
         if not self.enabled:
-            yield
+            with batched_quantization(model, enabled=batched):
+                yield
             return
         torch.manual_seed(_seed(seed, step, "quantizer"))
-        with parametrize.cached():
+        with batched_quantization(model, enabled=batched), parametrize.cached():
             for module in model.modules():
                 if parametrize.is_parametrized(module):
                     for name in module.parametrizations:

@@ -273,7 +273,10 @@ class Runner:
                     attach_quantizers(model, optimizer, self.spec)
                     state.quantized = True
                 batch = self._train_batch(task, state.step)
-                with self.dist.step(model, r.seed, state.step), autocast(self.device):
+                with (
+                    self.dist.step(model, r.seed, state.step, batched=not r.train.compile),
+                    autocast(self.device),
+                ):
                     loss = task.loss(forward, batch) if batch is not None else None
                 # the global batch's loss (data-parallel: the sum of the ranks' parts), alike on all ranks
                 total = self.dist.sum(

@@ -360,7 +360,9 @@ class TrainConfig(_Strict):
     curve_split: Literal["valid", "test"] = "valid"
     log_every: int = Field(25, ge=1)
     # torch.compile the model's training forward (fake-quant ops included). How fast, not what is
-    # trained: left out of the run id, so a run with and without it is the same run.
+    # trained: left out of the run id, so a run with and without it is the same run. (Eager
+    # training batches alike quantizers, compiled training quantizes weight by weight: the noise
+    # estimator then draws the same distribution in another order.)
     compile: bool = False
 
 

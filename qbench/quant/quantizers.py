@@ -103,6 +103,13 @@ def preset_for(scale_fn: str, estimator: str, detach_scale: bool) -> str:
 _INV_SQRT12 = 1.0 / math.sqrt(12.0)
 
 
+def noise_like(rows: Tensor, noise: str) -> Tensor:
+    """The noise estimator's ``u``: uniform on [-1/2, 1/2), or normal with the same variance 1/12."""
+    if noise == "uniform":
+        return torch.rand_like(rows).sub_(0.5)
+    return torch.randn_like(rows).mul_(_INV_SQRT12)
+
+
 def _check_bits(bits, what: str = "bits") -> int:
     if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 8:
         raise ValueError(f"{what} must be an int in 2..8, got {bits!r}")
@@ -339,6 +346,8 @@ class WeightQuantizer(nn.Module):
         self.enabled = True
         self.hard = False
         self.scale_dtype: torch.dtype | None = None
+        # set by qbench.quant.batching for one forward: this weight's slice of its group's output
+        self._batched: tuple[Tensor, Tensor, int] | None = None  # (output, source weight, its _version)
         if scale_fn == "mse-clip":
             # training: re-run the ratio search every clip_every forwards; the ratios and the
             # count are buffers, so a resumed run continues exactly as an uninterrupted one
@@ -391,23 +400,32 @@ class WeightQuantizer(nn.Module):
         """Scales of ``w`` at the current bit width, shape ``(G,)``, float32."""
         return self._scales(rows_view(w, self.granularity))
 
-    def _scales(self, rows: Tensor) -> Tensor:
-        s, g = self._scale_and_factor(rows)
+    def _scales(self, rows: Tensor, group: tuple[WeightQuantizer, ...] = ()) -> Tensor:
+        s, g = self._scale_and_factor(rows, group)
         return s if g == 1.0 else grad_scale(s, g)
 
-    def _scale_and_factor(self, rows: Tensor) -> tuple[Tensor, float]:
+    # `group`: the quantizers (all configured like this one) whose weights' rows are concatenated
+    # in `rows`, in order (qbench.quant.batching); () = this quantizer's rows alone. Their
+    # per-row state (learned scales, clip ratios) is concatenated the same way.
+
+    def _learned_rows(self, group: tuple[WeightQuantizer, ...]) -> Tensor:
+        return self.learned if len(group) <= 1 else torch.cat([q.learned for q in group])
+
+    def _scale_and_factor(
+        self, rows: Tensor, group: tuple[WeightQuantizer, ...] = ()
+    ) -> tuple[Tensor, float]:
         """Scales and the factor their gradient is to be scaled by (LSQ's ``g``; 1 otherwise),
         so the fused kernel can apply it without a separate autograd op."""
         if self._param_name is None:
             if self.scale_fn == "mse-clip" and self.clip_every > 1:
-                return self._cached_clip_scale(rows), 1.0
+                return self._cached_clip_scale(rows, group), 1.0
             s = self._scale_impl(rows, self.qp, detach=self.detach_scale, **self._scale_kwargs)
             return (s if s.dtype == torch.float32 else s.float()), 1.0
         if not self.initialized:
             self.init_from(rows)
         if self._param_name == "alpha":
-            return self._alpha() / self.qp, 1.0
-        s = self.learned
+            return self._alpha(group) / self.qp, 1.0
+        s = self._learned_rows(group)
         if self.bits != self.train_bits:  # same clipping range s * Qp at the other width
             s = s * ((2 ** (self.train_bits - 1) - 1) / self.qp)
         if self.detach_scale:
@@ -417,20 +435,38 @@ class WeightQuantizer(nn.Module):
             g = 1.0 / math.sqrt(rows.shape[1] * self.qp)  # LSQ: g = 1/sqrt(N Qp)
         return s.clamp_min(EPS), g
 
-    def _cached_clip_scale(self, rows: Tensor) -> Tensor:
-        """mse-clip in training: the per-row ratio search runs on the first forward and every
-        ``clip_every`` training forwards after; in between the scale is the cached ratio times
-        the current ``max|W_i| / Qp``. Evaluation (eval mode or ``hard``) always searches."""
-        if not self.training or self.hard or not torch.is_grad_enabled():
-            return mse_clip_scale(rows, self.qp)
-        amax = rows.detach().abs().amax(dim=1).float()
-        stale = self.clip_ratio.numel() != rows.shape[0] or int(self.clip_calls) % self.clip_every == 0
-        if stale or self.clip_bits != self.bits:
+    def prepare(self, rows: Tensor) -> None:
+        """Per-weight work before this weight's rows join a batched group (qbench.quant.batching):
+        a learned scale's lazy initialisation, a due mse-clip ratio search."""
+        if not self.initialized:
+            self.init_from(rows)
+        if self.scale_fn == "mse-clip" and self._clip_cached():
+            self._refresh_clip_ratio(rows)
+
+    def _clip_cached(self) -> bool:
+        return self.clip_every > 1 and self.training and not self.hard and torch.is_grad_enabled()
+
+    def _refresh_clip_ratio(self, rows: Tensor) -> None:
+        due = self.clip_ratio.numel() != rows.shape[0] or int(self.clip_calls) % self.clip_every == 0
+        if due or self.clip_bits != self.bits:
+            amax = rows.detach().abs().amax(dim=1).float()
             ratio = mse_clip_scale(rows, self.qp) * self.qp / amax.clamp_min(EPS)
             self.clip_ratio = ratio.clamp(max=1.0)
             self.clip_bits = self.bits
-        self.clip_calls.add_(1)
-        return (self.clip_ratio * amax / self.qp).clamp_min(EPS)
+
+    def _cached_clip_scale(self, rows: Tensor, group: tuple[WeightQuantizer, ...]) -> Tensor:
+        """mse-clip in training: the per-row ratio search runs on the first forward and every
+        ``clip_every`` training forwards after; in between the scale is the cached ratio times
+        the current ``max|W_i| / Qp``. Evaluation (eval mode or ``hard``) always searches."""
+        if not self._clip_cached():
+            return mse_clip_scale(rows, self.qp)
+        if not group:
+            self._refresh_clip_ratio(rows)  # a batched group's quantizers were prepared one by one
+        amax = rows.detach().abs().amax(dim=1).float()
+        for q in group or (self,):
+            q.clip_calls.add_(1)
+        ratio = self.clip_ratio if len(group) <= 1 else torch.cat([q.clip_ratio for q in group])
+        return (ratio * amax / self.qp).clamp_min(EPS)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         if self.scale_fn == "mse-clip":  # checkpoints from before the cached search: search again
@@ -443,8 +479,8 @@ class WeightQuantizer(nn.Module):
             )
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def _alpha(self) -> Tensor:
-        a = self.learned.clamp_min(EPS)
+    def _alpha(self, group: tuple[WeightQuantizer, ...] = ()) -> Tensor:
+        a = self._learned_rows(group).clamp_min(EPS)
         return a.detach() if self.detach_scale else a
 
     def _stored(self, s: Tensor) -> Tensor:
@@ -454,44 +490,47 @@ class WeightQuantizer(nn.Module):
         r = s.detach().to(self.scale_dtype).float().clamp_min_(EPS)
         return r if not s.requires_grad else s + (r - s).detach()
 
-    def _clipped_rows_and_scale(self, w: Tensor) -> tuple[Tensor, Tensor]:
+    def _clipped_rows_and_scale(
+        self, rows: Tensor, group: tuple[WeightQuantizer, ...] = ()
+    ) -> tuple[Tensor, Tensor]:
         """The ``(G, n)`` rows to round and their ``(G,)`` scales; PACT clamps the rows
         to ``+-alpha`` (alpha's only gradient path) and detaches the scale."""
-        rows = rows_view(w, self.granularity)
         if self._param_name == "alpha":
             if not self.initialized:
                 self.init_from(rows)
-            alpha = self._alpha()
+            alpha = self._alpha(group)
             a = alpha.unsqueeze(1).to(rows.dtype)
             rows = torch.clamp(rows, -a, a)
             return rows, self._stored((alpha / self.qp).detach())
-        return rows, self._stored(self._scales(rows))
+        return rows, self._stored(self._scales(rows, group))
 
     @torch.no_grad()
     def quantize_int(self, w: Tensor) -> tuple[Tensor, Tensor]:
         """Integers ``q`` (int8, ``(G, n)``) and fp32 scales ``s`` (``(G,)``) of the hard
         (eval) forward at the current bits: ``forward(w) == (q * s).view(w.shape)``."""
-        rows, s = self._clipped_rows_and_scale(w)
+        rows, s = self._clipped_rows_and_scale(rows_view(w, self.granularity))
         q = torch.round(rows * s.reciprocal().unsqueeze(1)).clamp_(-self.qp, self.qp)
         return q.to(torch.int8), s.float()
 
     def forward(self, w: Tensor) -> Tensor:
         if not self.enabled:
             return w
+        if self._batched is not None:
+            out, source, version = self._batched
+            if source is w and w._version == version:  # computed with its group for this forward
+                return out
+        return self.fake_quant_rows(rows_view(w, self.granularity)).view(w.shape)
+
+    def fake_quant_rows(self, rows: Tensor, group: tuple[WeightQuantizer, ...] = ()) -> Tensor:
+        """The forward on ``(G, n)`` rows: this weight's own, or the rows of ``group``'s weights
+        concatenated (qbench.quant.batching: quantizers configured alike share one pass)."""
         if self._param_name == "step" and self.estimator == "round-ste" and self.scale_dtype is None:
-            rows = rows_view(w, self.granularity)  # LSQ: the fused kernel applies the gradient factor
-            s, g = self._scale_and_factor(rows)
-            return round_ste(rows, s, self.qp, g).view(w.shape)
-        rows, s = self._clipped_rows_and_scale(w)
+            s, g = self._scale_and_factor(rows, group)  # LSQ: the fused kernel applies the gradient factor
+            return round_ste(rows, s, self.qp, g)
+        rows, s = self._clipped_rows_and_scale(rows, group)
         if self.estimator == "noise" and self.training and not self.hard:
-            if self.noise == "uniform":
-                u = torch.rand_like(rows).sub_(0.5)
-            else:
-                u = torch.randn_like(rows).mul_(_INV_SQRT12)
-            out = torch.addcmul(rows, s.unsqueeze(1).to(rows.dtype), u)
-        else:
-            out = round_ste(rows, s, self.qp)
-        return out.view(w.shape)
+            return torch.addcmul(rows, s.unsqueeze(1).to(rows.dtype), noise_like(rows, self.noise))
+        return round_ste(rows, s, self.qp)
 
     def extra_repr(self) -> str:
         parts = [

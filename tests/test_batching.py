@@ -1,0 +1,151 @@
+"""Batched quantization (qbench.quant.batching): alike quantizers share one pass, and every weight
+gets exactly the values and gradients it gets when quantized alone."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+import qbench.quant.quantizers as quantizers
+from qbench.quant import QuantSpec, batched_quantization, find_quantizers, quantize_, quantizer_parameters
+from qbench.quant.quantizers import WeightQuantizer
+
+
+class Net(nn.Module):
+    """Weights with rows of 16 (five, the attention's fused in_proj among them) and of 32 (one)."""
+
+    def __init__(self):
+        super().__init__()
+        self.up = nn.Linear(16, 32)
+        self.down = nn.Linear(32, 16)
+        self.mix = nn.Linear(16, 16)
+        self.conv = nn.Conv1d(16, 16, 1)
+        self.attn = nn.MultiheadAttention(16, 2, batch_first=True)
+
+    def forward(self, x):  # (B, T, 16)
+        h = self.down(torch.relu(self.up(x))) + self.mix(x)
+        h = self.conv(h.transpose(1, 2)).transpose(1, 2)
+        return self.attn(h, h, h, need_weights=False)[0]
+
+
+def _trained(technique: str, batched: bool, steps: int = 3, **spec):
+    torch.manual_seed(0)
+    model = Net()
+    quantize_(model, QuantSpec(technique=technique, bits=4, **spec))
+    params = list(model.parameters())
+    opt = torch.optim.SGD(params, lr=0.05)
+    x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(1))
+    outs, grads = [], []
+    for _ in range(steps):
+        opt.zero_grad()
+        # the reference: each weight quantized alone, once per forward (parametrize.cached: the
+        # attention reads in_proj_weight more than once, which would run mse-clip's counter faster)
+        with batched_quantization(model) if batched else parametrize.cached():
+            y = model(x)
+        y.square().mean().backward()
+        outs.append(y.detach())
+        grads.append([p.grad.clone() for p in params])
+        opt.step()
+    return model, outs, grads
+
+
+def _fixed_noise(monkeypatch):
+    """Noise that does not depend on how the draws are split: the batched and the per-weight forward
+    then compute the same thing, which is what is compared (the draws' order is all that differs)."""
+    monkeypatch.setattr(quantizers, "noise_like", lambda rows, noise: torch.full_like(rows, 0.3))
+
+
+@pytest.mark.parametrize(
+    "technique,spec",
+    [
+        ("ste", {}),
+        ("pqn", {}),
+        ("pqn-sg", {}),
+        ("rand", {}),
+        ("rand-ste", {}),
+        ("lsq", {}),
+        ("pact", {}),
+        ("clip", {"clip_every": 2}),
+        ("ste", {"granularity": "per-group-8"}),
+        ("pqn", {"granularity": "per-tensor", "noise": "normal"}),
+    ],
+)
+def test_batched_training_equals_weight_by_weight(technique, spec, monkeypatch):
+    _fixed_noise(monkeypatch)
+    m1, out1, g1 = _trained(technique, batched=False, **spec)
+    m2, out2, g2 = _trained(technique, batched=True, **spec)
+
+    def same(a, b):
+        if technique.startswith("rand"):
+            # topk-lp's norm runs pow, whose vectorised and scalar kernels (which one an element
+            # gets depends on its position in the tensor) may differ in the last bit
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-9)
+        else:
+            assert torch.equal(a, b)
+
+    for a, b in zip(out1, out2, strict=True):
+        same(a, b)
+    for step1, step2 in zip(g1, g2, strict=True):
+        for a, b in zip(step1, step2, strict=True):
+            same(a, b)
+    s1, s2 = m1.state_dict(), m2.state_dict()  # learned scales, clip ratios and counters too
+    assert s1.keys() == s2.keys()
+    for k in s1:
+        same(s1[k], s2[k])
+    if technique in ("lsq", "pact"):
+        assert len(quantizer_parameters(m2)) == 6 and all(
+            p.grad is not None for _, p in quantizer_parameters(m2)
+        )
+
+
+def test_alike_quantizers_share_one_pass_and_each_weight_is_computed_once(monkeypatch):
+    torch.manual_seed(0)
+    model = Net()
+    quantize_(model, QuantSpec(technique="ste", bits=4))
+    calls = []
+    original = WeightQuantizer.fake_quant_rows
+
+    def spy(self, rows, group=()):
+        calls.append((rows.shape, len(group)))
+        return original(self, rows, group)
+
+    monkeypatch.setattr(WeightQuantizer, "fake_quant_rows", spy)
+    x = torch.randn(2, 5, 16)
+    model(x)
+    alone = len(calls)
+    assert alone > 6  # nn.MultiheadAttention reads in_proj_weight more than once
+    calls.clear()
+    with batched_quantization(model):
+        model(x)
+    # rows of 16: up, mix, conv, in_proj, out_proj (32+16+16+48+16 rows); rows of 32: down
+    assert sorted(calls) == [(torch.Size([16, 32]), 1), (torch.Size([128, 16]), 5)]
+
+
+def test_a_weight_changed_inside_the_block_is_quantized_anew():
+    torch.manual_seed(0)
+    model = Net()
+    quantize_(model, QuantSpec(technique="ste", bits=4))
+    q = find_quantizers(model)["mix.weight"]
+    w = model.mix.parametrizations.weight.original
+    with batched_quantization(model):
+        before = model.mix.weight
+        with torch.no_grad():
+            w.mul_(2.0)
+        after = model.mix.weight
+    assert torch.equal(after, q(w)) and not torch.equal(before, after)
+    assert q._batched is None  # nothing kept after the block
+
+
+def test_disabled_and_other_parametrizations_are_left_alone():
+    torch.manual_seed(0)
+    model = Net()
+    spec = QuantSpec(technique="ste", bits=4)
+    quantize_(model, spec)
+    find_quantizers(model)["up.weight"].enabled = False
+    reference = copy.deepcopy(model)
+    x = torch.randn(2, 5, 16)
+    with batched_quantization(model):
+        assert torch.equal(model.up.weight, model.up.parametrizations.weight.original)
+        assert torch.equal(model(x), reference(x))
