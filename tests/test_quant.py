@@ -22,6 +22,7 @@ from qbench.quant import (
     use_precision,
 )
 from qbench.quant.quantizers import make_quantizer, round_ste
+from qbench.quant.scales import EPS
 
 QUANT_TECHNIQUES = ("ste", "pqn", "pqn-sg", "rand", "rand-ste")
 
@@ -510,3 +511,13 @@ def test_per_group_on_fused_in_proj_weight(technique):
     x = torch.randn(2, 3, 8)
     with torch.no_grad():
         assert torch.isfinite(mha(x, x, x)[0]).all()
+
+
+def test_rand_scale_of_an_all_zero_row_has_a_finite_gradient():
+    """An embedding's padding row is all zeros: its scale is the floor, and no NaN reaches W."""
+    w = torch.randn(3, 10)
+    w[1] = 0.0
+    w.requires_grad_()
+    s = make_quantizer(QuantSpec("rand", 4)).scale(w)
+    s.sum().backward()
+    assert s[1] == EPS and w.grad.isfinite().all() and (w.grad[1] == 0).all()

@@ -220,17 +220,21 @@ class _RoundSTE(torch.autograd.Function):
     tests) while several times faster than its CPU implementation.
     Backward: identity to ``rows`` inside the clamp range, LSQ gradient to
     ``scale`` (``q - W/s`` inside, ``q`` outside).
+    ``clips=False`` promises that no ``W/s`` lies outside the range (absmax, PACT and c >= 1
+    topk-lp scales): the clamp and the backward's range mask are then skipped (same values).
     """
 
     @staticmethod
-    def forward(ctx, rows: Tensor, scale: Tensor, qp: int) -> Tensor:
+    def forward(ctx, rows: Tensor, scale: Tensor, qp: int, clips: bool = True) -> Tensor:
         x = rows * scale.reciprocal().unsqueeze(1)
-        q = torch.round(x).clamp_(-qp, qp)
+        q = torch.round(x)
+        if clips:
+            q.clamp_(-qp, qp)
         # 0 + q*s in one pass: the "0 +" turns -0.0 into +0.0 like the kernel's integer cast
         out = torch.addcmul(x.new_zeros(()), q, scale.unsqueeze(1).to(x.dtype))
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
             ctx.save_for_backward(x, q if ctx.needs_input_grad[1] else None)
-            ctx.qp = qp
+            ctx.qp, ctx.clips = qp, clips
         return out if out.dtype == rows.dtype else out.to(rows.dtype)
 
     @staticmethod
@@ -238,13 +242,32 @@ class _RoundSTE(torch.autograd.Function):
         x, q = ctx.saved_tensors
         # round(x) in [-Qp, Qp]  <=>  |x| < Qp + 1/2  (Qp is odd: Qp + 1/2 rounds outwards).
         # In-place lt_ keeps the mask as 0./1. floats: bool masks cost dtype conversions on CPU.
-        inside = x.abs().lt_(ctx.qp + 0.5)
-        grad_w = grad * inside
+        grad_w = grad * x.abs().lt_(ctx.qp + 0.5) if ctx.clips else grad
         grad_s = None
         if ctx.needs_input_grad[1]:
             # d(s * q)/ds = q - W/s inside the range, q (= +-Qp) outside
             grad_s = torch.addcmul(grad * q, grad_w, x, value=-1.0).sum(dim=1)
-        return (grad_w if ctx.needs_input_grad[0] else None), grad_s, None
+        return (grad_w if ctx.needs_input_grad[0] else None), grad_s, None, None
+
+
+class _ClampToAlpha(torch.autograd.Function):
+    """PACT's ``clamp(W, -alpha, alpha)`` with ``(G, 1)`` bounds. Autograd's clamp with tensor
+    bounds builds six boolean masks in its backward (slow on the CPU); this saves one float
+    tensor of signs. Gradients: to W inside ``[-alpha, alpha]`` (bounds included), to alpha
+    ``sum(grad * sign(W))`` over the row's weights outside."""
+
+    @staticmethod
+    def forward(ctx, rows: Tensor, alpha: Tensor) -> Tensor:
+        out = torch.clamp(rows, -alpha, alpha)
+        ctx.save_for_backward((rows - out).sign_())  # +1 above alpha, -1 below -alpha, 0 inside
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (outside,) = ctx.saved_tensors
+        g = grad * outside
+        grad_alpha = g.sum(dim=1, keepdim=True) if ctx.needs_input_grad[1] else None
+        return grad - g * outside, grad_alpha  # grad * (1 - outside^2), exactly
 
 
 _ZERO_POINTS: dict[tuple, tuple[Tensor, Tensor]] = {}
@@ -262,7 +285,7 @@ def _zero_points(n: int, device: torch.device) -> tuple[Tensor, Tensor]:
     return zp
 
 
-def round_ste(rows: Tensor, scale: Tensor, qp: int, grad_factor: float = 1.0) -> Tensor:
+def round_ste(rows: Tensor, scale: Tensor, qp: int, grad_factor: float = 1.0, clips: bool = True) -> Tensor:
     """Functional round-STE on a ``(G, n)`` view with ``(G,)`` fp32 scales.
 
     On CUDA with autograd it runs PyTorch's fused kernels, one op forward and one backward:
@@ -271,14 +294,15 @@ def round_ste(rows: Tensor, scale: Tensor, qp: int, grad_factor: float = 1.0) ->
     ``torch.fake_quantize_per_channel_affine`` when only ``rows`` does. Elsewhere the same
     arithmetic in plain ops (:class:`_RoundSTE`): on the CPU the fused kernels are slower
     (measured fwd+bwd on a 384x96 weight, one thread: 1.8 ms learnable kernel vs 1.1 ms, 0.8-1.1 ms
-    plain kernel vs 0.5 ms). All paths give bit-identical values.
+    plain kernel vs 0.5 ms). All paths give bit-identical values. ``clips=False``: see
+    :class:`_RoundSTE`.
     """
     grad = torch.is_grad_enabled() and (rows.requires_grad or scale.requires_grad)
     fused = grad and rows.is_cuda and rows.dtype == torch.float32 and scale.dtype == torch.float32
     if not fused:
         if grad_factor != 1.0 and scale.requires_grad:
             scale = grad_scale(scale, grad_factor)
-        return _RoundSTE.apply(rows, scale, qp)
+        return _RoundSTE.apply(rows, scale, qp, clips)
     zp_int, zp_float = _zero_points(rows.shape[0], rows.device)
     if scale.requires_grad:
         return torch._fake_quantize_learnable_per_channel_affine(
@@ -368,6 +392,14 @@ class WeightQuantizer(nn.Module):
     @property
     def qp(self) -> int:
         return 2 ** (self.bits - 1) - 1
+
+    @property
+    def _never_clips(self) -> bool:
+        """No ``W/s`` can round beyond +-Qp: the scale is at least ``max|W_i| / Qp`` (absmax;
+        topk-lp with c >= 1, whose norm is at least the max) or PACT clamped W to the range."""
+        if self.scale_dtype is not None:  # a rounded scale may be smaller
+            return False
+        return self.scale_fn in ("absmax", "pact") or (self.scale_fn == "topk-lp" and self.c >= 1)
 
     @property
     def learned(self) -> nn.Parameter | None:
@@ -499,8 +531,7 @@ class WeightQuantizer(nn.Module):
             if not self.initialized:
                 self.init_from(rows)
             alpha = self._alpha(group)
-            a = alpha.unsqueeze(1).to(rows.dtype)
-            rows = torch.clamp(rows, -a, a)
+            rows = _ClampToAlpha.apply(rows, alpha.unsqueeze(1).to(rows.dtype))
             return rows, self._stored((alpha / self.qp).detach())
         return rows, self._stored(self._scales(rows, group))
 
@@ -530,7 +561,7 @@ class WeightQuantizer(nn.Module):
         rows, s = self._clipped_rows_and_scale(rows, group)
         if self.estimator == "noise" and self.training and not self.hard:
             return torch.addcmul(rows, s.unsqueeze(1).to(rows.dtype), noise_like(rows, self.noise))
-        return round_ste(rows, s, self.qp)
+        return round_ste(rows, s, self.qp, clips=not self._never_clips)
 
     def extra_repr(self) -> str:
         parts = [
