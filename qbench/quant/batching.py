@@ -27,7 +27,7 @@ from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils import parametrize
+from torch.nn.utils.parametrize import ParametrizationList
 
 from .quantizers import WeightQuantizer
 from .scales import rows_view
@@ -37,17 +37,11 @@ __all__ = ["batched_quantization"]
 
 def _attached(model: nn.Module) -> Iterator[tuple[WeightQuantizer, Tensor]]:
     """``(quantizer, weight)`` for every weight whose only parametrization is an enabled quantizer."""
-    for module in model.modules():
-        if not parametrize.is_parametrized(module):
-            continue
-        for plist in module.parametrizations.values():
-            if (
-                plist.is_tensor
-                and len(plist) == 1
-                and isinstance(plist[0], WeightQuantizer)
-                and plist[0].enabled
-            ):
-                yield plist[0], plist.original
+    for plist in model.modules():  # a ParametrizationList is the module holding `original`
+        if type(plist) is ParametrizationList and plist.is_tensor and len(plist) == 1:
+            q = plist[0]
+            if isinstance(q, WeightQuantizer) and q.enabled:
+                yield q, plist.original
 
 
 def _group_key(q: WeightQuantizer, rows: Tensor) -> tuple:
