@@ -2,8 +2,9 @@
 
     .venv/bin/python benchmarks/quant_speed.py [--threads N] [--rounds R] [--device cpu|cuda]
 
-A step is what the engine does: zero_grad, forward, CTC loss, backward, gradient clipping, AdamW
-step (learned lsq/pact scales in the optimizer). Batch: 8 utterances of synthetic fbank-like
+A step is what the engine does: zero_grad, forward (quantized weights computed in batched groups,
+qbench.quant.batching), CTC loss, backward, gradient clipping, AdamW step (learned lsq/pact
+scales in the optimizer). Batch: 8 utterances of synthetic fbank-like
 features (80 mel bins, 300-400 frames). Every technique gets its own copy of the same initial
 model. Timing: rounds that visit the techniques in a rotating order, a few steps each; the ratio
 is the median over rounds of (technique's round median / float's round median), so slow drift of
