@@ -72,18 +72,19 @@ def _group_key(q: WeightQuantizer, rows: Tensor) -> tuple:
 @contextmanager
 def batched_quantization(model: nn.Module, enabled: bool = True):
     """Within the block, the model's quantized weights are those computed on entry, in one pass
-    per group of alike quantizers (see the module docstring). ``enabled=False``: a no-op
-    (under ``torch.compile``, which fuses the quantizers itself)."""
-    if not enabled:
-        yield model
-        return
+    per group of alike quantizers (see the module docstring). ``enabled=False`` (under
+    ``torch.compile``, which fuses each quantizer itself): the weights are quantized one by one
+    inside the forward, and only each quantizer's per-forward preparation is done here, outside
+    the compiled graph (:meth:`WeightQuantizer.prepare`: mse-clip's due search, a branch on data)."""
     groups: dict[tuple, list[tuple[WeightQuantizer, Tensor, Tensor]]] = {}
-    for q, w in _attached(model):
-        rows = rows_view(w, q.granularity)
-        q.prepare(rows)
-        groups.setdefault(_group_key(q, rows), []).append((q, w, rows))
-    done: list[WeightQuantizer] = []
+    prepared: list[WeightQuantizer] = []
     try:
+        for q, w in _attached(model):
+            rows = rows_view(w, q.granularity)
+            q.prepare(rows)
+            prepared.append(q)
+            if enabled:
+                groups.setdefault(_group_key(q, rows), []).append((q, w, rows))
         for members in groups.values():
             quantizers = tuple(q for q, _, _ in members)
             parts = [rows for _, _, rows in members]
@@ -91,8 +92,7 @@ def batched_quantization(model: nn.Module, enabled: bool = True):
             pieces = (out,) if len(parts) == 1 else out.split([p.shape[0] for p in parts])
             for (q, w, _), piece in zip(members, pieces, strict=True):
                 q._batched = (piece.view(w.shape), w, w._version)
-                done.append(q)
         yield model
     finally:
-        for q in done:
-            q._batched = None
+        for q in prepared:
+            q._batched, q.prepared = None, False

@@ -372,6 +372,8 @@ class WeightQuantizer(nn.Module):
         self.scale_dtype: torch.dtype | None = None
         # set by qbench.quant.batching for one forward: this weight's slice of its group's output
         self._batched: tuple[Tensor, Tensor, int] | None = None  # (output, source weight, its _version)
+        # True between prepare() and the end of that forward: the per-forward work is done
+        self.prepared = False
         if scale_fn == "mse-clip":
             # training: re-run the ratio search every clip_every forwards; the ratios and the
             # count are buffers, so a resumed run continues exactly as an uninterrupted one
@@ -468,12 +470,16 @@ class WeightQuantizer(nn.Module):
         return s.clamp_min(EPS), g
 
     def prepare(self, rows: Tensor) -> None:
-        """Per-weight work before this weight's rows join a batched group (qbench.quant.batching):
-        a learned scale's lazy initialisation, a due mse-clip ratio search."""
+        """The per-forward work that cannot sit in a compiled graph, done before a training forward
+        (qbench.quant.batching; ``prepared`` until it ends): a learned scale's lazy
+        initialisation; for mse-clip, the ratio search when due (a data-dependent branch) and
+        the count of forwards."""
         if not self.initialized:
             self.init_from(rows)
         if self.scale_fn == "mse-clip" and self._clip_cached():
             self._refresh_clip_ratio(rows)
+            self.clip_calls.add_(1)
+        self.prepared = True
 
     def _clip_cached(self) -> bool:
         return self.clip_every > 1 and self.training and not self.hard and torch.is_grad_enabled()
@@ -482,8 +488,11 @@ class WeightQuantizer(nn.Module):
         due = self.clip_ratio.numel() != rows.shape[0] or int(self.clip_calls) % self.clip_every == 0
         if due or self.clip_bits != self.bits:
             amax = rows.detach().abs().amax(dim=1).float()
-            ratio = mse_clip_scale(rows, self.qp) * self.qp / amax.clamp_min(EPS)
-            self.clip_ratio = ratio.clamp(max=1.0)
+            ratio = (mse_clip_scale(rows, self.qp) * self.qp / amax.clamp_min(EPS)).clamp(max=1.0)
+            if self.clip_ratio.shape == ratio.shape:
+                self.clip_ratio.copy_(ratio)  # in place: a compiled graph keeps reading the buffer
+            else:
+                self.clip_ratio = ratio
             self.clip_bits = self.bits
 
     def _cached_clip_scale(self, rows: Tensor, group: tuple[WeightQuantizer, ...]) -> Tensor:
@@ -492,11 +501,10 @@ class WeightQuantizer(nn.Module):
         the current ``max|W_i| / Qp``. Evaluation (eval mode or ``hard``) always searches."""
         if not self._clip_cached():
             return mse_clip_scale(rows, self.qp)
-        if not group:
-            self._refresh_clip_ratio(rows)  # a batched group's quantizers were prepared one by one
+        if not self.prepared:  # a forward outside qbench.quant.batching: counted per read
+            self._refresh_clip_ratio(rows)
+            self.clip_calls.add_(1)
         amax = rows.detach().abs().amax(dim=1).float()
-        for q in group or (self,):
-            q.clip_calls.add_(1)
         ratio = self.clip_ratio if len(group) <= 1 else torch.cat([q.clip_ratio for q in group])
         return (ratio * amax / self.qp).clamp_min(EPS)
 
