@@ -138,7 +138,7 @@ def test_a_weight_changed_inside_the_block_is_quantized_anew():
     assert q._batched is None  # nothing kept after the block
 
 
-def test_disabled_and_other_parametrizations_are_left_alone():
+def test_disabled_quantizers_are_left_alone():
     torch.manual_seed(0)
     model = Net()
     spec = QuantSpec(technique="ste", bits=4)

@@ -477,12 +477,16 @@ class WeightQuantizer(nn.Module):
         if not self.initialized:
             self.init_from(rows)
         if self.scale_fn == "mse-clip" and self._clip_cached():
-            self._refresh_clip_ratio(rows)
-            self.clip_calls.add_(1)
+            self._count_clip_forward(rows)
         self.prepared = True
 
     def _clip_cached(self) -> bool:
         return self.clip_every > 1 and self.training and not self.hard and torch.is_grad_enabled()
+
+    def _count_clip_forward(self, rows: Tensor) -> None:
+        """One training forward of mse-clip: the ratio search if due, then the count."""
+        self._refresh_clip_ratio(rows)
+        self.clip_calls.add_(1)
 
     def _refresh_clip_ratio(self, rows: Tensor) -> None:
         due = self.clip_ratio.numel() != rows.shape[0] or int(self.clip_calls) % self.clip_every == 0
@@ -502,8 +506,7 @@ class WeightQuantizer(nn.Module):
         if not self._clip_cached():
             return mse_clip_scale(rows, self.qp)
         if not self.prepared:  # a forward outside qbench.quant.batching: counted per read
-            self._refresh_clip_ratio(rows)
-            self.clip_calls.add_(1)
+            self._count_clip_forward(rows)
         amax = rows.detach().abs().amax(dim=1).float()
         ratio = self.clip_ratio if len(group) <= 1 else torch.cat([q.clip_ratio for q in group])
         return (ratio * amax / self.qp).clamp_min(EPS)
