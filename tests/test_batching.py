@@ -149,3 +149,24 @@ def test_disabled_quantizers_are_left_alone():
     with batched_quantization(model):
         assert torch.equal(model.up.weight, model.up.parametrizations.weight.original)
         assert torch.equal(model(x), reference(x))
+
+
+def test_quantizers_attached_or_replaced_after_a_batched_step_are_batched_from_then_on(monkeypatch):
+    torch.manual_seed(0)
+    model = Net()
+    quantize_(model, QuantSpec(technique="ste", bits=4, include=("up.weight",)))
+    x = torch.randn(2, 5, 16)
+    with batched_quantization(model):  # builds the list of attached quantizers
+        model(x)
+    quantize_(model, QuantSpec(technique="pqn", bits=4))  # replaces up's, attaches the others
+    calls = []
+    original = WeightQuantizer.fake_quant_rows
+
+    def spy(self, rows, group=()):
+        calls.append((self.estimator, rows.shape[0]))
+        return original(self, rows, group)
+
+    monkeypatch.setattr(WeightQuantizer, "fake_quant_rows", spy)
+    with batched_quantization(model):
+        model(x)
+    assert sorted(calls) == [("noise", 16), ("noise", 128)]  # every weight, and up's new quantizer

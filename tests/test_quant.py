@@ -19,10 +19,11 @@ from qbench.quant import (
     parse_precision,
     quantize_,
     quantized_parameter_names,
+    quantizers,
     use_precision,
 )
 from qbench.quant.quantizers import make_quantizer, round_ste
-from qbench.quant.scales import EPS
+from qbench.quant.scales import EPS, absmax_scale
 
 QUANT_TECHNIQUES = ("ste", "pqn", "pqn-sg", "rand", "rand-ste")
 
@@ -138,6 +139,37 @@ def test_absmax_scale_value_and_gradient_match_autograd_reference():
     assert grads[0][1][1, 3] == g[1] / 14 and grads[0][1][1, 7] == -g[1] / 14
     w = w0.clone().requires_grad_()
     assert not make_quantizer(QuantSpec("pqn-sg", 4)).scale(w).requires_grad
+
+
+@pytest.mark.parametrize("estimator", ["round-ste", "noise"])
+def test_fused_absmax_node_equals_absmax_scale_then_estimator_bit_for_bit(estimator):
+    """ste and pqn train through one autograd node on the CPU (_AbsMaxFakeQuant); it must give what
+    absmax_scale followed by round-STE or the noise addcmul give, values and gradients."""
+    torch.manual_seed(14)
+    w0 = torch.randn(7, 33)
+    w0[1, 3], w0[1, 7] = 2.5, -2.5  # a tie: the scale gradient is split between the two
+    w0[2] = 0.0  # an all-zero row: the scale is clamped to EPS, no scale gradient
+    w0[3, 5] = -4.0  # negative max
+    g = torch.randn(7, 33)
+    noise = torch.rand(7, 33) - 0.5 if estimator == "noise" else None
+    results = []
+    for fused in (True, False):
+        w = w0.clone().requires_grad_()
+        if fused:
+            out = quantizers._AbsMaxFakeQuant.apply(w, 7, noise)
+        else:
+            s = absmax_scale(w, 7)
+            out = round_ste(w, s, 7, clips=False) if noise is None else torch.addcmul(w, s[:, None], noise)
+        (out * g).sum().backward()
+        results.append((out.detach().view(torch.int32), w.grad))
+    (out_f, grad_f), (out_r, grad_r) = results
+    assert torch.equal(out_f, out_r) and torch.equal(grad_f, grad_r)
+    assert grad_f[1, 3] != g[1, 3] and grad_f[1, 7] != g[1, 7]  # the tie got the scale gradient
+    assert torch.equal(grad_f[2], g[2])  # zero row: straight through only
+    # and the quantizer takes this node in CPU training
+    q = make_quantizer(QuantSpec("ste" if noise is None else "pqn", 4))
+    assert q._fuses_absmax(w0.clone().requires_grad_())
+    assert not make_quantizer(QuantSpec("pqn-sg", 4))._fuses_absmax(w0.clone().requires_grad_())
 
 
 def test_rand_scale_formula_and_gradient_reaches_exactly_top_k():

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from .activations import act_target, attach_act_quantizer, detach_act_quantizer, find_act_quantizers
+from .batching import forget_attachments
 from .precision import PrecisionMap, name_matches, parse_precision
 from .quantizers import FLOAT_DTYPES, QuantSpec, WeightQuantizer, make_quantizer
 
@@ -114,6 +115,7 @@ def quantize_(model: nn.Module, spec: QuantSpec) -> list[str]:
             # unsafe=True: skip parametrize's trial forward (shape/dtype are preserved,
             # and it would draw noise from the RNG)
             parametrize.register_parametrization(module, tname, q, unsafe=True)
+            forget_attachments()
         if act_target(module, tname):
             if spec.activations:
                 attach_act_quantizer(module, spec.activations)
@@ -202,6 +204,7 @@ def use_precision(
                 # parameter order, restored on exit (parametrize re-adds at the end)
                 order = None if parametrize.is_parametrized(module, tname) else list(module._parameters)
                 parametrize.register_parametrization(module, tname, q, unsafe=True)
+                forget_attachments()
                 temporary.append((module, tname, q, order))
             else:
                 continue
@@ -232,6 +235,7 @@ def use_precision(
                 del plist[list(plist).index(tq)]
             else:
                 parametrize.remove_parametrizations(module, tname, leave_parametrized=False)
+                forget_attachments()
                 params = module._parameters  # same order as before -> same state_dict / parameters()
                 for key in order:
                     params[key] = params.pop(key)

@@ -22,6 +22,7 @@ once) gets the same tensor, and a weight changed in place inside the block is qu
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -32,13 +33,34 @@ from torch.nn.utils.parametrize import ParametrizationList
 from .quantizers import WeightQuantizer
 from .scales import rows_view
 
-__all__ = ["batched_quantization"]
+__all__ = ["batched_quantization", "forget_attachments"]
+
+
+#: model -> (generation, its parametrization lists): walking every module each step costs more
+#: than quantizing the smallest weights. Attaching or removing quantizers through qbench.quant
+#: (quantize_, use_precision) calls forget_attachments(); a list built before a quantizer was
+#: registered by hand leaves that weight out of the batch (it then quantizes itself when read).
+_PLISTS: weakref.WeakKeyDictionary[nn.Module, tuple[int, list[ParametrizationList]]] = (
+    weakref.WeakKeyDictionary()
+)
+_generation = 0
+
+
+def forget_attachments() -> None:
+    """Quantizers were attached or removed somewhere: find them again on the next batched step."""
+    global _generation
+    _generation += 1
 
 
 def _attached(model: nn.Module) -> Iterator[tuple[WeightQuantizer, Tensor]]:
     """``(quantizer, weight)`` for every weight whose only parametrization is an enabled quantizer."""
-    for plist in model.modules():  # a ParametrizationList is the module holding `original`
-        if type(plist) is ParametrizationList and plist.is_tensor and len(plist) == 1:
+    cached = _PLISTS.get(model)
+    if cached is None or cached[0] != _generation:
+        # a ParametrizationList is the module holding `original`
+        plists = [m for m in model.modules() if type(m) is ParametrizationList and m.is_tensor]
+        cached = _PLISTS[model] = (_generation, plists)
+    for plist in cached[1]:
+        if len(plist) == 1:
             q = plist[0]
             if isinstance(q, WeightQuantizer) and q.enabled:
                 yield q, plist.original
@@ -80,7 +102,9 @@ def batched_quantization(model: nn.Module, enabled: bool = True):
     prepared: list[WeightQuantizer] = []
     try:
         for q, w in _attached(model):
-            rows = rows_view(w, q.granularity)
+            # a 2-D weight quantized per channel is its own rows (a view would be one more
+            # autograd node to run backward through)
+            rows = w if w.dim() == 2 and q.granularity == "per-channel" else rows_view(w, q.granularity)
             q.prepare(rows)
             prepared.append(q)
             if enabled:
@@ -91,7 +115,7 @@ def batched_quantization(model: nn.Module, enabled: bool = True):
             out = quantizers[0].fake_quant_rows(parts[0] if len(parts) == 1 else torch.cat(parts), quantizers)
             pieces = (out,) if len(parts) == 1 else out.split([p.shape[0] for p in parts])
             for (q, w, _), piece in zip(members, pieces, strict=True):
-                q._batched = (piece.view(w.shape), w, w._version)
+                q._batched = (piece if piece.shape == w.shape else piece.view(w.shape), w, w._version)
         yield model
     finally:
         for q in prepared:
