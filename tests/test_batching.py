@@ -123,19 +123,22 @@ def test_alike_quantizers_share_one_pass_and_each_weight_is_computed_once(monkey
     assert sorted(calls) == [(torch.Size([16, 32]), 1), (torch.Size([128, 16]), 5)]
 
 
-def test_a_weight_changed_inside_the_block_is_quantized_anew():
+def test_reads_inside_the_block_return_the_weights_computed_on_entry():
     torch.manual_seed(0)
     model = Net()
     quantize_(model, QuantSpec(technique="ste", bits=4))
     q = find_quantizers(model)["mix.weight"]
     w = model.mix.parametrizations.weight.original
     with batched_quantization(model):
-        before = model.mix.weight
+        entry = model.mix.weight
+        assert model.mix.weight is entry  # every read: the same tensor, from parametrize's cache
+        assert torch.equal(entry, q(w))
         with torch.no_grad():
             w.mul_(2.0)
-        after = model.mix.weight
-    assert torch.equal(after, q(w)) and not torch.equal(before, after)
+        assert model.mix.weight is entry  # as under parametrize.cached(): seen in the next block
     assert q._batched is None  # nothing kept after the block
+    after = model.mix.weight
+    assert torch.equal(after, q(w)) and not torch.equal(after, entry)
 
 
 def test_disabled_quantizers_are_left_alone():
