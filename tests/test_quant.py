@@ -168,8 +168,30 @@ def test_fused_absmax_node_equals_absmax_scale_then_estimator_bit_for_bit(estima
     assert torch.equal(grad_f[2], g[2])  # zero row: straight through only
     # and the quantizer takes this node in CPU training
     q = make_quantizer(QuantSpec("ste" if noise is None else "pqn", 4))
-    assert q._fuses_absmax(w0.clone().requires_grad_())
-    assert not make_quantizer(QuantSpec("pqn-sg", 4))._fuses_absmax(w0.clone().requires_grad_())
+    assert q._fuses(w0.clone().requires_grad_())
+    assert not make_quantizer(QuantSpec("pqn-sg", 4))._fuses(w0.clone().requires_grad_())
+
+
+def test_fused_pact_node_equals_clamp_then_round_ste_bit_for_bit():
+    torch.manual_seed(15)
+    w0 = torch.randn(6, 25)
+    alpha0 = torch.rand(6) * 1.5 + 0.2  # some weights beyond +-alpha on every row
+    g = torch.randn(6, 25)
+    results = []
+    for fused in (True, False):
+        w, alpha = w0.clone().requires_grad_(), alpha0.clone().requires_grad_()
+        if fused:
+            out = quantizers._PactFakeQuant.apply(w, alpha.unsqueeze(1), 7)
+        else:
+            clamped = quantizers._ClampToAlpha.apply(w, alpha.unsqueeze(1))
+            out = round_ste(clamped, (alpha / 7).detach(), 7, clips=False)
+        (out * g).sum().backward()
+        results.append((out.detach().view(torch.int32), w.grad, alpha.grad))
+    for fused_value, reference in zip(results[0], results[1], strict=True):
+        assert torch.equal(fused_value, reference)
+    assert (results[0][2] != 0).all()  # alpha learns from the clipped weights
+    q = make_quantizer(QuantSpec("pact", 4), weight=w0)
+    assert q._fuses(w0.clone().requires_grad_())
 
 
 def test_rand_scale_formula_and_gradient_reaches_exactly_top_k():

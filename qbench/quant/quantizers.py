@@ -329,6 +329,27 @@ class _ClampToAlpha(torch.autograd.Function):
         return grad - g * outside, grad_alpha  # grad * (1 - outside^2), exactly
 
 
+class _PactFakeQuant(torch.autograd.Function):
+    """PACT's round-STE on ``(G, n)`` fp32 rows with ``(G, 1)`` clip values ``alpha``, as one
+    autograd node: :class:`_ClampToAlpha` then :class:`_RoundSTE` with the detached scale
+    ``alpha / Qp`` (which cannot clip), with the same values and gradients bit for bit, in one
+    Python forward and backward instead of two."""
+
+    @staticmethod
+    def forward(ctx, rows: Tensor, alpha: Tensor, qp: int) -> Tensor:
+        clamped = torch.clamp(rows, -alpha, alpha)
+        _, _, out = _round_rows(clamped, (alpha / qp).detach(), qp, clips=False)
+        ctx.save_for_backward((rows - clamped).sign_())  # +1 above alpha, -1 below -alpha, 0 inside
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (outside,) = ctx.saved_tensors
+        g = grad * outside
+        grad_alpha = g.sum(dim=1, keepdim=True) if ctx.needs_input_grad[1] else None
+        return grad - g * outside, grad_alpha, None
+
+
 _ZERO_POINTS: dict[tuple, tuple[Tensor, Tensor]] = {}
 
 
@@ -627,19 +648,22 @@ class WeightQuantizer(nn.Module):
             s, g = self._scale_and_factor(rows, group)  # LSQ: the fused kernel applies the gradient factor
             return round_ste(rows, s, self.qp, g)
         noisy = self.estimator == "noise" and self.training and not self.hard
-        if self._fuses_absmax(rows):
-            return _AbsMaxFakeQuant.apply(rows, self.qp, noise_like(rows, self.noise) if noisy else None)
+        if self._fuses(rows):  # on the CPU, one autograd node for scale and estimator
+            if self.scale_fn == "absmax":
+                return _AbsMaxFakeQuant.apply(rows, self.qp, noise_like(rows, self.noise) if noisy else None)
+            if not noisy:  # pact
+                return _PactFakeQuant.apply(rows, self._alpha(group).unsqueeze(1), self.qp)
         rows, s = self._clipped_rows_and_scale(rows, group)
         if noisy:
             return torch.addcmul(rows, s.unsqueeze(1).to(rows.dtype), noise_like(rows, self.noise))
         return round_ste(rows, s, self.qp, clips=not self._never_clips)
 
-    def _fuses_absmax(self, rows: Tensor) -> bool:
-        """An absmax scale with its gradient, in training on the CPU: one fused autograd node
-        (:class:`_AbsMaxFakeQuant`). On CUDA the round goes to PyTorch's fused kernels instead."""
+    def _fuses(self, rows: Tensor) -> bool:
+        """In training on the CPU, an absmax scale with its gradient or an initialised PACT clip
+        go through one fused autograd node (:class:`_AbsMaxFakeQuant`, :class:`_PactFakeQuant`).
+        On CUDA the round goes to PyTorch's fused kernels instead."""
         return (
-            self.scale_fn == "absmax"
-            and not self.detach_scale
+            (self.scale_fn == "absmax" and not self.detach_scale or self.scale_fn == "pact" and self.initialized)
             and self.scale_dtype is None
             and rows.dtype == torch.float32
             and not rows.is_cuda
