@@ -250,6 +250,18 @@ def test_pqn_noise_within_half_step_fresh_each_forward_and_hard_in_eval():
     assert abs(ratio - 1 / math.sqrt(12)) < 0.01
 
 
+def test_cpu_uniform_noise_is_16_bit_midpoints_seeded_by_torch():
+    torch.manual_seed(21)
+    u = quantizers.noise_like(torch.empty(300, 1000), "uniform")
+    steps = u * 65536 - 0.5  # the int16 values
+    assert torch.equal(steps, steps.round()) and steps.min() >= -32768 and steps.max() <= 32767
+    assert abs(u.mean().item()) < 2e-3 and abs(u.var().item() - 1 / 12) < 1e-3
+    assert len(steps.unique()) > 60000  # the whole range in use
+    torch.manual_seed(21)
+    assert torch.equal(u, quantizers.noise_like(torch.empty(300, 1000), "uniform"))
+    assert not torch.equal(u, quantizers.noise_like(torch.empty(300, 1000), "uniform"))
+
+
 def test_pqn_sg_stops_scale_gradient_pqn_does_not():
     torch.manual_seed(4)
     w0 = torch.randn(4, 16)
@@ -263,7 +275,7 @@ def test_pqn_sg_stops_scale_gradient_pqn_does_not():
     # d(W + s u)/dW = 1, plus sum_j u_j * ds/dW at the row max when the scale is live
     assert torch.equal(grads["pqn-sg"], torch.ones_like(w0))
     torch.manual_seed(5)
-    u = torch.rand_like(w0) - 0.5
+    u = quantizers.noise_like(w0, "uniform")  # the same draw
     expected = 1 + (u.sum(1, keepdim=True) * w0.sign() / 7) * is_max
     torch.testing.assert_close(grads["pqn"], expected)
     assert (grads["pqn"][is_max] != 1).all()
