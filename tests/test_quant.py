@@ -23,7 +23,7 @@ from qbench.quant import (
     use_precision,
 )
 from qbench.quant.quantizers import make_quantizer, round_ste
-from qbench.quant.scales import EPS, absmax_scale, topk_lp_scale
+from qbench.quant.scales import EPS, absmax_scale
 
 QUANT_TECHNIQUES = ("ste", "pqn", "pqn-sg", "rand", "rand-ste")
 
@@ -192,48 +192,6 @@ def test_fused_pact_node_equals_clamp_then_round_ste_bit_for_bit():
     assert (results[0][2] != 0).all()  # alpha learns from the clipped weights
     q = make_quantizer(QuantSpec("pact", 4), weight=w0)
     assert q._fuses(w0.clone().requires_grad_())
-
-
-@pytest.mark.parametrize("k,c", [(2, 1.0), (2, 0.8), (1, 1.0)])
-@pytest.mark.parametrize("estimator", ["round-ste", "noise"])
-def test_fused_topk_node_equals_topk_lp_scale_then_estimator(k, c, estimator):
-    """rand and rand-ste train through one autograd node on the CPU (_TopKLpFakeQuant, top two by
-    amax passes): the values and gradients of topk_lp_scale (topk + gather) then the estimator."""
-    torch.manual_seed(16)
-    w0 = torch.randn(9, 30)
-    g = torch.randn(9, 30)
-    noise = torch.rand(9, 30) - 0.5 if estimator == "noise" else None
-    clips = c < 1  # c >= 1: the scale is at least max|W| / Qp
-    results = []
-    for fused in (True, False):
-        w = w0.clone().requires_grad_()
-        if fused:
-            out = quantizers._TopKLpFakeQuant.apply(w, k, 8.0, c, 7, noise, clips)
-        else:
-            s = topk_lp_scale(w, 7, k=k, p=8.0, c=c)
-            out = round_ste(w, s, 7, clips=clips) if noise is None else torch.addcmul(w, s[:, None], noise)
-        (out * g).sum().backward()
-        results.append((out.detach().view(torch.int32), w.grad))
-    assert torch.equal(results[0][0], results[1][0])
-    assert torch.equal(results[0][1], results[1][1])
-
-
-def test_fused_topk_node_splits_ties_and_ignores_zero_second_largest():
-    w = torch.tensor(
-        [[0.5, -0.5, 0.1, 0.2], [0.0, 0.0, -0.3, 0.0], [0.4, 0.1, -0.4, 0.4]], requires_grad=True
-    )
-    g = torch.ones(3, 4)
-    out = quantizers._TopKLpFakeQuant.apply(w, 2, 1.0, 1.0, 7, torch.full((3, 4), 0.25), False)
-    (out * g).sum().backward()
-    # row 0: the top two are the tie +-0.5, each gets the same |gradient|, with its sign
-    d = w.grad - 1.0  # minus the straight-through part
-    torch.testing.assert_close(d[0, 0], -d[0, 1])
-    assert d[0, 0] != 0 and d[0, 2] == d[0, 3] == 0
-    # row 1: second largest is a zero weight: only -0.3 gets the scale gradient (p = 1, no NaN)
-    assert torch.isfinite(w.grad).all() and d[1, 2] != 0 and (d[1, [0, 1, 3]] == 0).all()
-    # row 2: three tied: split evenly between them
-    torch.testing.assert_close(d[2, [0, 3]], -d[2, [2, 2]])
-    assert d[2, 0] == d[2, 3] != 0 and d[2, 1] == 0
 
 
 def test_rand_scale_formula_and_gradient_reaches_exactly_top_k():

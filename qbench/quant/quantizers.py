@@ -36,15 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .scales import (
-    EPS,
-    SCALE_FUNCTIONS,
-    check_granularity,
-    lsq_init_scale,
-    mse_clip_scale,
-    rows_view,
-    scale_of_top,
-)
+from .scales import EPS, SCALE_FUNCTIONS, check_granularity, lsq_init_scale, mse_clip_scale, rows_view
 
 __all__ = [
     "TECHNIQUES",
@@ -354,64 +346,6 @@ class _ClampToAlpha(torch.autograd.Function):
         g = grad * outside
         grad_alpha = g.sum(dim=1, keepdim=True) if ctx.needs_input_grad[1] else None
         return grad - g * outside, grad_alpha  # grad * (1 - outside^2), exactly
-
-
-class _TopKLpFakeQuant(torch.autograd.Function):
-    """RAND's scale ``s = c ||top_k |W_i| ||_p / Qp`` for ``k <= 2`` and round-STE (``noise``
-    None) or the noise estimator on ``(G, n)`` fp32 rows, as one autograd node. The top two
-    magnitudes come from two ``amax`` passes (the largest set to 0 for the second) instead of
-    ``max(dim)`` with indices, 5x slower on the CPU; the scale gradient goes to those weights
-    through 0./1. masks instead of a scatter. Same values as ``topk_lp_scale`` then the estimator
-    (the norm is computed by the same function), same gradients bit for bit without exact ties
-    (with ties the gradient of the tied magnitudes is split evenly between them)."""
-
-    @staticmethod
-    def forward(ctx, rows: Tensor, k: int, p: float, c: float, qp: int, noise: Tensor | None, clips: bool):
-        mag = rows.abs()
-        a1 = mag.amax(dim=1, keepdim=True)
-        at_1 = torch.eq(mag, a1, out=torch.empty_like(mag))  # 0./1.: a bool mask costs 10x on the CPU
-        n1 = at_1.sum(dim=1, keepdim=True)
-        rest = a2 = None
-        if k == 2:
-            rest = torch.addcmul(mag, at_1, a1, value=-1.0)  # the largest magnitude(s) set to 0
-            a2 = torch.where(n1 >= 2, a1, rest.amax(dim=1, keepdim=True))
-        with torch.enable_grad():  # the scale's small (G, k) graph, differentiated in backward
-            top = (a1 if k == 1 else torch.cat([a1, a2], dim=1)).requires_grad_()
-            s = scale_of_top(top, p, c, qp)
-        scale = s.detach().unsqueeze(1)
-        if noise is None:
-            x, q, out = _round_rows(rows, scale, qp, clips)
-            ctx.save_for_backward(rows, at_1, n1, rest, a2, x, q)
-        else:
-            out = torch.addcmul(rows, scale, noise)
-            ctx.save_for_backward(rows, at_1, n1, rest, a2, noise)
-        ctx.scale_graph, ctx.qp, ctx.clips = (top, s), qp, clips
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        rows, at_1, n1, rest, a2, *est = ctx.saved_tensors
-        if len(est) == 2:  # round-STE
-            x, q = est
-            grad_w = _in_range_grad(grad, x, ctx.qp) if ctx.clips else grad
-            grad_s = _round_scale_grad(grad, grad_w, x, q)
-        else:  # noise
-            grad_w, grad_s = grad, (grad * est[0]).sum(dim=1, keepdim=True)
-        top, s = ctx.scale_graph
-        (grad_top,) = torch.autograd.grad(s, top, grad_s.squeeze(1))  # (G, k)
-        g1 = grad_top[:, :1]
-        if rest is None:
-            dense = at_1 * (g1 / n1)
-        else:
-            tie = n1 >= 2  # then the top two are tied largest magnitudes: theirs is split
-            g2 = grad_top[:, 1:]
-            coef1 = torch.where(tie, (g1 + g2) / n1, g1)
-            at_2 = torch.eq(rest, a2, out=torch.empty_like(rest))
-            # a second largest of 0 is a zero weight, which the gather's |.| gives no gradient
-            coef2 = (g2 / at_2.sum(dim=1, keepdim=True)).masked_fill_(tie | (a2 == 0), 0.0)
-            dense = torch.addcmul(at_1 * coef1, at_2, coef2)
-        ctx.scale_graph = None
-        return torch.addcmul(grad_w, dense, rows.sign()), None, None, None, None, None, None
 
 
 class _PactFakeQuant(torch.autograd.Function):
@@ -736,10 +670,6 @@ class WeightQuantizer(nn.Module):
         if self._fuses(rows):  # on the CPU, one autograd node for scale and estimator
             if self.scale_fn == "absmax":
                 return _AbsMaxFakeQuant.apply(rows, self.qp, noise_like(rows, self.noise) if noisy else None)
-            if self.scale_fn == "topk-lp":
-                u = noise_like(rows, self.noise) if noisy else None
-                k = min(self.k, rows.shape[1])
-                return _TopKLpFakeQuant.apply(rows, k, self.p, self.c, self.qp, u, not self._never_clips)
             if not noisy:  # pact
                 return _PactFakeQuant.apply(rows, self._alpha(group).unsqueeze(1), self.qp)
         rows, s = self._clipped_rows_and_scale(rows, group)
@@ -748,18 +678,16 @@ class WeightQuantizer(nn.Module):
         return round_ste(rows, s, self.qp, clips=not self._never_clips)
 
     def _fuses(self, rows: Tensor) -> bool:
-        """In training on the CPU, an absmax or top-k (k <= 2) scale with its gradient, or an
-        initialised PACT clip, go through one fused autograd node (:class:`_AbsMaxFakeQuant`,
-        :class:`_TopKLpFakeQuant`, :class:`_PactFakeQuant`). On CUDA the round goes to PyTorch's
-        fused kernels instead."""
-        if self.scale_fn == "pact":
-            fused_scale = self.initialized
-        elif self.scale_fn == "topk-lp":  # its backward differentiates a small graph: not in dynamo
-            fused_scale = not self.detach_scale and self.k <= 2 and not torch.compiler.is_compiling()
-        else:
-            fused_scale = self.scale_fn == "absmax" and not self.detach_scale
+        """In training on the CPU, an absmax scale with its gradient or an initialised PACT clip
+        go through one fused autograd node (:class:`_AbsMaxFakeQuant`, :class:`_PactFakeQuant`).
+        On CUDA the round goes to PyTorch's fused kernels instead."""
         return (
-            fused_scale
+            (
+                self.scale_fn == "absmax"
+                and not self.detach_scale
+                or self.scale_fn == "pact"
+                and self.initialized
+            )
             and self.scale_dtype is None
             and rows.dtype == torch.float32
             and not rows.is_cuda

@@ -26,7 +26,6 @@ __all__ = [
     "EPS",
     "absmax_scale",
     "topk_lp_scale",
-    "scale_of_top",
     "mse_clip_scale",
     "lsq_init_scale",
     "CLIP_GRID",
@@ -159,17 +158,12 @@ def topk_lp_scale(
     # (G, k) gather (backward = one scatter) instead of abs/topk over the full tensor
     idx = _top_k_indices(rows.detach().abs(), k)  # column 0 = argmax
     top = rows.gather(1, idx).abs()  # (G, k)
-    return scale_of_top(top, p, c, qp)
-
-
-def scale_of_top(top: Tensor, p: float, c: float, qp: int) -> Tensor:
-    """``(G,)`` scales ``c ||top||_p / Qp`` of the ``(G, k)`` largest magnitudes, largest first.
-    ``||v||_p = m ||v / m||_p`` with ``m`` the largest (a constant: the identity holds for any
-    ``m``, so the gradient is unchanged) avoids under/overflow of ``|v|^p`` for p = 8. Written
-    out: ``linalg.vector_norm`` over rows of k values costs 4x as much on the CPU (forward and
-    backward). The sum is >= 1 (its first term is (m/m)^p) but for an all-zero row, whose clamp
-    keeps pow's gradient at 0 finite."""
+    # ||v||_p = m * ||v / m||_p with m = max (a constant: the identity holds for any
+    # m, so the gradient is unchanged) avoids under/overflow of |v|^p for p = 8.
     m = top[:, :1].detach().clamp_min(torch.finfo(top.dtype).tiny)
+    # Written out: linalg.vector_norm over rows of k values costs 4x as much on the CPU (forward
+    # and backward). The sum is >= 1 (its first term is (m/m)^p) but for an all-zero row, whose
+    # clamp keeps pow's gradient at 0 finite.
     norm = m.squeeze(1) * (top / m).pow(p).sum(dim=1).clamp_min(1.0).pow(1.0 / p)
     if c != 1.0:
         norm = norm * c
