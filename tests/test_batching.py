@@ -30,13 +30,28 @@ class Net(nn.Module):
         return self.attn(h, h, h, need_weights=False)[0]
 
 
-def _trained(technique: str, batched: bool, steps: int = 3, **spec):
+class Widths(nn.Module):
+    """Rows of 32 (64 of them), and of 30 (a Linear's 32 and a Conv1d's 8): the shorter rows join
+    the pass of the longer ones, zero-padded (80 padding values for 2048)."""
+
+    def __init__(self):
+        super().__init__()
+        self.big = nn.Linear(32, 64)
+        self.small = nn.Linear(30, 32)
+        self.conv = nn.Conv1d(10, 8, 3, padding=1)
+
+    def forward(self, x):  # (B, T, 32)
+        c = self.conv(x[..., :10].transpose(1, 2)).transpose(1, 2)
+        return torch.cat([self.big(x), self.small(x[..., :30]), c], dim=-1)
+
+
+def _trained(technique: str, batched: bool, steps: int = 3, model_cls=Net, **spec):
     torch.manual_seed(0)
-    model = Net()
+    model = model_cls()
     quantize_(model, QuantSpec(technique=technique, bits=4, **spec))
     params = list(model.parameters())
     opt = torch.optim.SGD(params, lr=0.05)
-    x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(2, 5, 32 if model_cls is Widths else 16, generator=torch.Generator().manual_seed(1))
     outs, grads = [], []
     for _ in range(steps):
         opt.zero_grad()
@@ -173,3 +188,28 @@ def test_quantizers_attached_or_replaced_after_a_batched_step_are_batched_from_t
     with batched_quantization(model):
         model(x)
     assert sorted(calls) == [("noise", 16), ("noise", 128)]  # every weight, and up's new quantizer
+
+
+@pytest.mark.parametrize("technique", ["ste", "pqn", "rand", "rand-ste", "pact", "clip", "lsq"])
+def test_zero_padded_rows_train_as_weight_by_weight(technique, monkeypatch):
+    """Shorter rows padded into a longer pass get their values and gradients (up to the order of
+    float sums over the longer rows); LSQ, whose gradient factor depends on the row length, is not
+    padded."""
+    _fixed_noise(monkeypatch)
+    calls = []
+    original = WeightQuantizer.fake_quant_rows
+
+    def spy(self, rows, group=()):
+        calls.append(tuple(rows.shape))
+        return original(self, rows, group)
+
+    monkeypatch.setattr(WeightQuantizer, "fake_quant_rows", spy)
+    m1, out1, g1 = _trained(technique, batched=False, model_cls=Widths, steps=2)
+    calls.clear()
+    m2, out2, g2 = _trained(technique, batched=True, model_cls=Widths, steps=2)
+    per_step = calls[: len(calls) // 2]
+    assert per_step == ([(64, 32), (40, 30)] if technique == "lsq" else [(104, 32)])
+    for a, b in zip(
+        [*out1, *sum(g1, []), *m1.state_dict().values()], [*out2, *sum(g2, []), *m2.state_dict().values()]
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)

@@ -575,7 +575,18 @@ class WeightQuantizer(nn.Module):
             self.init_from(rows)
         if self.scale_fn == "mse-clip" and self._clip_cached():
             self._count_clip_forward(rows)
-        self.prepared = True
+        self.__dict__["prepared"] = True  # per step: see end_step
+
+    def end_step(self) -> None:
+        """Forget this forward's batched output and preparation (qbench.quant.batching). Both are
+        plain attributes written each step straight into ``__dict__``: ``nn.Module.__setattr__``'s
+        checks cost ~5 us a call, ~0.4 ms a step of the demo Conformer."""
+        self.__dict__["_batched"] = None
+        self.__dict__["prepared"] = False
+
+    def set_batched(self, out: Tensor, source: Tensor) -> None:
+        """This forward's output for weight ``source``, computed with its group (see forward)."""
+        self.__dict__["_batched"] = (out, source, source._version)
 
     def _clip_cached(self) -> bool:
         return self.clip_every > 1 and self.training and not self.hard and torch.is_grad_enabled()
