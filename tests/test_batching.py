@@ -209,7 +209,7 @@ def test_zero_padded_rows_train_as_weight_by_weight(technique, monkeypatch):
     m2, out2, g2 = _trained(technique, batched=True, model_cls=Widths, steps=2)
     per_step = calls[: len(calls) // 2]
     assert per_step == ([(64, 32), (40, 30)] if technique == "lsq" else [(104, 32)])
-    for a, b in zip(
-        [*out1, *sum(g1, []), *m1.state_dict().values()], [*out2, *sum(g2, []), *m2.state_dict().values()]
-    ):
+    first = [*out1, *sum(g1, []), *m1.state_dict().values()]
+    second = [*out2, *sum(g2, []), *m2.state_dict().values()]
+    for a, b in zip(first, second, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
