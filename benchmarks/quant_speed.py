@@ -6,9 +6,11 @@ A step is what the engine does: zero_grad, forward (quantized weights computed i
 qbench.quant.batching), CTC loss, backward, gradient clipping, AdamW step (learned lsq/pact
 scales in the optimizer). Batch: 8 utterances of synthetic fbank-like
 features (80 mel bins, 300-400 frames). Every technique gets its own copy of the same initial
-model. Timing: rounds that visit the techniques in a rotating order, a few steps each; the ratio
-is the median over rounds of (technique's round median / float's round median), so slow drift of
-a shared machine cancels. Peak memory of a step: on CUDA torch.cuda.max_memory_allocated; on the
+model. Timing: rounds that visit the techniques in a rotating order; each visit times a float step
+and a step of the technique back to back (which one first alternates), and the time ratio is the
+median over all visits of (technique step / its float step): a shared machine's speed drifts by
++-10 % within seconds, and a pair 80 ms long sees the same speed. Step time: the median of the
+technique's steps. Peak memory of a step: on CUDA torch.cuda.max_memory_allocated; on the
 CPU the profiler's allocation events (peak of the running sum within a step) plus what lives
 across steps (parameters, optimizer state, buffers). Both are over float's, measured in this run.
 """
@@ -120,8 +122,8 @@ def peak_bytes(s: Setup, b: dict, device: torch.device) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    ap.add_argument("--rounds", type=int, default=12)
-    ap.add_argument("--steps", type=int, default=3, help="timed steps per technique per round")
+    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--steps", type=int, default=1, help="timed (float, technique) pairs per technique per round")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--bits", type=int, default=4)
     ap.add_argument("--techniques", nargs="*", default=list(TECHNIQUES))
@@ -138,27 +140,36 @@ def main() -> None:
         for _ in range(3):
             s.step(b)
     sync(device)
+    def timed(name: str) -> float:
+        sync(device)
+        t0 = time.perf_counter()
+        setups[name].step(b)
+        sync(device)
+        return time.perf_counter() - t0
+
     times: dict[str, list[float]] = {n: [] for n in names}
+    ratios: dict[str, list[float]] = {n: [] for n in names}
+    techniques = names[1:]
     for r in range(args.rounds):
-        order = names[r % len(names) :] + names[: r % len(names)]
-        for n in order:
-            ts = []
+        for n in techniques[r % len(techniques) :] + techniques[: r % len(techniques)]:
             for _ in range(args.steps):
-                sync(device)
-                t0 = time.perf_counter()
-                setups[n].step(b)
-                sync(device)
-                ts.append(time.perf_counter() - t0)
-            times[n].append(statistics.median(ts))
+                if r % 2:
+                    t_float, t_n = timed("float"), timed(n)
+                else:
+                    t_n, t_float = timed(n), timed("float")
+                times["float"].append(t_float)
+                times[n].append(t_n)
+                ratios[n].append(t_n / t_float)
+    ratios["float"] = [1.0]
     mem = {n: statistics.median(peak_bytes(setups[n], b, device) for _ in range(3)) for n in names}
     dev = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(
         f"demo Conformer, batch 8, w{args.bits}, {dev}, torch {torch.__version__}, "
-        f"{args.rounds} rounds x {args.steps} steps"
+        f"{args.rounds} rounds x {args.steps} step pairs"
     )
     print(f"{'technique':<10} {'step ms':>8} {'time/float':>10} {'peak MB':>8} {'mem/float':>9}")
     for n in names:
-        ratio = statistics.median(t / f for t, f in zip(times[n], times["float"], strict=True))
+        ratio = statistics.median(ratios[n])
         print(
             f"{n:<10} {1e3 * statistics.median(times[n]):8.1f} {ratio:10.3f} "
             f"{mem[n] / 2**20:8.1f} {mem[n] / mem['float']:9.3f}"
