@@ -95,7 +95,9 @@ def test_findings_decide_each_claim(tmp_path):
     assert "qbench findings --suite rand-paper --suite asr-precisions" in text
     assert "rows: `qbench compare --suite rand-paper`." in text
     two = Finding("k", "A claim.", "RAND", "held", "detail", suites=["a", "b"])
-    assert "rows: `qbench compare --suite a`, `qbench compare --suite b`." in render_findings([two], ["a", "b"])
+    assert "rows: `qbench compare --suite a`, `qbench compare --suite b`." in render_findings(
+        [two], ["a", "b"]
+    )
 
 
 def test_findings_say_what_is_not_tested_and_what_failed(tmp_path):

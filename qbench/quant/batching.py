@@ -109,11 +109,11 @@ class _Member(NamedTuple):
 PAD_BUDGET = 0.25
 
 
-def _pads(q: WeightQuantizer) -> bool:
-    """Zero padding changes nothing a quantizer computes from its row (zeros are below its largest
-    magnitude, add nothing to its error sums, get no gradient), but LSQ's gradient factor
-    ``1 / sqrt(n Qp)``, which depends on the row length."""
-    return q.scale_fn != "learned"
+def _pads(m: _Member) -> bool:
+    """Zero padding changes nothing a quantizer computes from its row: zeros are below its largest
+    magnitude, add nothing to its error sums and get no gradient; LSQ's gradient factor
+    ``1 / sqrt(n Qp)`` is then one per row (on the CPU; CUDA's fused kernel takes one number)."""
+    return m.quantizer.scale_fn != "learned" or not m.rows.is_cuda
 
 
 def _groups(alike: dict[tuple, list[_Member]]) -> list[tuple[int, list[_Member]]]:
@@ -129,7 +129,7 @@ def _groups(alike: dict[tuple, list[_Member]]) -> list[tuple[int, list[_Member]]
         for width in sorted(by_width, reverse=True):
             rows = sum(m.rows.shape[0] for m in by_width[width])
             host = None
-            if _pads(members[0].quantizer):
+            if _pads(members[0]):
                 fits = [g for g in placed if (g[0] - width) * rows <= PAD_BUDGET * g[2][0]]
                 host = min(fits, key=lambda g: g[0], default=None)
             if host is None:

@@ -260,7 +260,7 @@ class _RoundSTE(torch.autograd.Function):
         grad_s = None
         if ctx.needs_input_grad[1]:
             grad_s = _round_scale_grad(grad, grad_w, x, q).squeeze(1)
-            if ctx.grad_factor != 1.0:
+            if isinstance(ctx.grad_factor, Tensor) or ctx.grad_factor != 1.0:
                 grad_s = grad_s * ctx.grad_factor
         return (grad_w if ctx.needs_input_grad[0] else None), grad_s, None, None, None
 
@@ -384,7 +384,9 @@ def _zero_points(n: int, device: torch.device) -> tuple[Tensor, Tensor]:
     return zp
 
 
-def round_ste(rows: Tensor, scale: Tensor, qp: int, grad_factor: float = 1.0, clips: bool = True) -> Tensor:
+def round_ste(
+    rows: Tensor, scale: Tensor, qp: int, grad_factor: float | Tensor = 1.0, clips: bool = True
+) -> Tensor:
     """Functional round-STE on a ``(G, n)`` view with ``(G,)`` fp32 scales.
 
     On CUDA with autograd it runs PyTorch's fused kernels, one op forward and one backward:
@@ -394,7 +396,7 @@ def round_ste(rows: Tensor, scale: Tensor, qp: int, grad_factor: float = 1.0, cl
     arithmetic in plain ops (:class:`_RoundSTE`): on the CPU the fused kernels are slower
     (measured fwd+bwd on a 384x96 weight, one thread: 1.8 ms learnable kernel vs 1.1 ms, 0.8-1.1 ms
     plain kernel vs 0.5 ms). All paths give bit-identical values. ``clips=False``: see
-    :class:`_RoundSTE`.
+    :class:`_RoundSTE`. Off CUDA ``grad_factor`` may also be one per row, ``(G,)``.
     """
     grad = torch.is_grad_enabled() and (rows.requires_grad or scale.requires_grad)
     fused = grad and rows.is_cuda and rows.dtype == torch.float32 and scale.dtype == torch.float32
@@ -533,7 +535,7 @@ class WeightQuantizer(nn.Module):
 
     def _scales(self, rows: Tensor, group: tuple[WeightQuantizer, ...] = ()) -> Tensor:
         s, g = self._scale_and_factor(rows, group)
-        return s if g == 1.0 else grad_scale(s, g)
+        return s if isinstance(g, float) and g == 1.0 else grad_scale(s, g)
 
     # `group`: the quantizers (all configured like this one) whose weights' rows are concatenated
     # in `rows`, in order (qbench.quant.batching); () = this quantizer's rows alone. Their
@@ -563,8 +565,23 @@ class WeightQuantizer(nn.Module):
             return s.detach().clamp_min(EPS), 1.0
         g = 1.0
         if torch.is_grad_enabled() and s.requires_grad:
-            g = 1.0 / math.sqrt(rows.shape[1] * self.qp)  # LSQ: g = 1/sqrt(N Qp)
+            g = self._lsq_grad_factor(rows, group)
         return s.clamp_min(EPS), g
+
+    def _lsq_grad_factor(self, rows: Tensor, group: tuple[WeightQuantizer, ...]) -> float | Tensor:
+        """LSQ's ``g = 1 / sqrt(N Qp)``, N the weights per scale: a float, or one per row ``(G,)``
+        where qbench.quant.batching padded some members' rows to the group's length (their own
+        length is the one their :meth:`prepare` saw)."""
+        n = rows.shape[1]
+        lengths = [q.__dict__.get("_rows_n", n) for q in group]
+        if all(m == n for m in lengths):
+            return 1.0 / math.sqrt(n * self.qp)
+        return torch.cat(
+            [
+                torch.full((q.learned.numel(),), 1.0 / math.sqrt(m * self.qp))
+                for q, m in zip(group, lengths, strict=True)
+            ]
+        ).to(rows.device)
 
     def prepare(self, rows: Tensor) -> None:
         """The per-forward work that cannot sit in a compiled graph, done before a training forward
@@ -573,6 +590,7 @@ class WeightQuantizer(nn.Module):
         the count of forwards."""
         if not self.initialized:
             self.init_from(rows)
+        self.__dict__["_rows_n"] = rows.shape[1]  # its own row length, should its rows be padded
         if self.scale_fn == "mse-clip" and self._clip_cached():
             self._count_clip_forward(rows)
         self.__dict__["prepared"] = True  # per step: see end_step
