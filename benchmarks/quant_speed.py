@@ -123,7 +123,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--rounds", type=int, default=30)
-    ap.add_argument("--steps", type=int, default=1, help="timed (float, technique) pairs per technique per round")
+    ap.add_argument(
+        "--steps", type=int, default=1, help="timed (float, technique) pairs per technique per round"
+    )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--bits", type=int, default=4)
     ap.add_argument("--techniques", nargs="*", default=list(TECHNIQUES))
@@ -140,6 +142,7 @@ def main() -> None:
         for _ in range(3):
             s.step(b)
     sync(device)
+
     def timed(name: str) -> float:
         sync(device)
         t0 = time.perf_counter()

@@ -126,7 +126,7 @@ def _uniform_16bit(like: Tensor) -> Tensor:
     seed = int(torch.randint(0, 2**63 - 1, (), dtype=torch.int64))
     raw = np.random.PCG64(seed).random_raw((n + 3) // 4)  # uint64
     v = torch.from_numpy(raw.view(np.int16)[:n]).view(like.shape)
-    return v.to(like.dtype).add_(0.5).mul_(1.0 / 65536)
+    return torch.add(v, 0.5).mul_(1.0 / 65536).to(like.dtype)  # int16 + 0.5: float32, one pass
 
 
 def _check_bits(bits, what: str = "bits") -> int:
@@ -274,7 +274,7 @@ def _round_rows(rows: Tensor, s: Tensor, qp: int, clips: bool) -> tuple[Tensor, 
         q.clamp_(-qp, qp)
     # "+ 0.0" turns -0.0 into +0.0 like the kernel's integer cast. Two passes: addcmul with a 0-dim
     # zero as its first operand is one, but 8x slower on the CPU (not vectorised).
-    out = torch.mul(q, s.to(x.dtype)) + 0.0
+    out = torch.mul(q, s if s.dtype == x.dtype else s.to(x.dtype)) + 0.0
     return x, q, out
 
 
