@@ -4,12 +4,14 @@ A QAT step fake-quantizes every weight once in the forward and once in the backw
 weight's quantizer is some fifteen small tensor ops and two autograd nodes; on the demo
 Conformer (21 weights of 1.5k-37k values) their fixed per-op and Python cost, not the
 arithmetic, is most of QAT's cost over float training. Quantizers that are configured alike
-(technique, bits, options, mode) and whose weights have rows of the same length are therefore
-run as one: their ``(G_i, n)`` row views are concatenated, quantized in one pass, and split back.
-Every quantizer works row by row (a scale per row), so each weight gets the values and
-gradients it would get alone (bit for bit, but for topk-lp's norm, whose ``pow`` may differ in
-the last bit between vectorised and scalar kernels); only the noise estimator's draws come from
-one draw per group instead of one per weight (same distribution, another order of the stream).
+(technique, bits, options, mode) are therefore run as one: their ``(G_i, n)`` row views are
+concatenated, quantized in one pass, and split back; rows shorter than the group's are
+zero-padded when that adds little (:data:`PAD_BUDGET`; the demo Conformer's five row lengths
+make two passes). Every quantizer works row by row (a scale per row), so each weight gets the
+values and gradients it would get alone: bit for bit for rows of the group's length (but for
+topk-lp's norm, whose ``pow`` may differ in the last bit between vectorised and scalar
+kernels), up to the order of float sums for padded rows; only the noise estimator's draws come
+from one draw per group instead of one per weight (same distribution, another order).
 
     with batched_quantization(model):
         loss = loss_fn(model(x))      # each quantized weight is read from its group's output
