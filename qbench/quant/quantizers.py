@@ -576,12 +576,17 @@ class WeightQuantizer(nn.Module):
         lengths = [q.__dict__.get("_rows_n", n) for q in group]
         if all(m == n for m in lengths):
             return 1.0 / math.sqrt(n * self.qp)
-        return torch.cat(
-            [
-                torch.full((q.learned.numel(),), 1.0 / math.sqrt(m * self.qp))
-                for q, m in zip(group, lengths, strict=True)
-            ]
-        ).to(rows.device)
+        # the same every step: kept (keyed by what it is computed from) instead of ~30 small ops
+        key = (
+            tuple((q.learned.numel(), m) for q, m in zip(group, lengths, strict=True)),
+            self.qp,
+            rows.device,
+        )
+        cached = self.__dict__.get("_lsq_factors")
+        if cached is None or cached[0] != key:
+            factors = torch.cat([torch.full((rows_i,), 1.0 / math.sqrt(m * self.qp)) for rows_i, m in key[0]])
+            cached = self.__dict__["_lsq_factors"] = (key, factors.to(rows.device))
+        return cached[1]
 
     def prepare(self, rows: Tensor) -> None:
         """The per-forward work that cannot sit in a compiled graph, done before a training forward
