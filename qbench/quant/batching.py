@@ -179,9 +179,7 @@ def batched_quantization(model: nn.Module, enabled: bool = True):
     prepared: list[WeightQuantizer] = []
     try:
         for module, name, q, w in _attached(model):
-            # a 2-D weight quantized per channel is its own rows (a view would be one more
-            # autograd node to run backward through)
-            rows = w if w.dim() == 2 and q.granularity == "per-channel" else rows_view(w, q.granularity)
+            rows = rows_view(w, q.granularity)
             q.prepare(rows)
             prepared.append(q)
             if enabled:

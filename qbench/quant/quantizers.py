@@ -328,24 +328,36 @@ class _AbsMaxFakeQuant(torch.autograd.Function):
         return torch.addcmul(grad, at_max.mul_(rows.sign()), coef), None, None
 
 
+def _clamp_to_alpha(rows: Tensor, alpha: Tensor) -> tuple[Tensor, Tensor]:
+    """``clamp(W, -alpha, alpha)`` and where it clipped: +1 above alpha, -1 below -alpha, 0 inside
+    (one float tensor, saved for :func:`_clamp_to_alpha_grads`)."""
+    clamped = torch.clamp(rows, -alpha, alpha)
+    return clamped, (rows - clamped).sign_()
+
+
+def _clamp_to_alpha_grads(grad: Tensor, outside: Tensor, alpha_grad: bool) -> tuple[Tensor, Tensor | None]:
+    """Gradients of the clamp: to W inside ``[-alpha, alpha]`` (bounds included), to alpha
+    ``sum(grad * sign(W))`` over the row's weights outside (None unless ``alpha_grad``)."""
+    g = grad * outside
+    grad_alpha = g.sum(dim=1, keepdim=True) if alpha_grad else None
+    return grad - g * outside, grad_alpha  # grad * (1 - outside^2), exactly
+
+
 class _ClampToAlpha(torch.autograd.Function):
     """PACT's ``clamp(W, -alpha, alpha)`` with ``(G, 1)`` bounds. Autograd's clamp with tensor
     bounds builds six boolean masks in its backward (slow on the CPU); this saves one float
-    tensor of signs. Gradients: to W inside ``[-alpha, alpha]`` (bounds included), to alpha
-    ``sum(grad * sign(W))`` over the row's weights outside."""
+    tensor of signs."""
 
     @staticmethod
     def forward(ctx, rows: Tensor, alpha: Tensor) -> Tensor:
-        out = torch.clamp(rows, -alpha, alpha)
-        ctx.save_for_backward((rows - out).sign_())  # +1 above alpha, -1 below -alpha, 0 inside
+        out, outside = _clamp_to_alpha(rows, alpha)
+        ctx.save_for_backward(outside)
         return out
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         (outside,) = ctx.saved_tensors
-        g = grad * outside
-        grad_alpha = g.sum(dim=1, keepdim=True) if ctx.needs_input_grad[1] else None
-        return grad - g * outside, grad_alpha  # grad * (1 - outside^2), exactly
+        return _clamp_to_alpha_grads(grad, outside, ctx.needs_input_grad[1])
 
 
 class _PactFakeQuant(torch.autograd.Function):
@@ -356,17 +368,15 @@ class _PactFakeQuant(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, rows: Tensor, alpha: Tensor, qp: int) -> Tensor:
-        clamped = torch.clamp(rows, -alpha, alpha)
+        clamped, outside = _clamp_to_alpha(rows, alpha)
         _, _, out = _round_rows(clamped, (alpha / qp).detach(), qp, clips=False)
-        ctx.save_for_backward((rows - clamped).sign_())  # +1 above alpha, -1 below -alpha, 0 inside
+        ctx.save_for_backward(outside)
         return out
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         (outside,) = ctx.saved_tensors
-        g = grad * outside
-        grad_alpha = g.sum(dim=1, keepdim=True) if ctx.needs_input_grad[1] else None
-        return grad - g * outside, grad_alpha, None
+        return *_clamp_to_alpha_grads(grad, outside, ctx.needs_input_grad[1]), None
 
 
 _ZERO_POINTS: dict[tuple, tuple[Tensor, Tensor]] = {}

@@ -82,9 +82,10 @@ def num_scales(shape: torch.Size | tuple[int, ...], granularity: str) -> int:
 
 
 def rows_view(w: Tensor, granularity: str) -> Tensor:
-    """``w`` as ``(G, n)`` rows, one scale per row (a view when ``w`` is contiguous)."""
+    """``w`` as ``(G, n)`` rows, one scale per row (``w`` itself or a view when ``w`` is contiguous)."""
     if granularity == "per-channel":  # fast path: the common case
-        return w.reshape(w.shape[0], -1)
+        # a 2-D weight is its own rows (a reshape would be one more autograd node each step)
+        return w if w.dim() == 2 else w.reshape(w.shape[0], -1)
     return w.reshape(-1, group_size(w.shape, granularity))
 
 
