@@ -23,7 +23,7 @@ from qbench.quant import (
     use_precision,
 )
 from qbench.quant.quantizers import make_quantizer, round_ste
-from qbench.quant.scales import EPS, absmax_scale
+from qbench.quant.scales import EPS, absmax_scale, topk_lp_scale
 
 QUANT_TECHNIQUES = ("ste", "pqn", "pqn-sg", "rand", "rand-ste")
 
@@ -170,6 +170,42 @@ def test_fused_absmax_node_equals_absmax_scale_then_estimator_bit_for_bit(estima
     q = make_quantizer(QuantSpec("ste" if noise is None else "pqn", 4))
     assert q._fuses(w0.clone().requires_grad_())
     assert not make_quantizer(QuantSpec("pqn-sg", 4))._fuses(w0.clone().requires_grad_())
+
+
+@pytest.mark.parametrize(
+    "estimator, k, p, c",
+    [("noise", 2, 8.0, 1.0), ("round-ste", 2, 8.0, 1.0), ("round-ste", 3, 4.0, 0.6), ("noise", 1, 8.0, 1.5)],
+)
+def test_fused_topk_lp_node_equals_topk_lp_scale_then_estimator_bit_for_bit(estimator, k, p, c):
+    """rand and rand-ste train through one autograd node on the CPU (_TopkLpFakeQuant), whose
+    backward is autograd's written out: values and gradients must be those of topk_lp_scale
+    followed by round-STE (clipping when c < 1) or the noise addcmul."""
+    torch.manual_seed(16)
+    w0 = torch.randn(8, 40)
+    w0[1, 3], w0[1, 7] = 2.5, -2.5  # tied largest magnitudes: the first column comes first
+    w0[2] = 0.0  # an all-zero row: the scale is clamped to EPS, no scale gradient
+    w0[3, :6] = 1e-20  # |W|^p underflows without the division by the largest
+    w0[4, 5] = -4.0  # negative max
+    g = torch.randn(8, 40)
+    noise = torch.rand(8, 40) - 0.5 if estimator == "noise" else None
+    results = []
+    for fused in (True, False):
+        w = w0.clone().requires_grad_()
+        if fused:
+            out = quantizers._TopkLpFakeQuant.apply(w, 7, k, p, c, noise, c < 1)
+        else:
+            s = topk_lp_scale(w, 7, k=k, p=p, c=c)
+            out = round_ste(w, s, 7, clips=c < 1) if noise is None else torch.addcmul(w, s[:, None], noise)
+        (out * g).sum().backward()
+        results.append((out.detach().view(torch.int32), w.grad))
+    (out_f, grad_f), (out_r, grad_r) = results
+    assert torch.equal(out_f, out_r) and torch.equal(grad_f, grad_r)
+    assert (grad_f[1, [3, 7]] != g[1, [3, 7]]).all() or k == 1  # both tied weights got scale gradient
+    if noise is not None:
+        assert torch.equal(grad_f[2], g[2])  # zero row: straight through only
+    q = make_quantizer(QuantSpec("rand" if noise is not None else "rand-ste", 4, k=k, p=p, c=c))
+    assert q._fuses(w0.clone().requires_grad_())
+    assert not make_quantizer(QuantSpec("rand", 4, scale_grad=False))._fuses(w0.clone().requires_grad_())
 
 
 def test_fused_pact_node_equals_clamp_then_round_ste_bit_for_bit():

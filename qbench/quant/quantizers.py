@@ -36,7 +36,17 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .scales import EPS, SCALE_FUNCTIONS, check_granularity, lsq_init_scale, mse_clip_scale, rows_view
+from .scales import (
+    EPS,
+    SCALE_FUNCTIONS,
+    _top_k_indices,
+    _topk_lp_norm,
+    _topk_lp_scale_backward,
+    check_granularity,
+    lsq_init_scale,
+    mse_clip_scale,
+    rows_view,
+)
 
 __all__ = [
     "TECHNIQUES",
@@ -126,7 +136,8 @@ def _uniform_16bit(like: Tensor) -> Tensor:
     seed = int(torch.randint(0, 2**63 - 1, (), dtype=torch.int64))
     raw = np.random.PCG64(seed).random_raw((n + 3) // 4)  # uint64
     v = torch.from_numpy(raw.view(np.int16)[:n]).view(like.shape)
-    return torch.add(v, 0.5).mul_(1.0 / 65536).to(like.dtype)  # int16 + 0.5: float32, one pass
+    # convert, then add in place: torch.add(int16, 0.5) casts element by element, 10x slower
+    return v.to(torch.float32).add_(0.5).mul_(1.0 / 65536).to(like.dtype)
 
 
 def _check_bits(bits, what: str = "bits") -> int:
@@ -326,6 +337,44 @@ class _AbsMaxFakeQuant(torch.autograd.Function):
         at_max = rows.abs().eq_(amax)  # 0./1. floats
         coef = grad_amax / at_max.sum(dim=1, keepdim=True)
         return torch.addcmul(grad, at_max.mul_(rows.sign()), coef), None, None
+
+
+class _TopkLpFakeQuant(torch.autograd.Function):
+    """RAND's scale ``s = c ||top_k(|W_i|)||_p / Qp`` and round-STE (``noise`` None) or the noise
+    estimator on ``(G, n)`` fp32 rows, as one autograd node: the same values and gradients as
+    ``topk_lp_scale`` followed by :class:`_RoundSTE` or the noise ``addcmul`` (same operations in
+    the same order; its backward is autograd's, written out), without the dozen autograd nodes of
+    the scale's small steps, and with the top-k gradients added into the estimator's gradient
+    to ``W`` instead of a zero tensor of their own (the gather's backward). ``clips``: see
+    :class:`_RoundSTE`."""
+
+    @staticmethod
+    def forward(ctx, rows: Tensor, qp: int, k: int, p: float, c: float, noise: Tensor | None, clips: bool):
+        idx = _top_k_indices(rows.abs(), min(k, rows.shape[1]))
+        top = rows.gather(1, idx)
+        steps = _topk_lp_norm(top.abs(), qp, p, c)
+        s = steps.scale.unsqueeze(1)
+        if noise is None:
+            x, q, out = _round_rows(rows, s, qp, clips)
+            ctx.save_for_backward(idx, top, x, q)
+        else:
+            out = torch.addcmul(rows, s, noise)
+            ctx.save_for_backward(idx, top, noise)
+        ctx.steps, ctx.qp, ctx.p, ctx.c, ctx.clips = steps, qp, p, c, clips
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        idx, top, *rest = ctx.saved_tensors
+        if len(rest) == 2:  # round-STE: straight through to W inside the range, LSQ gradient to s
+            x, q = rest
+            grad_w = _in_range_grad(grad, x, ctx.qp) if ctx.clips else grad.clone()
+            grad_s = _round_scale_grad(grad, grad_w, x, q)
+        else:  # noise: d(W + s u)/ds = u
+            grad_w = grad.clone()
+            grad_s = (grad * rest[0]).sum(dim=1, keepdim=True)
+        grad_top = _topk_lp_scale_backward(grad_s.squeeze(1), ctx.steps, top.sgn(), ctx.qp, ctx.p, ctx.c)
+        return grad_w.scatter_add_(1, idx, grad_top), None, None, None, None, None, None
 
 
 def _clamp_to_alpha(rows: Tensor, alpha: Tensor) -> tuple[Tensor, Tensor]:
@@ -714,6 +763,11 @@ class WeightQuantizer(nn.Module):
         if self._fuses(rows):  # on the CPU, one autograd node for scale and estimator
             if self.scale_fn == "absmax":
                 return _AbsMaxFakeQuant.apply(rows, self.qp, noise_like(rows, self.noise) if noisy else None)
+            if self.scale_fn == "topk-lp":
+                noise = noise_like(rows, self.noise) if noisy else None
+                return _TopkLpFakeQuant.apply(
+                    rows, self.qp, self.k, self.p, self.c, noise, not self._never_clips
+                )
             if not noisy:  # pact
                 return _PactFakeQuant.apply(rows, self._alpha(group).unsqueeze(1), self.qp)
         rows, s = self._clipped_rows_and_scale(rows, group)
@@ -722,12 +776,13 @@ class WeightQuantizer(nn.Module):
         return round_ste(rows, s, self.qp, clips=not self._never_clips)
 
     def _fuses(self, rows: Tensor) -> bool:
-        """In training on the CPU, an absmax scale with its gradient or an initialised PACT clip
-        go through one fused autograd node (:class:`_AbsMaxFakeQuant`, :class:`_PactFakeQuant`).
-        On CUDA the round goes to PyTorch's fused kernels instead."""
+        """In training on the CPU, an absmax or topk-lp scale with its gradient or an initialised
+        PACT clip go through one fused autograd node (:class:`_AbsMaxFakeQuant`,
+        :class:`_TopkLpFakeQuant`, :class:`_PactFakeQuant`). On CUDA the round goes to PyTorch's
+        fused kernels instead."""
         return (
             (
-                self.scale_fn == "absmax"
+                self.scale_fn in ("absmax", "topk-lp")
                 and not self.detach_scale
                 or self.scale_fn == "pact"
                 and self.initialized

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -158,17 +159,54 @@ def topk_lp_scale(
     # select on a detached |W|, then gather the k weights: autograd only sees the
     # (G, k) gather (backward = one scatter) instead of abs/topk over the full tensor
     idx = _top_k_indices(rows.detach().abs(), k)  # column 0 = argmax
-    top = rows.gather(1, idx).abs()  # (G, k)
+    return _topk_lp_norm(rows.gather(1, idx).abs(), qp, p, c).scale
+
+
+class _TopkLpNorm(NamedTuple):
+    """The steps of RAND's scale from the k largest ``|W|`` of each row, kept for its backward."""
+
+    m: Tensor  # (G, 1) the largest, detached
+    ratio: Tensor  # (G, k) top / m
+    total: Tensor  # (G,) sum of ratio^p
+    clamped: Tensor  # (G,) total, at least 1
+    unclamped_scale: Tensor  # (G,) c * norm / Qp
+    scale: Tensor  # (G,) at least EPS
+
+
+def _topk_lp_norm(top: Tensor, qp: int, p: float, c: float) -> _TopkLpNorm:
+    """``c * ||top||_p / Qp`` for ``(G, k)`` magnitudes ``top``, largest first, and its steps."""
     # ||v||_p = m * ||v / m||_p with m = max (a constant: the identity holds for any
     # m, so the gradient is unchanged) avoids under/overflow of |v|^p for p = 8.
     m = top[:, :1].detach().clamp_min(torch.finfo(top.dtype).tiny)
     # Written out: linalg.vector_norm over rows of k values costs 4x as much on the CPU (forward
     # and backward). The sum is >= 1 (its first term is (m/m)^p) but for an all-zero row, whose
     # clamp keeps pow's gradient at 0 finite.
-    norm = m.squeeze(1) * (top / m).pow(p).sum(dim=1).clamp_min(1.0).pow(1.0 / p)
+    ratio = top / m
+    total = ratio.pow(p).sum(dim=1)
+    clamped = total.clamp_min(1.0)
+    norm = m.squeeze(1) * clamped.pow(1.0 / p)
     if c != 1.0:
         norm = norm * c
-    return (norm / qp).clamp_min(EPS)
+    unclamped = norm / qp
+    return _TopkLpNorm(m, ratio, total, clamped, unclamped, unclamped.clamp_min(EPS))
+
+
+def _topk_lp_scale_backward(
+    grad: Tensor, steps: _TopkLpNorm, top_signs: Tensor, qp: int, p: float, c: float
+) -> Tensor:
+    """The gradient of :func:`_topk_lp_norm`'s scale to the ``(G, k)`` top weights (signed by
+    ``top_signs``, their ``sgn``), from ``grad`` ``(G,)``: autograd's backward of each step,
+    written out with the same operations in the same order (bit for bit)."""
+    g = torch.where(steps.unclamped_scale >= EPS, grad, 0.0)  # clamp_min
+    g = g / qp
+    if c != 1.0:
+        g = g * c
+    g = g * steps.m.squeeze(1)
+    g = g * ((1.0 / p) * steps.clamped.pow(1.0 / p - 1))  # pow
+    g = torch.where(steps.total >= 1.0, g, 0.0)  # clamp_min
+    g = g.unsqueeze(1).expand(steps.ratio.shape)  # sum
+    g = g * (p * steps.ratio.pow(p - 1))  # pow
+    return g / steps.m * top_signs  # division by m, abs
 
 
 #: Clipping ratios the mse-clip search tries (0.50 .. 1.00 in 0.01 steps; 1.0 exactly = absmax).
