@@ -74,11 +74,15 @@ def _attached(model: nn.Module) -> Iterator[tuple[nn.Module, str, WeightQuantize
             if plist.is_tensor
         ]
         cached = _SLOTS[model] = (_generation, slots)
+    # ModuleList's and Module's own dicts read directly: their __getitem__ / __getattr__ cost a few
+    # us a call, every step for every weight
     for module, name, plist in cached[1]:
-        if len(plist) == 1:
-            q = plist[0]
+        quantizers = plist._modules
+        if len(quantizers) == 1:
+            q = next(iter(quantizers.values()))
             if isinstance(q, WeightQuantizer) and q.enabled:
-                yield module, name, q, plist.original
+                original = plist._parameters.get("original")
+                yield module, name, q, original if original is not None else plist.original
 
 
 def _prefill_parametrize_cache(outputs: dict[tuple[int, str], Tensor]) -> None:
@@ -146,25 +150,28 @@ def _groups(alike: dict[tuple, list[_Member]]) -> list[tuple[int, list[_Member]]
 def _group_key(q: WeightQuantizer, rows: Tensor) -> tuple:
     """Quantizers with equal keys compute rows of equal length identically, so they may share one
     pass (rows of other lengths: see _groups)."""
-    learned = q.learned
+    # attributes read from the instance dict: an attribute a quantizer lacks (train_bits of a
+    # functional scale) would cost a raised AttributeError inside nn.Module.__getattr__ (~3 us)
+    d = q.__dict__
+    learned = None if d["_param_name"] is None else q._parameters[d["_param_name"]]
     return (
         rows.dtype,
         rows.device,
         rows.requires_grad,
         learned is not None and learned.requires_grad,
-        q.training,
-        q.hard,
-        q.bits,
-        q.scale_fn,
-        q.estimator,
-        q.k,
-        q.p,
-        q.c,
-        q.noise,
-        q.detach_scale,
-        q.scale_dtype,
-        getattr(q, "train_bits", None),
-        getattr(q, "clip_every", None),
+        d["training"],
+        d["hard"],
+        d["bits"],
+        d["scale_fn"],
+        d["estimator"],
+        d["k"],
+        d["p"],
+        d["c"],
+        d["noise"],
+        d["detach_scale"],
+        d["scale_dtype"],
+        d.get("train_bits"),
+        d.get("clip_every"),
     )
 
 
