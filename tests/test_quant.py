@@ -192,7 +192,9 @@ def test_fused_topk_lp_node_equals_topk_lp_scale_then_estimator_bit_for_bit(esti
     for fused in (True, False):
         w = w0.clone().requires_grad_()
         if fused:
-            out = quantizers._TopkLpFakeQuant.apply(w, 7, k, p, c, noise, c < 1)
+            out = quantizers._TopkLpFakeQuant.apply(
+                7, k, p, c, c < 1, noise is not None, w, *[u for u in [noise] if u is not None]
+            )[0]
         else:
             s = topk_lp_scale(w, 7, k=k, p=p, c=c)
             out = round_ste(w, s, 7, clips=c < 1) if noise is None else torch.addcmul(w, s[:, None], noise)
@@ -206,6 +208,28 @@ def test_fused_topk_lp_node_equals_topk_lp_scale_then_estimator_bit_for_bit(esti
     q = make_quantizer(QuantSpec("rand" if noise is not None else "rand-ste", 4, k=k, p=p, c=c))
     assert q._fuses(w0.clone().requires_grad_())
     assert not make_quantizer(QuantSpec("rand", 4, scale_grad=False))._fuses(w0.clone().requires_grad_())
+
+
+@pytest.mark.parametrize("noisy", [True, False])
+def test_fused_topk_lp_node_takes_several_passes_at_once(noisy):
+    """qbench.quant.batching hands the fused RAND node all passes of alike quantizers (rows of other
+    lengths) in one call; each pass gets what it gets alone. Row counts are multiples of 32 so the
+    vectorised pow kernels see each value at the same vector lane in both cases (bit for bit)."""
+    torch.manual_seed(17)
+    shapes = [(32, 40), (64, 24), (96, 7)]
+    w0 = [torch.randn(sh) for sh in shapes]
+    g = [torch.randn(sh) for sh in shapes]
+    noise = [torch.rand(sh) - 0.5 for sh in shapes] if noisy else []
+    together = [x.clone().requires_grad_() for x in w0]
+    outs = quantizers._TopkLpFakeQuant.apply(7, 2, 8.0, 1.0, False, noisy, *together, *noise)
+    sum((o * gi).sum() for o, gi in zip(outs, g, strict=True)).backward()
+    for j, x0 in enumerate(w0):
+        alone = x0.clone().requires_grad_()
+        (out,) = quantizers._TopkLpFakeQuant.apply(
+            7, 2, 8.0, 1.0, False, noisy, alone, *noise[j : j + 1] if noisy else []
+        )
+        (out * g[j]).sum().backward()
+        assert torch.equal(out, outs[j]) and torch.equal(alone.grad, together[j].grad)
 
 
 def test_fused_pact_node_equals_clamp_then_round_ste_bit_for_bit():

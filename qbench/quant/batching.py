@@ -192,17 +192,24 @@ def batched_quantization(model: nn.Module, enabled: bool = True):
             if enabled:
                 alike.setdefault(_group_key(q, rows), []).append(_Member(module, name, q, w, rows))
         outputs: dict[tuple[int, str], Tensor] = {}
-        for width, members in _groups(alike):
-            quantizers = tuple(m.quantizer for m in members)
-            parts = [m.rows if m.width == width else F.pad(m.rows, (0, width - m.width)) for m in members]
-            out = quantizers[0].fake_quant_rows(parts[0] if len(parts) == 1 else torch.cat(parts), quantizers)
-            pieces = (out,) if len(parts) == 1 else out.split([p.shape[0] for p in parts])
-            for m, piece in zip(members, pieces, strict=True):
-                if m.width != width:
-                    piece = piece[:, : m.width]  # noqa: PLW2901 (the padding off; reshape copies)
-                wq = piece if piece.shape == m.weight.shape else piece.reshape(m.weight.shape)
-                m.quantizer.set_batched(wq, m.weight)
-                outputs[(id(m.module), m.name)] = wq
+        for key, alike_members in alike.items():
+            passes = _groups({key: alike_members})  # (row length, members) of each pass
+            groups, inputs = [], []
+            for width, members in passes:
+                groups.append(tuple(m.quantizer for m in members))
+                parts = [m.rows if m.width == width else F.pad(m.rows, (0, width - m.width)) for m in members]
+                inputs.append(parts[0] if len(parts) == 1 else torch.cat(parts))
+            # all passes of alike quantizers in one call: a fused node does their per-row steps once
+            for (width, members), out in zip(
+                passes, groups[0][0].fake_quant_passes(inputs, groups), strict=True
+            ):
+                pieces = (out,) if len(members) == 1 else out.split([m.rows.shape[0] for m in members])
+                for m, piece in zip(members, pieces, strict=True):
+                    if m.width != width:
+                        piece = piece[:, : m.width]  # noqa: PLW2901 (the padding off; reshape copies)
+                    wq = piece if piece.shape == m.weight.shape else piece.reshape(m.weight.shape)
+                    m.quantizer.set_batched(wq, m.weight)
+                    outputs[(id(m.module), m.name)] = wq
         if not enabled:  # a compiled forward reads the weights through the quantizers
             yield model
             return

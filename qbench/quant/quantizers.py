@@ -340,41 +340,66 @@ class _AbsMaxFakeQuant(torch.autograd.Function):
 
 
 class _TopkLpFakeQuant(torch.autograd.Function):
-    """RAND's scale ``s = c ||top_k(|W_i|)||_p / Qp`` and round-STE (``noise`` None) or the noise
-    estimator on ``(G, n)`` fp32 rows, as one autograd node: the same values and gradients as
-    ``topk_lp_scale`` followed by :class:`_RoundSTE` or the noise ``addcmul`` (same operations in
-    the same order; its backward is autograd's, written out), without the dozen autograd nodes of
-    the scale's small steps, and with the top-k gradients added into the estimator's gradient
-    to ``W`` instead of a zero tensor of their own (the gather's backward). ``clips``: see
-    :class:`_RoundSTE`."""
+    """RAND's scale ``s = c ||top_k(|W_i|)||_p / Qp`` and round-STE or (``noisy``) the noise
+    estimator on one or more ``(G_j, n_j)`` fp32 row tensors (the passes of qbench.quant.batching;
+    their noise tensors follow them in ``tensors``), as one autograd node: the same values and
+    gradients as ``topk_lp_scale`` followed by :class:`_RoundSTE` or the noise ``addcmul`` (same
+    operations in the same order; the backward is autograd's, written out), without the dozen
+    autograd nodes of the scale's small steps, with those steps done once for the top-k of all
+    passes together (each small op costs ~10-20 us inside a training step, whatever its size),
+    and with the top-k gradients added into the estimator's gradient to ``W`` instead of a zero
+    tensor of their own (the gather's backward). ``clips``: see :class:`_RoundSTE`. Returns one
+    output per pass."""
 
     @staticmethod
-    def forward(ctx, rows: Tensor, qp: int, k: int, p: float, c: float, noise: Tensor | None, clips: bool):
-        idx = _top_k_indices(rows.abs(), min(k, rows.shape[1]))
-        top = rows.gather(1, idx)
+    def forward(ctx, qp: int, k: int, p: float, c: float, clips: bool, noisy: bool, *tensors: Tensor):
+        passes = tensors[: len(tensors) // 2] if noisy else tensors
+        noises = tensors[len(passes) :]
+        idx = [_top_k_indices(rows.abs(), k) for rows in passes]  # every pass has rows of >= k
+        tops = [rows.gather(1, i) for rows, i in zip(passes, idx, strict=True)]
+        top = tops[0] if len(tops) == 1 else torch.cat(tops)
         steps = _topk_lp_norm(top.abs(), qp, p, c)
-        s = steps.scale.unsqueeze(1)
-        if noise is None:
-            x, q, out = _round_rows(rows, s, qp, clips)
-            ctx.save_for_backward(idx, top, x, q)
-        else:
-            out = torch.addcmul(rows, s, noise)
-            ctx.save_for_backward(idx, top, noise)
-        ctx.steps, ctx.qp, ctx.p, ctx.c, ctx.clips = steps, qp, p, c, clips
-        return out
+        scale = steps.scale.unsqueeze(1)
+        sizes = [rows.shape[0] for rows in passes]
+        outs, saved = [], []
+        for j, s in enumerate(scale.split(sizes) if len(passes) > 1 else (scale,)):
+            if noisy:
+                outs.append(torch.addcmul(passes[j], s, noises[j]))
+            else:
+                x, q, out = _round_rows(passes[j], s, qp, clips)
+                outs.append(out)
+                saved += [x, q]
+        ctx.save_for_backward(top, *idx, *(noises if noisy else saved))
+        ctx.steps, ctx.qp, ctx.p, ctx.c, ctx.clips, ctx.noisy, ctx.sizes = (
+            steps,
+            qp,
+            p,
+            c,
+            clips,
+            noisy,
+            sizes,
+        )
+        return tuple(outs)
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
-        idx, top, *rest = ctx.saved_tensors
-        if len(rest) == 2:  # round-STE: straight through to W inside the range, LSQ gradient to s
-            x, q = rest
-            grad_w = _in_range_grad(grad, x, ctx.qp) if ctx.clips else grad.clone()
-            grad_s = _round_scale_grad(grad, grad_w, x, q)
-        else:  # noise: d(W + s u)/ds = u
-            grad_w = grad.clone()
-            grad_s = (grad * rest[0]).sum(dim=1, keepdim=True)
+    def backward(ctx, *grads: Tensor):
+        top, *rest = ctx.saved_tensors
+        n = len(grads)
+        idx, rest = rest[:n], rest[n:]
+        grad_ws, grad_ss = [], []
+        for j, grad in enumerate(grads):
+            if ctx.noisy:  # d(W + s u)/ds = u
+                grad_ws.append(grad.clone())
+                grad_ss.append((grad * rest[j]).sum(dim=1, keepdim=True))
+            else:  # round-STE: straight through to W inside the range, LSQ gradient to s
+                x, q = rest[2 * j], rest[2 * j + 1]
+                grad_ws.append(_in_range_grad(grad, x, ctx.qp) if ctx.clips else grad.clone())
+                grad_ss.append(_round_scale_grad(grad, grad_ws[-1], x, q))
+        grad_s = grad_ss[0] if n == 1 else torch.cat(grad_ss)
         grad_top = _topk_lp_scale_backward(grad_s.squeeze(1), ctx.steps, top.sgn(), ctx.qp, ctx.p, ctx.c)
-        return grad_w.scatter_add_(1, idx, grad_top), None, None, None, None, None, None
+        parts = grad_top.split(ctx.sizes) if n > 1 else (grad_top,)
+        grad_rows = [g.scatter_add_(1, i, t) for g, i, t in zip(grad_ws, idx, parts, strict=True)]
+        return None, None, None, None, None, None, *grad_rows, *([None] * n if ctx.noisy else ())
 
 
 def _clamp_to_alpha(rows: Tensor, alpha: Tensor) -> tuple[Tensor, Tensor]:
@@ -763,17 +788,33 @@ class WeightQuantizer(nn.Module):
         if self._fuses(rows):  # on the CPU, one autograd node for scale and estimator
             if self.scale_fn == "absmax":
                 return _AbsMaxFakeQuant.apply(rows, self.qp, noise_like(rows, self.noise) if noisy else None)
-            if self.scale_fn == "topk-lp":
-                noise = noise_like(rows, self.noise) if noisy else None
-                return _TopkLpFakeQuant.apply(
-                    rows, self.qp, self.k, self.p, self.c, noise, not self._never_clips
-                )
+            if self.scale_fn == "topk-lp" and rows.shape[1] >= self.k:
+                return self.fake_quant_passes([rows], [group])[0]
             if not noisy:  # pact
                 return _PactFakeQuant.apply(rows, self._alpha(group).unsqueeze(1), self.qp)
         rows, s = self._clipped_rows_and_scale(rows, group)
         if noisy:
             return torch.addcmul(rows, s.unsqueeze(1).to(rows.dtype), noise_like(rows, self.noise))
         return round_ste(rows, s, self.qp, clips=not self._never_clips)
+
+    def fake_quant_passes(
+        self, passes: list[Tensor], groups: list[tuple[WeightQuantizer, ...]]
+    ) -> list[Tensor]:
+        """:meth:`fake_quant_rows` of several ``(G_j, n_j)`` row tensors of quantizers configured like
+        this one (qbench.quant.batching's passes of rows of different lengths): topk-lp's fused
+        node takes them all at once (its per-row steps run once), the others pass by pass."""
+        if (
+            self.scale_fn == "topk-lp"
+            and self._fuses(passes[0])
+            and all(x.shape[1] >= self.k for x in passes)
+        ):
+            noisy = self.estimator == "noise" and self.training and not self.hard
+            noises = [noise_like(x, self.noise) for x in passes] if noisy else []
+            clips = not self._never_clips
+            return list(
+                _TopkLpFakeQuant.apply(self.qp, self.k, self.p, self.c, clips, noisy, *passes, *noises)
+            )
+        return [self.fake_quant_rows(x, g) for x, g in zip(passes, groups, strict=True)]
 
     def _fuses(self, rows: Tensor) -> bool:
         """In training on the CPU, an absmax or topk-lp scale with its gradient or an initialised
