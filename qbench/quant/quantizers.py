@@ -405,7 +405,10 @@ class _TopkLpFakeQuant(torch.autograd.Function):
 def _clamp_to_alpha(rows: Tensor, alpha: Tensor) -> tuple[Tensor, Tensor]:
     """``clamp(W, -alpha, alpha)`` and where it clipped: +1 above alpha, -1 below -alpha, 0 inside
     (one float tensor, saved for :func:`_clamp_to_alpha_grads`)."""
-    clamped = torch.clamp(rows, -alpha, alpha)
+    # maximum then minimum in place: the same values as torch.clamp, whose tensor-bounds kernel is
+    # not vectorised on the CPU (0.35 ms vs 0.07 ms for 3104 rows of 96)
+    clamped = torch.maximum(rows, -alpha)
+    torch.minimum(clamped, alpha, out=clamped)
     return clamped, (rows - clamped).sign_()
 
 
