@@ -233,3 +233,45 @@ def test_rand_passes_of_every_row_length_go_through_one_fused_node(technique, mo
     _, out1, _ = _trained(technique, batched=False, steps=1)
     _, out2, _ = _trained(technique, batched=True, steps=1)
     torch.testing.assert_close(out1, out2, rtol=1e-5, atol=1e-7)
+
+
+def test_a_pass_stores_its_weights_in_its_rows_and_notices_new_storage(tmp_path):
+    """Weights of a pass become views of one zero-padded buffer (the same Parameter objects); a
+    weight given new storage between steps is stored again; checkpoints round-trip."""
+    _, out_ref, grads_ref = _trained("ste", batched=False, model_cls=Widths, steps=3)
+    torch.manual_seed(0)
+    model = Widths()
+    quantize_(model, QuantSpec(technique="ste", bits=4))
+    params = list(model.parameters())
+    opt = torch.optim.SGD(params, lr=0.05)
+    x = torch.randn(2, 5, 32, generator=torch.Generator().manual_seed(1))
+    big = model.big.parametrizations.weight.original
+    small = model.small.parametrizations.weight.original
+    conv = model.conv.parametrizations.weight.original
+    for step in range(3):
+        if step == 2:  # new storage for one weight: stored again, nothing lost
+            with torch.no_grad():
+                small.data = small.data.clone()
+        opt.zero_grad()
+        with batched_quantization(model):
+            y = model(x)
+        y.square().mean().backward()
+        # as weight by weight, up to the order of float sums over padded rows (see above)
+        torch.testing.assert_close(y, out_ref[step], rtol=1e-5, atol=1e-7)
+        for p, g in zip(params, grads_ref[step], strict=True):
+            torch.testing.assert_close(p.grad, g, rtol=1e-5, atol=1e-7)
+        storage = big.untyped_storage().data_ptr()
+        assert small.untyped_storage().data_ptr() == storage == conv.untyped_storage().data_ptr()
+        assert list(model.parameters()) == params  # the same Parameter objects
+        opt.step()
+    buffer = torch.as_strided(big, (104, 32), (32, 1), big.storage_offset())  # the pass's rows
+    assert torch.equal(buffer[64:96, 30:], torch.zeros(32, 2))  # small's padding
+    assert torch.equal(buffer[96:, 30:], torch.zeros(8, 2))  # conv's (8 rows of 10 x 3)
+    torch.save(model.state_dict(), tmp_path / "ckpt.pt")
+    fresh = Widths()
+    quantize_(fresh, QuantSpec(technique="ste", bits=4))
+    fresh.load_state_dict(torch.load(tmp_path / "ckpt.pt", weights_only=True))
+    with torch.no_grad(), batched_quantization(fresh):
+        y_fresh = fresh(x)
+    with torch.no_grad(), batched_quantization(model):
+        assert torch.equal(y_fresh, model(x))

@@ -7,11 +7,14 @@ arithmetic, is most of QAT's cost over float training. Quantizers that are confi
 (technique, bits, options, mode) are therefore run as one: their ``(G_i, n)`` row views are
 concatenated, quantized in one pass, and split back; rows shorter than the group's are
 zero-padded when that adds little (:data:`PAD_BUDGET`; the demo Conformer's five row lengths
-make two passes). Every quantizer works row by row (a scale per row), so each weight gets the
-values and gradients it would get alone: bit for bit for rows of the group's length (but for
-topk-lp's norm, whose ``pow`` may differ in the last bit between vectorised and scalar
-kernels), up to the order of float sums for padded rows; only the noise estimator's draws come
-from one draw per group instead of one per weight (same distribution, another order).
+make two passes). On the CPU the weights of a pass are kept in one buffer of its rows, each
+weight a view of it, so the concatenation is not redone every step (see ``_stored_rows``). The
+passes of alike quantizers go to :meth:`WeightQuantizer.fake_quant_passes` together. Every
+quantizer works row by row (a scale per row), so each weight gets the values and gradients it
+would get alone: bit for bit for rows of the group's length (but for topk-lp's norm, whose
+``pow`` may differ in the last bit between vectorised and scalar kernels), up to the order of
+float sums for padded rows; only the noise estimator's draws come from one draw per group
+instead of one per weight (same distribution, another order).
 
     with batched_quantization(model):
         loss = loss_fn(model(x))      # each quantized weight is read from its group's output
@@ -27,6 +30,7 @@ block is not seen until the next block.
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -147,6 +151,98 @@ def _groups(alike: dict[tuple, list[_Member]]) -> list[tuple[int, list[_Member]]
     return passes
 
 
+# ---- the weights of a pass stored in its rows ----------------------------------------------------
+# Concatenating a pass's weights every step (and zero-padding the shorter rows), then splitting the
+# gradient back, cost ~1.5 % of a demo step on the CPU. There the weights of a pass are stored in one
+# (G, width) buffer, each weight a view of its rows (the Parameter objects stay: the optimizer, the
+# state_dict and hooks see no change; padding stays 0), and the pass reads that buffer. Anything
+# that gives a weight new storage (load_state_dict(assign=True), .to(), param.data = ...) is seen
+# by the data pointer check and the weight is copied into a new buffer on the next step.
+
+_Layout = tuple[tuple[torch.Size, torch.Size], ...]  # per member: (its rows' shape, its shape)
+
+
+class _Storage(NamedTuple):
+    buffer: Tensor  # (G, width)
+    layout: _Layout
+    pointers: tuple[int, ...]  # each weight's data_ptr() when stored
+
+
+#: model -> {(width, ids of the pass's weights): its storage}, the passes of the last step
+_STORAGE: weakref.WeakKeyDictionary[nn.Module, dict[tuple, _Storage]] = weakref.WeakKeyDictionary()
+
+
+def _storable(m: _Member, width: int) -> bool:
+    """A weight can be a view of a pass's rows if its rows fill them, or if its rows are its
+    channels (per-channel: a view with a row stride of ``width``)."""
+    return m.width == width or m.quantizer.granularity == "per-channel"
+
+
+def _store(members: list[_Member], width: int) -> _Storage:
+    """Copy the members' weights into one zero-padded (G, width) buffer and make each a view of it."""
+    first = members[0].weight
+    buffer = torch.zeros(sum(m.rows.shape[0] for m in members), width, dtype=first.dtype, device=first.device)
+    start = 0
+    with torch.no_grad():
+        for m in members:
+            n = m.rows.shape[0]
+            buffer[start : start + n, : m.width].copy_(m.rows)
+            view = buffer[start : start + n]
+            if m.width != width:  # per-channel rows of a weight (C, ...): C rows of `width` apart
+                shape = m.weight.shape
+                strides = [width] + [math.prod(shape[i + 1 :]) for i in range(1, len(shape))]
+                view = buffer.as_strided(shape, strides, buffer.storage_offset() + start * width)
+            m.weight.data = view.view(m.weight.shape) if m.width == width else view
+            start += n
+    layout = tuple((m.rows.shape, m.weight.shape) for m in members)
+    return _Storage(buffer, layout, tuple(m.weight.data_ptr() for m in members))
+
+
+def _stored_rows(
+    model: nn.Module, passes: list[tuple[int, list[_Member]]], used: dict
+) -> list[Tensor | None]:
+    """Each pass's rows read from its storage (made or renewed as needed; recorded in ``used``), or
+    None for a pass that is not stored: one weight whose rows are all of it, a weight of another
+    granularity padded, or weights off the CPU (measured there; CUDA's fused optimizers and DDP
+    buckets would rather keep dense parameters)."""
+    stored = _STORAGE.get(model, {})
+    out: list[Tensor | None] = []
+    for width, members in passes:
+        if (
+            (len(members) == 1 and members[0].width == width)
+            or members[0].weight.device.type != "cpu"
+            or not all(_storable(m, width) for m in members)
+        ):
+            out.append(None)
+            continue
+        key = (width, tuple(id(m.weight) for m in members))
+        storage = stored.get(key)
+        if storage is None or storage.pointers != tuple(m.weight.data_ptr() for m in members):
+            storage = _store(members, width)
+        used[key] = storage
+        out.append(_PassRows.apply(storage.buffer, storage.layout, *(m.weight for m in members)))
+    return out
+
+
+class _PassRows(torch.autograd.Function):
+    """A stored pass's buffer as the rows to quantize; its gradient goes to the weights (the padding
+    cut off), as the backward of concatenating their rows would."""
+
+    @staticmethod
+    def forward(ctx, buffer: Tensor, layout: _Layout, *weights: Tensor) -> Tensor:
+        ctx.layout, ctx.width = layout, buffer.shape[1]
+        return buffer.view_as(buffer)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        pieces = grad.split([rows[0] for rows, _ in ctx.layout])
+        grads = [
+            p.view(shape) if rows[1] == ctx.width else p[:, : rows[1]].reshape(shape)
+            for p, (rows, shape) in zip(pieces, ctx.layout, strict=True)
+        ]
+        return None, None, *grads
+
+
 def _group_key(q: WeightQuantizer, rows: Tensor) -> tuple:
     """Quantizers with equal keys compute rows of equal length identically, so they may share one
     pass (rows of other lengths: see _groups)."""
@@ -192,13 +288,18 @@ def batched_quantization(model: nn.Module, enabled: bool = True):
             if enabled:
                 alike.setdefault(_group_key(q, rows), []).append(_Member(module, name, q, w, rows))
         outputs: dict[tuple[int, str], Tensor] = {}
+        used: dict[tuple, _Storage] = {}
         for key, alike_members in alike.items():
             passes = _groups({key: alike_members})  # (row length, members) of each pass
             groups, inputs = [], []
-            for width, members in passes:
+            for (width, members), rows in zip(passes, _stored_rows(model, passes, used), strict=True):
                 groups.append(tuple(m.quantizer for m in members))
-                parts = [m.rows if m.width == width else F.pad(m.rows, (0, width - m.width)) for m in members]
-                inputs.append(parts[0] if len(parts) == 1 else torch.cat(parts))
+                if rows is None:
+                    parts = [
+                        m.rows if m.width == width else F.pad(m.rows, (0, width - m.width)) for m in members
+                    ]
+                    rows = parts[0] if len(parts) == 1 else torch.cat(parts)  # noqa: PLW2901
+                inputs.append(rows)
             # all passes of alike quantizers in one call: a fused node does their per-row steps once
             for (width, members), out in zip(
                 passes, groups[0][0].fake_quant_passes(inputs, groups), strict=True
@@ -210,6 +311,8 @@ def batched_quantization(model: nn.Module, enabled: bool = True):
                     wq = piece if piece.shape == m.weight.shape else piece.reshape(m.weight.shape)
                     m.quantizer.set_batched(wq, m.weight)
                     outputs[(id(m.module), m.name)] = wq
+        if enabled:
+            _STORAGE[model] = used  # the storages of passes that no longer exist are let go
         if not enabled:  # a compiled forward reads the weights through the quantizers
             yield model
             return
