@@ -370,15 +370,8 @@ class _TopkLpFakeQuant(torch.autograd.Function):
                 outs.append(out)
                 saved += [x, q]
         ctx.save_for_backward(top, *idx, *(noises if noisy else saved))
-        ctx.steps, ctx.qp, ctx.p, ctx.c, ctx.clips, ctx.noisy, ctx.sizes = (
-            steps,
-            qp,
-            p,
-            c,
-            clips,
-            noisy,
-            sizes,
-        )
+        ctx.steps, ctx.sizes, ctx.noisy = steps, sizes, noisy
+        ctx.qp, ctx.p, ctx.c, ctx.clips = qp, p, c, clips
         return tuple(outs)
 
     @staticmethod
