@@ -199,9 +199,9 @@ def test_zero_padded_rows_train_as_weight_by_weight(technique, monkeypatch):
     calls = []
     original = WeightQuantizer.fake_quant_passes
 
-    def spy(self, passes, groups):  # batching's entry: every pass of alike quantizers
+    def spy(self, passes, groups, split=None):  # batching's entry: every pass of alike quantizers
         calls.extend(tuple(rows.shape) for rows in passes)
-        return original(self, passes, groups)
+        return original(self, passes, groups, split)
 
     monkeypatch.setattr(WeightQuantizer, "fake_quant_passes", spy)
     m1, out1, g1 = _trained(technique, batched=False, model_cls=Widths, steps=2)

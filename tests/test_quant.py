@@ -193,7 +193,7 @@ def test_fused_topk_lp_node_equals_topk_lp_scale_then_estimator_bit_for_bit(esti
         w = w0.clone().requires_grad_()
         if fused:
             out = quantizers._TopkLpFakeQuant.apply(
-                7, k, p, c, c < 1, noise is not None, w, *[u for u in [noise] if u is not None]
+                7, k, p, c, c < 1, noise is not None, (False,), w, *[u for u in [noise] if u is not None]
             )[0]
         else:
             s = topk_lp_scale(w, 7, k=k, p=p, c=c)
@@ -221,12 +221,12 @@ def test_fused_topk_lp_node_takes_several_passes_at_once(noisy):
     g = [torch.randn(sh) for sh in shapes]
     noise = [torch.rand(sh) - 0.5 for sh in shapes] if noisy else []
     together = [x.clone().requires_grad_() for x in w0]
-    outs = quantizers._TopkLpFakeQuant.apply(7, 2, 8.0, 1.0, False, noisy, *together, *noise)
+    outs = quantizers._TopkLpFakeQuant.apply(7, 2, 8.0, 1.0, False, noisy, (False,) * 3, *together, *noise)
     sum((o * gi).sum() for o, gi in zip(outs, g, strict=True)).backward()
     for j, x0 in enumerate(w0):
         alone = x0.clone().requires_grad_()
         (out,) = quantizers._TopkLpFakeQuant.apply(
-            7, 2, 8.0, 1.0, False, noisy, alone, *noise[j : j + 1] if noisy else []
+            7, 2, 8.0, 1.0, False, noisy, (False,), alone, *noise[j : j + 1] if noisy else []
         )
         (out * g[j]).sum().backward()
         assert torch.equal(out, outs[j]) and torch.equal(alone.grad, together[j].grad)

@@ -302,7 +302,11 @@ def batched_quantization(model: nn.Module, enabled: bool = True):
                 inputs.append(rows)
             # all passes of alike quantizers in one call: a fused node does their per-row steps once
             for (width, members), out in zip(
-                passes, groups[0][0].fake_quant_passes(inputs, groups), strict=True
+                passes,
+                groups[0][0].fake_quant_passes(
+                    inputs, groups, tuple(len(members) > 1 for _, members in passes)
+                ),
+                strict=True,
             ):
                 pieces = (out,) if len(members) == 1 else out.split([m.rows.shape[0] for m in members])
                 for m, piece in zip(members, pieces, strict=True):

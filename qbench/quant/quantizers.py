@@ -284,8 +284,9 @@ def _round_rows(rows: Tensor, s: Tensor, qp: int, clips: bool) -> tuple[Tensor, 
     if clips:
         q.clamp_(-qp, qp)
     # "+ 0.0" turns -0.0 into +0.0 like the kernel's integer cast. Two passes: addcmul with a 0-dim
-    # zero as its first operand is one, but 8x slower on the CPU (not vectorised).
-    out = torch.mul(q, s if s.dtype == x.dtype else s.to(x.dtype)) + 0.0
+    # zero as its first operand is one, but 8x slower on the CPU (not vectorised). In place: a
+    # training step's fresh allocations are cold in the caches.
+    out = torch.mul(q, s if s.dtype == x.dtype else s.to(x.dtype)).add_(0.0)
     return x, q, out
 
 
@@ -293,13 +294,13 @@ def _in_range_grad(grad: Tensor, x: Tensor, qp: int) -> Tensor:
     """The straight-through gradient to W: ``grad`` where ``round(x)`` lies in [-Qp, Qp]
     (``|x| < Qp + 1/2``: Qp is odd, so Qp + 1/2 rounds outwards), 0 outside. In-place ``lt_``
     keeps the mask as 0./1. floats: bool masks cost dtype conversions on the CPU."""
-    return grad * x.abs().lt_(qp + 0.5)
+    return x.abs().lt_(qp + 0.5).mul_(grad)
 
 
 def _round_scale_grad(grad: Tensor, grad_w: Tensor, x: Tensor, q: Tensor) -> Tensor:
     """LSQ's gradient to each row's scale, ``(G, 1)``: ``d(s q)/ds = q - W/s`` inside the range,
     ``q`` (= +-Qp) outside (where ``grad_w`` is 0)."""
-    return torch.addcmul(grad * q, grad_w, x, value=-1.0).sum(dim=1, keepdim=True)
+    return (grad * q).addcmul_(grad_w, x, value=-1.0).sum(dim=1, keepdim=True)
 
 
 class _AbsMaxFakeQuant(torch.autograd.Function):
@@ -352,7 +353,9 @@ class _TopkLpFakeQuant(torch.autograd.Function):
     output per pass."""
 
     @staticmethod
-    def forward(ctx, qp: int, k: int, p: float, c: float, clips: bool, noisy: bool, *tensors: Tensor):
+    def forward(
+        ctx, qp: int, k: int, p: float, c: float, clips: bool, noisy: bool, owned: tuple, *tensors: Tensor
+    ):
         passes = tensors[: len(tensors) // 2] if noisy else tensors
         noises = tensors[len(passes) :]
         idx = [_top_k_indices(rows.abs(), k) for rows in passes]  # every pass has rows of >= k
@@ -370,7 +373,7 @@ class _TopkLpFakeQuant(torch.autograd.Function):
                 outs.append(out)
                 saved += [x, q]
         ctx.save_for_backward(top, *idx, *(noises if noisy else saved))
-        ctx.steps, ctx.sizes, ctx.noisy = steps, sizes, noisy
+        ctx.steps, ctx.sizes, ctx.noisy, ctx.owned = steps, sizes, noisy, owned
         ctx.qp, ctx.p, ctx.c, ctx.clips = qp, p, c, clips
         return tuple(outs)
 
@@ -381,18 +384,21 @@ class _TopkLpFakeQuant(torch.autograd.Function):
         idx, rest = rest[:n], rest[n:]
         grad_ws, grad_ss = [], []
         for j, grad in enumerate(grads):
+            # the top-k gradients are added in place below: into `grad` itself where the caller
+            # said it is ours (owned[j]), else into a copy (a pass over the rows fewer)
+            straight = grad if ctx.owned[j] else grad.clone()
             if ctx.noisy:  # d(W + s u)/ds = u
-                grad_ws.append(grad.clone())
                 grad_ss.append((grad * rest[j]).sum(dim=1, keepdim=True))
+                grad_ws.append(straight)
             else:  # round-STE: straight through to W inside the range, LSQ gradient to s
                 x, q = rest[2 * j], rest[2 * j + 1]
-                grad_ws.append(_in_range_grad(grad, x, ctx.qp) if ctx.clips else grad.clone())
+                grad_ws.append(_in_range_grad(grad, x, ctx.qp) if ctx.clips else straight)
                 grad_ss.append(_round_scale_grad(grad, grad_ws[-1], x, q))
         grad_s = grad_ss[0] if n == 1 else torch.cat(grad_ss)
         grad_top = _topk_lp_scale_backward(grad_s.squeeze(1), ctx.steps, top.sgn(), ctx.qp, ctx.p, ctx.c)
         parts = grad_top.split(ctx.sizes) if n > 1 else (grad_top,)
         grad_rows = [g.scatter_add_(1, i, t) for g, i, t in zip(grad_ws, idx, parts, strict=True)]
-        return None, None, None, None, None, None, *grad_rows, *([None] * n if ctx.noisy else ())
+        return None, None, None, None, None, None, None, *grad_rows, *([None] * n if ctx.noisy else ())
 
 
 def _clamp_to_alpha(rows: Tensor, alpha: Tensor) -> tuple[Tensor, Tensor]:
@@ -794,11 +800,16 @@ class WeightQuantizer(nn.Module):
         return round_ste(rows, s, self.qp, clips=not self._never_clips)
 
     def fake_quant_passes(
-        self, passes: list[Tensor], groups: list[tuple[WeightQuantizer, ...]]
+        self,
+        passes: list[Tensor],
+        groups: list[tuple[WeightQuantizer, ...]],
+        split: tuple[bool, ...] | None = None,
     ) -> list[Tensor]:
         """:meth:`fake_quant_rows` of several ``(G_j, n_j)`` row tensors of quantizers configured like
         this one (qbench.quant.batching's passes of rows of different lengths): topk-lp's fused
-        node takes them all at once (its per-row steps run once), the others pass by pass."""
+        node takes them all at once (its per-row steps run once), the others pass by pass.
+        ``split[j]``: the caller only splits output j into pieces (``Tensor.split``), so the gradient
+        reaching it is a new tensor that nothing else holds, which the node may write into."""
         if (
             self.scale_fn == "topk-lp"
             and self._fuses(passes[0])
@@ -807,9 +818,11 @@ class WeightQuantizer(nn.Module):
             noisy = self.estimator == "noise" and self.training and not self.hard
             noises = [noise_like(x, self.noise) for x in passes] if noisy else []
             clips = not self._never_clips
-            return list(
-                _TopkLpFakeQuant.apply(self.qp, self.k, self.p, self.c, clips, noisy, *passes, *noises)
+            owned = split or (False,) * len(passes)
+            outs = _TopkLpFakeQuant.apply(
+                self.qp, self.k, self.p, self.c, clips, noisy, owned, *passes, *noises
             )
+            return list(outs)
         return [self.fake_quant_rows(x, g) for x, g in zip(passes, groups, strict=True)]
 
     def _fuses(self, rows: Tensor) -> bool:
