@@ -284,9 +284,10 @@ def _round_rows(rows: Tensor, s: Tensor, qp: int, clips: bool) -> tuple[Tensor, 
     if clips:
         q.clamp_(-qp, qp)
     # "+ 0.0" turns -0.0 into +0.0 like the kernel's integer cast. Two passes: addcmul with a 0-dim
-    # zero as its first operand is one, but 8x slower on the CPU (not vectorised). In place: a
-    # training step's fresh allocations are cold in the caches.
-    out = torch.mul(q, s if s.dtype == x.dtype else s.to(x.dtype)).add_(0.0)
+    # zero as its first operand is one, but 8x slower on the CPU (not vectorised). Not in place
+    # (`add_`, nor `mul_`/`addcmul_` in the backwards): traced by torch.compile inside the autograd
+    # Functions those gave other gradients than eager (by up to 549 with `add_`).
+    out = torch.mul(q, s if s.dtype == x.dtype else s.to(x.dtype)) + 0.0
     return x, q, out
 
 
@@ -294,13 +295,13 @@ def _in_range_grad(grad: Tensor, x: Tensor, qp: int) -> Tensor:
     """The straight-through gradient to W: ``grad`` where ``round(x)`` lies in [-Qp, Qp]
     (``|x| < Qp + 1/2``: Qp is odd, so Qp + 1/2 rounds outwards), 0 outside. In-place ``lt_``
     keeps the mask as 0./1. floats: bool masks cost dtype conversions on the CPU."""
-    return x.abs().lt_(qp + 0.5).mul_(grad)
+    return grad * x.abs().lt_(qp + 0.5)
 
 
 def _round_scale_grad(grad: Tensor, grad_w: Tensor, x: Tensor, q: Tensor) -> Tensor:
     """LSQ's gradient to each row's scale, ``(G, 1)``: ``d(s q)/ds = q - W/s`` inside the range,
     ``q`` (= +-Qp) outside (where ``grad_w`` is 0)."""
-    return (grad * q).addcmul_(grad_w, x, value=-1.0).sum(dim=1, keepdim=True)
+    return torch.addcmul(grad * q, grad_w, x, value=-1.0).sum(dim=1, keepdim=True)
 
 
 class _AbsMaxFakeQuant(torch.autograd.Function):
