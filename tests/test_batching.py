@@ -123,9 +123,9 @@ def test_alike_quantizers_share_one_pass_and_each_weight_is_computed_once(monkey
     calls = []
     original = WeightQuantizer.fake_quant_rows
 
-    def spy(self, rows, group=()):
+    def spy(self, rows, group=(), owned=False):
         calls.append((rows.shape, len(group)))
-        return original(self, rows, group)
+        return original(self, rows, group, owned)
 
     monkeypatch.setattr(WeightQuantizer, "fake_quant_rows", spy)
     x = torch.randn(2, 5, 16)
@@ -181,9 +181,9 @@ def test_quantizers_attached_or_replaced_after_a_batched_step_are_batched_from_t
     calls = []
     original = WeightQuantizer.fake_quant_rows
 
-    def spy(self, rows, group=()):
+    def spy(self, rows, group=(), owned=False):
         calls.append((self.estimator, rows.shape[0]))
-        return original(self, rows, group)
+        return original(self, rows, group, owned)
 
     monkeypatch.setattr(WeightQuantizer, "fake_quant_rows", spy)
     with batched_quantization(model):

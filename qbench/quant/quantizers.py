@@ -314,7 +314,7 @@ class _AbsMaxFakeQuant(torch.autograd.Function):
     largest-magnitude weight of each row, split evenly between exact ties (as autograd's amax)."""
 
     @staticmethod
-    def forward(ctx, rows: Tensor, qp: int, noise: Tensor | None) -> Tensor:
+    def forward(ctx, rows: Tensor, qp: int, noise: Tensor | None, owned: bool = False) -> Tensor:
         amax = rows.abs().amax(dim=1, keepdim=True)
         s = (amax / qp).clamp_min_(EPS)
         if noise is None:  # absmax never clips: |W / s| <= Qp
@@ -323,7 +323,7 @@ class _AbsMaxFakeQuant(torch.autograd.Function):
         else:
             out = torch.addcmul(rows, s, noise)
             ctx.save_for_backward(rows, amax, noise)
-        ctx.qp = qp
+        ctx.qp, ctx.owned = qp, owned
         return out
 
     @staticmethod
@@ -338,7 +338,10 @@ class _AbsMaxFakeQuant(torch.autograd.Function):
         grad_amax = (grad_s / ctx.qp).mul_(amax / ctx.qp >= EPS)
         at_max = rows.abs().eq_(amax)  # 0./1. floats
         coef = grad_amax / at_max.sum(dim=1, keepdim=True)
-        return torch.addcmul(grad, at_max.mul_(rows.sign()), coef), None, None
+        signed_max = at_max.mul_(rows.sign())
+        if ctx.owned:  # `grad` is ours to overwrite (see WeightQuantizer.fake_quant_passes)
+            return grad.addcmul_(signed_max, coef), None, None, None
+        return torch.addcmul(grad, signed_max, coef), None, None, None
 
 
 class _TopkLpFakeQuant(torch.autograd.Function):
@@ -412,11 +415,15 @@ def _clamp_to_alpha(rows: Tensor, alpha: Tensor) -> tuple[Tensor, Tensor]:
     return clamped, (rows - clamped).sign_()
 
 
-def _clamp_to_alpha_grads(grad: Tensor, outside: Tensor, alpha_grad: bool) -> tuple[Tensor, Tensor | None]:
+def _clamp_to_alpha_grads(
+    grad: Tensor, outside: Tensor, alpha_grad: bool, in_place: bool = False
+) -> tuple[Tensor, Tensor | None]:
     """Gradients of the clamp: to W inside ``[-alpha, alpha]`` (bounds included), to alpha
     ``sum(grad * sign(W))`` over the row's weights outside (None unless ``alpha_grad``)."""
     g = grad * outside
     grad_alpha = g.sum(dim=1, keepdim=True) if alpha_grad else None
+    if in_place:  # `grad` is the caller's to overwrite (see WeightQuantizer.fake_quant_passes)
+        return grad.sub_(g.mul_(outside)), grad_alpha
     return grad - g * outside, grad_alpha  # grad * (1 - outside^2), exactly
 
 
@@ -444,16 +451,17 @@ class _PactFakeQuant(torch.autograd.Function):
     Python forward and backward instead of two."""
 
     @staticmethod
-    def forward(ctx, rows: Tensor, alpha: Tensor, qp: int) -> Tensor:
+    def forward(ctx, rows: Tensor, alpha: Tensor, qp: int, owned: bool = False) -> Tensor:
         clamped, outside = _clamp_to_alpha(rows, alpha)
         _, _, out = _round_rows(clamped, (alpha / qp).detach(), qp, clips=False)
         ctx.save_for_backward(outside)
+        ctx.owned = owned
         return out
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         (outside,) = ctx.saved_tensors
-        return *_clamp_to_alpha_grads(grad, outside, ctx.needs_input_grad[1]), None
+        return *_clamp_to_alpha_grads(grad, outside, ctx.needs_input_grad[1], ctx.owned), None, None
 
 
 _ZERO_POINTS: dict[tuple, tuple[Tensor, Tensor]] = {}
@@ -781,20 +789,25 @@ class WeightQuantizer(nn.Module):
                 return out
         return self.fake_quant_rows(rows_view(w, self.granularity)).view(w.shape)
 
-    def fake_quant_rows(self, rows: Tensor, group: tuple[WeightQuantizer, ...] = ()) -> Tensor:
+    def fake_quant_rows(
+        self, rows: Tensor, group: tuple[WeightQuantizer, ...] = (), owned: bool = False
+    ) -> Tensor:
         """The forward on ``(G, n)`` rows: this weight's own, or the rows of ``group``'s weights
-        concatenated (qbench.quant.batching: quantizers configured alike share one pass)."""
+        concatenated (qbench.quant.batching: quantizers configured alike share one pass).
+        ``owned``: see :meth:`fake_quant_passes`'s ``split``."""
         if self._param_name == "step" and self.estimator == "round-ste" and self.scale_dtype is None:
             s, g = self._scale_and_factor(rows, group)  # LSQ: the fused kernel applies the gradient factor
             return round_ste(rows, s, self.qp, g)
         noisy = self.estimator == "noise" and self.training and not self.hard
         if self._fuses(rows):  # on the CPU, one autograd node for scale and estimator
             if self.scale_fn == "absmax":
-                return _AbsMaxFakeQuant.apply(rows, self.qp, noise_like(rows, self.noise) if noisy else None)
+                return _AbsMaxFakeQuant.apply(
+                    rows, self.qp, noise_like(rows, self.noise) if noisy else None, owned
+                )
             if self.scale_fn == "topk-lp" and rows.shape[1] >= self.k:
                 return self.fake_quant_passes([rows], [group])[0]
             if not noisy:  # pact
-                return _PactFakeQuant.apply(rows, self._alpha(group).unsqueeze(1), self.qp)
+                return _PactFakeQuant.apply(rows, self._alpha(group).unsqueeze(1), self.qp, owned)
         rows, s = self._clipped_rows_and_scale(rows, group)
         if noisy:
             return torch.addcmul(rows, s.unsqueeze(1).to(rows.dtype), noise_like(rows, self.noise))
@@ -810,7 +823,9 @@ class WeightQuantizer(nn.Module):
         this one (qbench.quant.batching's passes of rows of different lengths): topk-lp's fused
         node takes them all at once (its per-row steps run once), the others pass by pass.
         ``split[j]``: the caller only splits output j into pieces (``Tensor.split``), so the gradient
-        reaching it is a new tensor that nothing else holds, which the node may write into."""
+        reaching it is a new tensor that nothing else holds, which the fused nodes (on the CPU)
+        then write their gradient into instead of a new tensor: a training step's fresh tensors
+        are cold in the caches (PACT 1 %, two in-process A/B runs)."""
         if (
             self.scale_fn == "topk-lp"
             and self._fuses(passes[0])
@@ -824,7 +839,8 @@ class WeightQuantizer(nn.Module):
                 self.qp, self.k, self.p, self.c, clips, noisy, owned, *passes, *noises
             )
             return list(outs)
-        return [self.fake_quant_rows(x, g) for x, g in zip(passes, groups, strict=True)]
+        owned = split or (False,) * len(passes)
+        return [self.fake_quant_rows(x, g, o) for x, g, o in zip(passes, groups, owned, strict=True)]
 
     def _fuses(self, rows: Tensor) -> bool:
         """In training on the CPU, an absmax or topk-lp scale with its gradient or an initialised
