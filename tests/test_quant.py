@@ -141,6 +141,14 @@ def test_absmax_scale_value_and_gradient_match_autograd_reference():
     assert not make_quantizer(QuantSpec("pqn-sg", 4)).scale(w).requires_grad
 
 
+def _output_and_grad(fn, w0: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``fn`` on a fresh leaf copy of ``w0``: its output's bits and the gradient of sum(out * g)."""
+    w = w0.clone().requires_grad_()
+    out = fn(w)
+    (out * g).sum().backward()
+    return out.detach().view(torch.int32), w.grad
+
+
 @pytest.mark.parametrize("estimator", ["round-ste", "noise"])
 def test_fused_absmax_node_equals_absmax_scale_then_estimator_bit_for_bit(estimator):
     """ste and pqn train through one autograd node on the CPU (_AbsMaxFakeQuant); it must give what
@@ -152,17 +160,13 @@ def test_fused_absmax_node_equals_absmax_scale_then_estimator_bit_for_bit(estima
     w0[3, 5] = -4.0  # negative max
     g = torch.randn(7, 33)
     noise = torch.rand(7, 33) - 0.5 if estimator == "noise" else None
-    results = []
-    for fused in (True, False):
-        w = w0.clone().requires_grad_()
-        if fused:
-            out = quantizers._AbsMaxFakeQuant.apply(w, 7, noise)
-        else:
-            s = absmax_scale(w, 7)
-            out = round_ste(w, s, 7, clips=False) if noise is None else torch.addcmul(w, s[:, None], noise)
-        (out * g).sum().backward()
-        results.append((out.detach().view(torch.int32), w.grad))
-    (out_f, grad_f), (out_r, grad_r) = results
+
+    def composed(w):
+        s = absmax_scale(w, 7)
+        return round_ste(w, s, 7, clips=False) if noise is None else torch.addcmul(w, s[:, None], noise)
+
+    out_f, grad_f = _output_and_grad(lambda w: quantizers._AbsMaxFakeQuant.apply(w, 7, noise), w0, g)
+    out_r, grad_r = _output_and_grad(composed, w0, g)
     assert torch.equal(out_f, out_r) and torch.equal(grad_f, grad_r)
     assert grad_f[1, 3] != g[1, 3] and grad_f[1, 7] != g[1, 7]  # the tie got the scale gradient
     assert torch.equal(grad_f[2], g[2])  # zero row: straight through only
@@ -188,19 +192,19 @@ def test_fused_topk_lp_node_equals_topk_lp_scale_then_estimator_bit_for_bit(esti
     w0[4, 5] = -4.0  # negative max
     g = torch.randn(8, 40)
     noise = torch.rand(8, 40) - 0.5 if estimator == "noise" else None
-    results = []
-    for fused in (True, False):
-        w = w0.clone().requires_grad_()
-        if fused:
-            out = quantizers._TopkLpFakeQuant.apply(
-                7, k, p, c, c < 1, noise is not None, (False,), w, *[u for u in [noise] if u is not None]
-            )[0]
-        else:
-            s = topk_lp_scale(w, 7, k=k, p=p, c=c)
-            out = round_ste(w, s, 7, clips=c < 1) if noise is None else torch.addcmul(w, s[:, None], noise)
-        (out * g).sum().backward()
-        results.append((out.detach().view(torch.int32), w.grad))
-    (out_f, grad_f), (out_r, grad_r) = results
+    noises = [] if noise is None else [noise]
+
+    def fused(w):
+        return quantizers._TopkLpFakeQuant.apply(7, k, p, c, c < 1, noise is not None, (False,), w, *noises)[
+            0
+        ]
+
+    def composed(w):
+        s = topk_lp_scale(w, 7, k=k, p=p, c=c)
+        return round_ste(w, s, 7, clips=c < 1) if noise is None else torch.addcmul(w, s[:, None], noise)
+
+    out_f, grad_f = _output_and_grad(fused, w0, g)
+    out_r, grad_r = _output_and_grad(composed, w0, g)
     assert torch.equal(out_f, out_r) and torch.equal(grad_f, grad_r)
     assert (grad_f[1, [3, 7]] != g[1, [3, 7]]).all() or k == 1  # both tied weights got scale gradient
     if noise is not None:

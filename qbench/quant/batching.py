@@ -315,11 +315,10 @@ def batched_quantization(model: nn.Module, enabled: bool = True):
                     wq = piece if piece.shape == m.weight.shape else piece.reshape(m.weight.shape)
                     m.quantizer.set_batched(wq, m.weight)
                     outputs[(id(m.module), m.name)] = wq
-        if enabled:
-            _STORAGE[model] = used  # the storages of passes that no longer exist are let go
         if not enabled:  # a compiled forward reads the weights through the quantizers
             yield model
             return
+        _STORAGE[model] = used  # the storages of passes that no longer exist are let go
         with parametrize.cached():
             _prefill_parametrize_cache(outputs)
             yield model

@@ -353,8 +353,9 @@ class _TopkLpFakeQuant(torch.autograd.Function):
     autograd nodes of the scale's small steps, with those steps done once for the top-k of all
     passes together (each small op costs ~10-20 us inside a training step, whatever its size),
     and with the top-k gradients added into the estimator's gradient to ``W`` instead of a zero
-    tensor of their own (the gather's backward). ``clips``: see :class:`_RoundSTE`. Returns one
-    output per pass."""
+    tensor of their own (the gather's backward): into the incoming gradient itself where
+    ``owned[j]`` (see :meth:`WeightQuantizer.fake_quant_passes`), else into a copy of it.
+    ``clips``: see :class:`_RoundSTE`. Returns one output per pass."""
 
     @staticmethod
     def forward(
@@ -826,6 +827,7 @@ class WeightQuantizer(nn.Module):
         reaching it is a new tensor that nothing else holds, which the fused nodes (on the CPU)
         then write their gradient into instead of a new tensor: a training step's fresh tensors
         are cold in the caches (PACT 1 %, two in-process A/B runs)."""
+        owned = split or (False,) * len(passes)
         if (
             self.scale_fn == "topk-lp"
             and self._fuses(passes[0])
@@ -834,12 +836,10 @@ class WeightQuantizer(nn.Module):
             noisy = self.estimator == "noise" and self.training and not self.hard
             noises = [noise_like(x, self.noise) for x in passes] if noisy else []
             clips = not self._never_clips
-            owned = split or (False,) * len(passes)
             outs = _TopkLpFakeQuant.apply(
                 self.qp, self.k, self.p, self.c, clips, noisy, owned, *passes, *noises
             )
             return list(outs)
-        owned = split or (False,) * len(passes)
         return [self.fake_quant_rows(x, g, o) for x, g, o in zip(passes, groups, owned, strict=True)]
 
     def _fuses(self, rows: Tensor) -> bool:
