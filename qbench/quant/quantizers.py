@@ -20,7 +20,8 @@ Scales
 Estimators
     ``round-ste``  forward ``s * clamp(round(W / s), -Qp, Qp)``, bit-for-bit equal
                    to ``torch.fake_quantize_per_channel_affine`` (same fp32
-                   arithmetic, faster); backward straight-through to ``W``
+                   arithmetic, faster; a training forward may leave -0.0 where the
+                   kernel gives +0.0, the same value); backward straight-through to ``W``
                    inside the clamp range and the LSQ gradient to ``s``
                    (``q - W/s`` inside the range, ``q = +-Qp`` outside).
     ``noise``      training forward ``W + s * u`` with fresh ``u ~ U(-1/2, 1/2)`` (16-bit on the CPU)
@@ -245,9 +246,10 @@ class _RoundSTE(torch.autograd.Function):
 
     Forward: the arithmetic of ``torch.fake_quantize_per_channel_affine`` with
     zero point 0 -- ``x = W * (1/s)`` in fp32, round half to even (= nearbyint),
-    clamp to [-Qp, Qp], ``+ 0.0`` (the kernel's integer cast turns -0.0 into
-    +0.0), times ``s`` -- so the result is bit-identical to the kernel (see the
-    tests) while several times faster than its CPU implementation.
+    clamp to [-Qp, Qp], times ``s``, ``+ 0.0`` (the kernel's integer cast turns -0.0 into
+    +0.0) -- so the result is bit-identical to the kernel (see the
+    tests) while several times faster than its CPU implementation. With a gradient to compute
+    (training) the ``+ 0.0`` pass is skipped: the same values, -0.0 for some zeros.
     Backward: identity to ``rows`` inside the clamp range, LSQ gradient to
     ``scale`` (``q - W/s`` inside, ``q`` outside).
     ``clips=False`` promises that no ``W/s`` lies outside the range (absmax, PACT and c >= 1
@@ -258,8 +260,9 @@ class _RoundSTE(torch.autograd.Function):
     def forward(
         ctx, rows: Tensor, scale: Tensor, qp: int, clips: bool = True, grad_factor: float = 1.0
     ) -> Tensor:
-        x, q, out = _round_rows(rows, scale.unsqueeze(1), qp, clips)
-        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+        training = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        x, q, out = _round_rows(rows, scale.unsqueeze(1), qp, clips, signed_zeros=training)
+        if training:
             ctx.save_for_backward(x, q if ctx.needs_input_grad[1] else None)
             ctx.qp, ctx.clips, ctx.grad_factor = qp, clips, grad_factor
         return out if out.dtype == rows.dtype else out.to(rows.dtype)
@@ -276,18 +279,24 @@ class _RoundSTE(torch.autograd.Function):
         return (grad_w if ctx.needs_input_grad[0] else None), grad_s, None, None, None
 
 
-def _round_rows(rows: Tensor, s: Tensor, qp: int, clips: bool) -> tuple[Tensor, Tensor, Tensor]:
+def _round_rows(
+    rows: Tensor, s: Tensor, qp: int, clips: bool, signed_zeros: bool = False
+) -> tuple[Tensor, Tensor, Tensor]:
     """``x = W / s``, ``q = round(x)`` (clamped to +-Qp when ``clips``) and ``s * q`` for ``(G, 1)``
-    scales, with the arithmetic of ``torch.fake_quantize_per_channel_affine``."""
+    scales, with the arithmetic of ``torch.fake_quantize_per_channel_affine``. ``signed_zeros``: a
+    weight that rounds to zero from below may come out as -0.0 (the kernel's integer cast gives
+    +0.0): the same value, so a training forward skips the pass that clears the sign."""
     x = rows * s.reciprocal()
     q = torch.round(x)
     if clips:
         q.clamp_(-qp, qp)
-    # "+ 0.0" turns -0.0 into +0.0 like the kernel's integer cast. Two passes: addcmul with a 0-dim
-    # zero as its first operand is one, but 8x slower on the CPU (not vectorised). Not in place
-    # (`add_`, nor `mul_`/`addcmul_` in the backwards): traced by torch.compile inside the autograd
-    # Functions those gave other gradients than eager (by up to 549 with `add_`).
-    out = torch.mul(q, s if s.dtype == x.dtype else s.to(x.dtype)) + 0.0
+    out = torch.mul(q, s if s.dtype == x.dtype else s.to(x.dtype))
+    if not signed_zeros:
+        # "+ 0.0" turns -0.0 into +0.0. Two passes: addcmul with a 0-dim zero as its first operand is
+        # one, but 8x slower on the CPU (not vectorised). Not in place (`add_`, nor `mul_`/`addcmul_`
+        # in the backwards): traced by torch.compile inside the autograd Functions those gave other
+        # gradients than eager (by up to 549 with `add_`).
+        out = out + 0.0
     return x, q, out
 
 
@@ -318,7 +327,7 @@ class _AbsMaxFakeQuant(torch.autograd.Function):
         amax = rows.abs().amax(dim=1, keepdim=True)
         s = (amax / qp).clamp_min_(EPS)
         if noise is None:  # absmax never clips: |W / s| <= Qp
-            x, q, out = _round_rows(rows, s, qp, clips=False)
+            x, q, out = _round_rows(rows, s, qp, clips=False, signed_zeros=True)
             ctx.save_for_backward(rows, amax, x, q)
         else:
             out = torch.addcmul(rows, s, noise)
@@ -374,7 +383,7 @@ class _TopkLpFakeQuant(torch.autograd.Function):
             if noisy:
                 outs.append(torch.addcmul(passes[j], s, noises[j]))
             else:
-                x, q, out = _round_rows(passes[j], s, qp, clips)
+                x, q, out = _round_rows(passes[j], s, qp, clips, signed_zeros=True)
                 outs.append(out)
                 saved += [x, q]
         ctx.save_for_backward(top, *idx, *(noises if noisy else saved))
@@ -454,7 +463,7 @@ class _PactFakeQuant(torch.autograd.Function):
     @staticmethod
     def forward(ctx, rows: Tensor, alpha: Tensor, qp: int, owned: bool = False) -> Tensor:
         clamped, outside = _clamp_to_alpha(rows, alpha)
-        _, _, out = _round_rows(clamped, (alpha / qp).detach(), qp, clips=False)
+        _, _, out = _round_rows(clamped, (alpha / qp).detach(), qp, clips=False, signed_zeros=True)
         ctx.save_for_backward(outside)
         ctx.owned = owned
         return out
