@@ -27,7 +27,7 @@ cat "$OUT/m30k-compare.txt"
 (cd "$RESULTS" && tar czf "$OUT/m30k-runs.tgz" --exclude='*.pt' --exclude='*.safetensors' runs index.sqlite)
 
 echo "== quant_speed (budget ${SPEED_S:-45} s)"
-timeout -k 5 "${SPEED_S:-45}" "$PY" benchmarks/quant_speed.py --device cuda 2>&1 | tee "$OUT/quant_speed.txt"
+timeout -k 5 "${SPEED_S:-45}" "$PY" benchmarks/quant_speed.py --device cuda --rounds 60 2>&1 | tee "$OUT/quant_speed.txt"
 
 echo "== throughput: fp32, bf16, QAT ratios of every technique (budget ${THROUGHPUT_S:-70} s)"
 timeout -k 5 "${THROUGHPUT_S:-70}" "$PY" benchmarks/throughput.py --device cuda --batch 32 --no-compile \
