@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from qbench.engine import _param_groups, attach_quantizers  # noqa: E402
+from qbench.engine import attach_quantizers, make_optimizer  # noqa: E402
 from qbench.quant import QuantSpec, batched_quantization  # noqa: E402
 from qbench.recipe import load_suite  # noqa: E402
 from qbench.tasks.asr import ConformerCTC  # noqa: E402
@@ -70,7 +70,7 @@ class Setup:
     def __init__(self, name: str, base: ConformerCTC, device: torch.device, spec: QuantSpec):
         self.name = name
         self.model = copy.deepcopy(base).to(device).train()
-        self.opt = torch.optim.AdamW(_param_groups(self.model, 0.01), lr=1e-4)
+        self.opt = make_optimizer(self.model, 1e-4, 0.01)
         if name != "float":
             attach_quantizers(self.model, self.opt, spec)
 

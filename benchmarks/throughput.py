@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from quant_speed import demo_model, make_batch  # noqa: E402
 
-from qbench.engine import _param_groups, attach_quantizers  # noqa: E402
+from qbench.engine import attach_quantizers, make_optimizer  # noqa: E402
 from qbench.quant import QuantSpec, batched_quantization  # noqa: E402
 from qbench.recipe import load_suite  # noqa: E402
 from qbench.tasks.asr import ctc_greedy_decode  # noqa: E402
@@ -122,7 +122,7 @@ class GPUSampler:
 class ASRSetup:
     def __init__(self, base, technique: str, device: torch.device, mode: str, bits: int = 4):
         self.model = copy.deepcopy(base).to(device).train()
-        self.opt = torch.optim.AdamW(_param_groups(self.model, 0.01), lr=1e-4)
+        self.opt = make_optimizer(self.model, 1e-4, 0.01)
         if technique != "float":
             attach_quantizers(self.model, self.opt, QuantSpec(technique, bits))
         self.device, self.mode = device, mode

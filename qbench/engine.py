@@ -75,6 +75,15 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW over :func:`_param_groups`. ``foreach=True``: on the CPU torch's default is a Python loop
+    over the parameters, some 10 tensor ops each (~15-25 us a parameter in a training step); the
+    foreach path runs the same per-tensor kernels from C++ (the same steps bit for bit; on the
+    demo Conformer 0.3 ms of a float step, 0.6 ms of an lsq one with its 21 learned scales).
+    It is torch's default on CUDA already."""
+    return torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, foreach=True)
+
+
 def attach_quantizers(model: nn.Module, optimizer: torch.optim.Optimizer, spec: QuantSpec) -> None:
     """quantize_ + put the learned scales it creates (lsq/pact) in the no-decay group: scheduled
     like every parameter, and the group sizes match a checkpoint saved after quantization."""
@@ -236,7 +245,7 @@ class Runner:
         r = self.recipe
         torch.manual_seed(r.seed)
         model = task.build_model().to(self.device)
-        optimizer = torch.optim.AdamW(_param_groups(model, r.train.weight_decay), lr=r.train.lr)
+        optimizer = make_optimizer(model, r.train.lr, r.train.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(r))
         state = TrainState(model, optimizer, scheduler, curve=[])
         # Data-parallel: rank 0 alone decides (and locks) where training starts, and sends it to all.
