@@ -126,7 +126,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument(
-        "--rounds", type=int, default=120, help="visits of every technique (default 120, ~2 min on 2 CPU cores)"
+        "--rounds",
+        type=int,
+        default=120,
+        help="visits of every technique (default 120, ~2 min on 2 CPU cores)",
     )
     ap.add_argument(
         "--steps", type=int, default=1, help="timed (float, technique) pairs per technique per round"

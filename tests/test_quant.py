@@ -661,3 +661,69 @@ def test_rand_scale_of_an_all_zero_row_has_a_finite_gradient():
     s = make_quantizer(QuantSpec("rand", 4)).scale(w)
     s.sum().backward()
     assert s[1] == EPS and w.grad.isfinite().all() and (w.grad[1] == 0).all()
+
+
+# --------------------------------------------------------------------------- RAND's top-k in C
+
+
+def test_rowtopk_extension_is_built_where_a_c_compiler_is():
+    """setup.py builds qbench.quant._rowtopk (optional: skipped by pip without a compiler)."""
+    import shutil
+
+    from qbench.quant import scales
+
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler: the torch fallback is used")
+    assert scales._rowtopk is not None
+
+
+def _edge_rows(seed: int, count: int) -> list[torch.Tensor]:
+    """Short rows of ties, signed zeros, infinities, subnormals and NaNs of several bit patterns."""
+    g = torch.Generator().manual_seed(seed)
+    vals = torch.tensor([0.0, -0.0, 1.0, -1.0, 2.0, -2.0, 0.5, 1e-45, -1e-45, math.inf, -math.inf, math.nan])
+    nan_bits = torch.tensor([0x7FC00001, -0x3FFFFF, 0x7F800001], dtype=torch.int32)
+    rows = []
+    for _ in range(count):
+        width = int(torch.randint(3, 40, (), generator=g))  # one to four SIMD blocks of 8 and a tail
+        row = vals[torch.randint(0, len(vals), (1, width), generator=g)]
+        if torch.rand((), generator=g) < 0.3:
+            row.view(torch.int32)[0, torch.randint(0, width, (), generator=g)] = nan_bits[
+                torch.randint(0, 3, (), generator=g)
+            ]
+        rows.append(row)
+    return rows
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_rowtopk_gives_the_columns_of_k_max_passes(k):
+    """The C kernel's columns equal those of k passes of torch's max(dim=1) on |W| (the first of equal
+    maxima each pass, a NaN above any number whatever its bits), on wide random rows, strided rows
+    and thousands of short rows full of ties and special values."""
+    from qbench.quant import scales
+
+    if scales._rowtopk is None:
+        pytest.skip("qbench.quant._rowtopk not built")
+    torch.manual_seed(k)
+    cases = [torch.randn(3104, 96), torch.randn(576, 384), torch.randn(5, 1001), torch.randn(40, 60)[:, 3:50]]
+    cases[0][:, 40] = cases[0][:, 7]  # exact ties at the top of every row
+    cases += _edge_rows(k, 3000)
+    for rows in cases:
+        expected = scales._top_k_indices(rows.abs(), k)
+        assert torch.equal(scales._top_k_magnitudes(rows, k), expected), rows
+
+
+def test_rowtopk_falls_back_to_torch_ops_with_the_same_training(monkeypatch):
+    """Without the extension rand trains through torch's ops: the same values and gradients."""
+    from qbench.quant import scales
+
+    torch.manual_seed(3)
+    w0 = torch.randn(48, 40)
+    results = []
+    for built in (True, False):
+        if not built:
+            monkeypatch.setattr(scales, "_rowtopk", None)
+        w = w0.clone().requires_grad_()
+        out = make_quantizer(QuantSpec("rand-ste", 4))(w)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append((out.detach(), w.grad))
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from .scales import (
     EPS,
     SCALE_FUNCTIONS,
-    _top_k_indices,
+    _top_k_magnitudes,
     _topk_lp_norm,
     _topk_lp_scale_backward,
     check_granularity,
@@ -372,7 +372,7 @@ class _TopkLpFakeQuant(torch.autograd.Function):
     ):
         passes = tensors[: len(tensors) // 2] if noisy else tensors
         noises = tensors[len(passes) :]
-        idx = [_top_k_indices(rows.abs(), k) for rows in passes]  # every pass has rows of >= k
+        idx = [_top_k_magnitudes(rows, k) for rows in passes]  # every pass has rows of >= k
         tops = [rows.gather(1, i) for rows, i in zip(passes, idx, strict=True)]
         top = tops[0] if len(tops) == 1 else torch.cat(tops)
         steps = _topk_lp_norm(top.abs(), qp, p, c)
