@@ -666,15 +666,15 @@ def test_rand_scale_of_an_all_zero_row_has_a_finite_gradient():
 # --------------------------------------------------------------------------- RAND's top-k in C
 
 
-def test_rowtopk_extension_is_built_where_a_c_compiler_is():
-    """setup.py builds qbench.quant._rowtopk (optional: skipped by pip without a compiler)."""
+def test_cpu_kernels_are_built_where_a_c_compiler_is():
+    """setup.py builds qbench.quant._cpu_kernels (optional: skipped by pip without a compiler)."""
     import shutil
 
     from qbench.quant import scales
 
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("no C compiler: the torch fallback is used")
-    assert scales._rowtopk is not None
+    assert scales._cpu_kernels is not None
 
 
 def _edge_rows(seed: int, count: int) -> list[torch.Tensor]:
@@ -695,14 +695,14 @@ def _edge_rows(seed: int, count: int) -> list[torch.Tensor]:
 
 
 @pytest.mark.parametrize("k", [1, 2, 3])
-def test_rowtopk_gives_the_columns_of_k_max_passes(k):
+def test_cpu_kernels_top_k_gives_the_columns_of_k_max_passes(k):
     """The C kernel's columns equal those of k passes of torch's max(dim=1) on |W| (the first of equal
     maxima each pass, a NaN above any number whatever its bits), on wide random rows, strided rows
     and thousands of short rows full of ties and special values."""
     from qbench.quant import scales
 
-    if scales._rowtopk is None:
-        pytest.skip("qbench.quant._rowtopk not built")
+    if scales._cpu_kernels is None:
+        pytest.skip("qbench.quant._cpu_kernels not built")
     torch.manual_seed(k)
     cases = [torch.randn(3104, 96), torch.randn(576, 384), torch.randn(5, 1001), torch.randn(40, 60)[:, 3:50]]
     cases[0][:, 40] = cases[0][:, 7]  # exact ties at the top of every row
@@ -712,7 +712,7 @@ def test_rowtopk_gives_the_columns_of_k_max_passes(k):
         assert torch.equal(scales._top_k_magnitudes(rows, k), expected), rows
 
 
-def test_rowtopk_falls_back_to_torch_ops_with_the_same_training(monkeypatch):
+def test_cpu_kernels_top_k_falls_back_to_torch_ops_with_the_same_training(monkeypatch):
     """Without the extension rand trains through torch's ops: the same values and gradients."""
     from qbench.quant import scales
 
@@ -721,9 +721,26 @@ def test_rowtopk_falls_back_to_torch_ops_with_the_same_training(monkeypatch):
     results = []
     for built in (True, False):
         if not built:
-            monkeypatch.setattr(scales, "_rowtopk", None)
+            monkeypatch.setattr(scales, "_cpu_kernels", None)
         w = w0.clone().requires_grad_()
         out = make_quantizer(QuantSpec("rand-ste", 4))(w)
         (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
         results.append((out.detach(), w.grad))
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+def test_cpu_kernels_uniform_noise_equals_numpy_draws_converted_by_torch(monkeypatch):
+    """The C noise repeats numpy's PCG64 draws as torch converts them, bit for bit: shapes whose size is
+    not a multiple of four (the last draw's quarters cut) and that span several of its blocks."""
+    if quantizers._cpu_kernels is None:
+        pytest.skip("qbench.quant._cpu_kernels not built")
+    shapes = [(576, 384), (3, 5), (1,), (0,), (2, 3, 7), (2049 * 4 + 3,)]
+    drawn = {}
+    for built in (True, False):
+        if not built:
+            monkeypatch.setattr(quantizers, "_cpu_kernels", None)
+        torch.manual_seed(9)
+        drawn[built] = [quantizers._uniform_16bit(torch.empty(s)) for s in shapes]
+    for c, reference in zip(drawn[True], drawn[False], strict=True):
+        assert c.shape == reference.shape and torch.equal(c.view(torch.int32), reference.view(torch.int32))
+    assert len(drawn[True][0].unique()) > 60000  # not a constant or a short cycle

@@ -124,18 +124,18 @@ def absmax_scale(rows: Tensor, qp: int, *, detach: bool = False) -> Tensor:
 
 
 try:  # compiled at install where a C compiler is at hand (setup.py); else torch's ops below
-    from . import _rowtopk
+    from . import _cpu_kernels
 except ImportError:  # pragma: no cover - depends on the install
-    _rowtopk = None
+    _cpu_kernels = None
 
 
 def _top_k_magnitudes(rows: Tensor, k: int) -> Tensor:
     """Columns of the k largest ``|W|`` of each row of ``rows`` (not changed), largest first: what
     :func:`_top_k_indices` of ``rows.abs()`` gives, the same columns for ties and NaN. For k <= 3 on
-    fp32 CPU rows, one pass of qbench.quant._rowtopk (C, SIMD) instead of abs and k ``max`` passes:
+    fp32 CPU rows, one pass of qbench.quant._cpu_kernels (C, SIMD) instead of abs and k ``max`` passes:
     0.3 vs 1.0 ms for the demo Conformer's two passes isolated, 0.3-0.5 ms of a rand step."""
     if (
-        _rowtopk is not None
+        _cpu_kernels is not None
         and k <= 3
         and rows.dtype == torch.float32
         and rows.device.type == "cpu"
@@ -145,7 +145,9 @@ def _top_k_magnitudes(rows: Tensor, k: int) -> Tensor:
         and not torch.compiler.is_compiling()
     ):
         out = torch.empty(rows.shape[0], k, dtype=torch.int64)
-        _rowtopk.top_k_rows(rows.data_ptr(), out.data_ptr(), rows.shape[0], rows.shape[1], rows.stride(0), k)
+        _cpu_kernels.top_k_rows(
+            rows.data_ptr(), out.data_ptr(), rows.shape[0], rows.shape[1], rows.stride(0), k
+        )
         return out
     return _top_k_indices(rows.detach().abs(), k)
 

@@ -1,12 +1,18 @@
-/* qbench.quant._rowtopk: the columns of the k (1..3) largest |x| of each row of a float32 matrix,
-   exactly as k passes of torch's max(dim=1) find them (see top_k_by_keys).
+/* qbench.quant._cpu_kernels: two loops of a CPU training step that torch has no single op for.
 
-   Why C: RAND's scale needs the top-2 magnitudes of every row with their columns, every training
-   step. On the CPU torch's topk(2) sorts (1.7 ms for the demo Conformer's 3104 rows of 96), and
-   abs + max(dim=1) with indices twice is a scalar loop (about 1 ms of a training step for the
-   demo's two passes); this reads the weights once per pass with SIMD int compares (0.3 ms for
-   both on one thread, 0.3-0.5 ms less of a demo rand step), with the GIL released. qbench falls
-   back to the torch ops where this is not built (setup.py: the extension is optional). */
+   top_k_rows: the columns of the k (1..3) largest |x| of each row of a float32 matrix, exactly as
+   k passes of torch's max(dim=1) find them (see top_k_by_keys). RAND's scale needs the top-2
+   magnitudes of every row with their columns, every step. On the CPU torch's topk(2) sorts (1.7 ms
+   for the demo Conformer's 3104 rows of 96), and abs + max(dim=1) with indices twice is a scalar
+   loop (about 1 ms of a training step for the demo's two passes); this reads the weights once per
+   pass with SIMD int compares (0.3 ms for both on one thread, 0.3-0.5 ms less of a demo rand step).
+
+   uniform_16bit: the noise estimator's 16-bit uniform noise (qbench.quant.quantizers._uniform_16bit)
+   from the state of numpy's PCG64, the same values as numpy's draws converted by torch, in one pass
+   instead of numpy's draw loop and three torch passes.
+
+   Both release the GIL. qbench falls back to numpy and torch where this is not built (setup.py:
+   the extension is optional). */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
@@ -191,7 +197,53 @@ static PyObject *py_top_k_rows(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* PCG64 (XSL RR 128/64) as numpy's: step the 128-bit LCG, then output from the new state. Each
+   64-bit output is four int16 values v, low bits first (numpy's int16 view of its uint64 draws on a
+   little-endian machine), written as (v + 1/2) / 2^16: both steps exact in float32. */
+typedef int16_t __attribute__((may_alias)) int16_view;
+
+static void uniform_16bit(float *dst, int64_t n, __uint128_t state, __uint128_t inc) {
+    const __uint128_t mult = ((__uint128_t)0x2360ED051FC65DA4ULL << 64) | 0x4385DF649FCCF645ULL;
+    uint64_t raw[512]; /* a block of draws in L1, then converted in a vectorised loop */
+    for (int64_t i = 0; i < n;) {
+        int64_t draws = (n - i + 3) / 4 < 512 ? (n - i + 3) / 4 : 512;
+        for (int64_t b = 0; b < draws; b++) {
+            state = state * mult + inc;
+            uint64_t x = (uint64_t)(state >> 64) ^ (uint64_t)state;
+            unsigned rot = (unsigned)(state >> 122);
+            raw[b] = (x >> rot) | (x << ((-rot) & 63));
+        }
+        const int16_view *v = (const int16_view *)raw;
+        int64_t count = 4 * draws < n - i ? 4 * draws : n - i;
+        for (int64_t t = 0; t < count; t++) dst[i + t] = ((float)v[t] + 0.5f) * (1.0f / 65536);
+        i += count;
+    }
+}
+
+static PyObject *py_uniform_16bit(PyObject *self, PyObject *args) {
+    unsigned long long dst, state_hi, state_lo, inc_hi, inc_lo;
+    long long n;
+    if (!PyArg_ParseTuple(args, "KLKKKK", &dst, &n, &state_hi, &state_lo, &inc_hi, &inc_lo)) return NULL;
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+    PyErr_SetString(PyExc_NotImplementedError, "uniform_16bit: numpy's int16 view differs on this byte order");
+    return NULL;
+#endif
+    if (n < 0) {
+        PyErr_SetString(PyExc_ValueError, "uniform_16bit: n < 0");
+        return NULL;
+    }
+    __uint128_t state = ((__uint128_t)state_hi << 64) | state_lo, inc = ((__uint128_t)inc_hi << 64) | inc_lo;
+    Py_BEGIN_ALLOW_THREADS
+    uniform_16bit((float *)(uintptr_t)dst, n, state, inc);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"uniform_16bit", py_uniform_16bit, METH_VARARGS,
+     "uniform_16bit(dst, n, state_hi, state_lo, inc_hi, inc_lo): n float32 values (v + 1/2) / 2^16 at "
+     "address dst, v the int16 quarters of the next n/4 outputs of PCG64 with that 128-bit state and "
+     "increment (numpy's PCG64(seed).state)."},
     {"top_k_rows", py_top_k_rows, METH_VARARGS,
      "top_k_rows(src, dst, rows, width, row_stride, k): the columns of the k largest |x| of "
      "each row of the float32 matrix at address src (rows of `width` values, `row_stride` apart), "
@@ -199,6 +251,6 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_rowtopk", NULL, -1, methods};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cpu_kernels", NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__rowtopk(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__cpu_kernels(void) { return PyModule_Create(&module); }
