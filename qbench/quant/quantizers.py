@@ -134,7 +134,9 @@ def _uniform_16bit(like: Tensor) -> Tensor:
     PCG64. Why not ``torch.rand``: torch's CPU generator draws one 32-bit mt19937 number per value,
     serially, 3.3 ns a value here, ~5 % of a demo QAT step for its 0.49 M weights; this is 4x
     faster, and a step of s / 65536 is far below any rounding the estimator models. Seeded from
-    torch's default generator, so ``torch.manual_seed`` (and a run's saved RNG state) repeats it."""
+    torch's default generator, so ``torch.manual_seed`` (and a run's saved RNG state) repeats it.
+    Where qbench.quant._cpu_kernels is built, the same values come from the generator's state in one
+    C pass (numpy's draw loop and torch's three conversion passes otherwise)."""
     n = like.numel()
     seed = int(torch.randint(0, 2**63 - 1, (), dtype=torch.int64))
     generator = np.random.PCG64(seed)
