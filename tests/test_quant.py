@@ -716,6 +716,8 @@ def test_cpu_kernels_top_k_falls_back_to_torch_ops_with_the_same_training(monkey
     """Without the extension rand trains through torch's ops: the same values and gradients."""
     from qbench.quant import scales
 
+    if scales._cpu_kernels is None:
+        pytest.skip("qbench.quant._cpu_kernels not built: both runs would use torch's ops")
     torch.manual_seed(3)
     w0 = torch.randn(48, 40)
     results = []

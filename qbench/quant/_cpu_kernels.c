@@ -1,11 +1,13 @@
 /* qbench.quant._cpu_kernels: two loops of a CPU training step that torch has no single op for.
 
    top_k_rows: the columns of the k (1..3) largest |x| of each row of a float32 matrix, exactly as
-   k passes of torch's max(dim=1) find them (see top_k_by_keys). RAND's scale needs the top-2
+   k passes of torch's max(dim=1) find them (each the first column holding the largest |x| of the
+   columns not taken yet; a NaN above any number). RAND's scale needs the top-2
    magnitudes of every row with their columns, every step. On the CPU torch's topk(2) sorts (1.7 ms
    for the demo Conformer's 3104 rows of 96), and abs + max(dim=1) with indices twice is a scalar
    loop (about 1 ms of a training step for the demo's two passes); this reads the weights once per
-   pass with SIMD int compares (0.3 ms for both on one thread, 0.3-0.5 ms less of a demo rand step).
+   pass with SIMD int compares for k <= 2 (0.3 ms for both on one thread, 0.3-0.5 ms less of a demo
+   rand step), element by element for k = 3.
 
    uniform_16bit: the noise estimator's 16-bit uniform noise (qbench.quant.quantizers._uniform_16bit)
    from the state of numpy's PCG64, the same values as numpy's draws converted by torch, in one pass
@@ -36,40 +38,6 @@ INLINE v8i keys8(const float_bits *p) {
     return v & ABS_BITS;
 }
 
-INLINE int32_t lanes_max(v8i m) {
-    int32_t r = m[0];
-    for (int t = 1; t < 8; t++) r = m[t] > r ? m[t] : r;
-    return r;
-}
-
-/* The largest key of a row but for columns a and b (-1: none). */
-INLINE int32_t max_key_except(const float_bits *bits, int64_t width, int64_t a, int64_t b) {
-    v8i m = {-1, -1, -1, -1, -1, -1, -1, -1}, col = {0, 1, 2, 3, 4, 5, 6, 7};
-    int64_t j = 0;
-    for (; j + 8 <= width; j += 8, col += 8) {
-        v8i key = keys8(bits + j) | ((col == (int32_t)a) | (col == (int32_t)b)); /* -1 if excluded */
-        v8i gt = key > m;
-        m = (key & gt) | (m & ~gt);
-    }
-    int32_t r = lanes_max(m);
-    for (; j < width; j++) {
-        int32_t key = (j == a || j == b) ? -1 : bits[j] & ABS_BITS;
-        r = key > r ? key : r;
-    }
-    return r;
-}
-
-/* The first column from `from` on whose key is m (one must be), 8 columns a step. */
-INLINE int64_t first_key(const float_bits *bits, int64_t from, int64_t width, int32_t m) {
-    int64_t j = from;
-    for (; j + 8 <= width; j += 8) {
-        v8i eq = keys8(bits + j) == m;
-        if (eq[0] | eq[1] | eq[2] | eq[3] | eq[4] | eq[5] | eq[6] | eq[7]) break;
-    }
-    while ((bits[j] & ABS_BITS) != m) j++;
-    return j;
-}
-
 /* The top-2 (k = 1, 2) of a row without NaN in one pass: each of the 8 lanes keeps its two largest
    keys and their columns (a later equal key ranks below: columns grow along a lane), then the
    best two of those 16 and of the tail's columns, ranked by key, then column. The row's top two
@@ -98,14 +66,15 @@ INLINE int top_2_by_lanes(const float_bits *bits, int64_t width, int k, int64_t 
         int32_t lowest = INT32_MAX;
         for (int t = 0; t < 8; t++)
             if (k1[t] == m1 && c1[t] < lowest) lowest = c1[t], w = t;
-        /* the second: lane w's second, or another lane's first (a lane's own second is below it) */
+        /* the second: lane w's second (-1 after one block), or another lane's first (a lane's own
+           second is below it) */
         for (int t = 0; t < 8; t++) {
-            int32_t key = t == w ? (j > 8 ? k2[t] : -1) : k1[t];
+            int32_t key = t == w ? k2[t] : k1[t];
             m2 = key > m2 ? key : m2;
         }
         int32_t second = INT32_MAX;
         for (int t = 0; t < 8; t++) {
-            int32_t key = t == w ? (j > 8 ? k2[t] : -1) : k1[t], c = t == w ? c2[t] : c1[t];
+            int32_t key = t == w ? k2[t] : k1[t], c = t == w ? c2[t] : c1[t];
             if (key == m2 && c < second) second = c;
         }
         bk[0] = m1, bc[0] = lowest, bk[1] = m2, bc[1] = second;
@@ -124,26 +93,11 @@ INLINE int top_2_by_lanes(const float_bits *bits, int64_t width, int k, int64_t 
     return 1;
 }
 
-/* A row without NaN: its k largest one after another, as torch's max(dim=1) passes find them (the
-   first column holding the largest key among the columns not taken yet). */
-INLINE void top_k_by_keys(const float_bits *bits, int64_t width, int k, int32_t largest, int64_t *cols) {
-    int64_t a = cols[0] = first_key(bits, 0, width, largest);
-    if (k == 1) return;
-    int32_t m = max_key_except(bits, width, a, -1);
-    /* a key equal to the largest can only lie after the first column holding it */
-    int64_t b = cols[1] = first_key(bits, m == largest ? a + 1 : 0, width, m);
-    if (k == 2) return;
-    m = max_key_except(bits, width, a, b);
-    int64_t j = first_key(bits, 0, width, m);
-    while (j == a || j == b) j = first_key(bits, j + 1, width, m);
-    cols[2] = j;
-}
-
 /* v ranks above m as torch's max compares: larger, or a NaN above any number (the first NaN wins) */
 INLINE int above(float v, float m) { return v > m || (v != v && m == m); }
 
-/* A row with a NaN, element by element: torch takes the first NaN whatever its bits. Keeps the k
-   best so far, equal values ranked by column. */
+/* Element by element, as torch's max compares (it takes the first NaN whatever its bits): for rows
+   with a NaN, and for k = 3. Keeps the k best so far, equal values ranked by column. */
 static void top_k_by_floats(const float *row, int64_t width, int k, int64_t *cols) {
     float best[3] = {-INFINITY, -INFINITY, -INFINITY};
     int64_t col[3] = {0, 0, 0};
@@ -162,8 +116,6 @@ static void top_k_by_floats(const float *row, int64_t width, int k, int64_t *col
     for (int i = 0; i < k; i++) cols[i] = col[i];
 }
 
-static void top_k_row_range(const float *x, int64_t *out, int64_t rows, int64_t width, int64_t stride, int k);
-
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 __attribute__((target_clones("avx2", "default"))) /* picked when the library loads */
 #endif
@@ -171,12 +123,7 @@ static void top_k_row_range(const float *x, int64_t *out, int64_t rows, int64_t 
     for (int64_t r = 0; r < rows; r++) {
         const float *row = x + r * stride;
         int64_t *cols = out + r * k;
-        if (k <= 2 && top_2_by_lanes((const float_bits *)row, width, k, cols)) continue;
-        int32_t largest = max_key_except((const float_bits *)row, width, -1, -1);
-        if (largest > NAN_KEYS)
-            top_k_by_floats(row, width, k, cols);
-        else
-            top_k_by_keys((const float_bits *)row, width, k, largest, cols);
+        if (k > 2 || !top_2_by_lanes((const float_bits *)row, width, k, cols)) top_k_by_floats(row, width, k, cols);
     }
 }
 

@@ -414,16 +414,18 @@ class _TopkLpFakeQuant(torch.autograd.Function):
         idx, rest = rest[:n], rest[n:]
         grad_ws, grad_ss = [], []
         for j, grad in enumerate(grads):
-            # the top-k gradients are added in place below: into `grad` itself where the caller
-            # said it is ours (owned[j]), else into a copy (a pass over the rows fewer)
-            straight = grad if ctx.owned[j] else grad.clone()
+            # the top-k gradients are added in place below, into grad_w: round-STE's in-range
+            # gradient of a clipping scale is a new tensor already; else `grad` itself where the
+            # caller said it is ours (owned[j]), or a copy of it (a pass over the rows fewer)
+            if not ctx.noisy and ctx.clips:
+                grad_w = _in_range_grad(grad, rest[2 * j], ctx.qp)
+            else:
+                grad_w = grad if ctx.owned[j] else grad.clone()
             if ctx.noisy:  # d(W + s u)/ds = u
                 grad_ss.append((grad * rest[j]).sum(dim=1, keepdim=True))
-                grad_ws.append(straight)
-            else:  # round-STE: straight through to W inside the range, LSQ gradient to s
-                x, q = rest[2 * j], rest[2 * j + 1]
-                grad_ws.append(_in_range_grad(grad, x, ctx.qp) if ctx.clips else straight)
-                grad_ss.append(_round_scale_grad(grad, grad_ws[-1], x, q))
+            else:  # round-STE: LSQ gradient to s
+                grad_ss.append(_round_scale_grad(grad, grad_w, rest[2 * j], rest[2 * j + 1]))
+            grad_ws.append(grad_w)
         grad_s = grad_ss[0] if n == 1 else torch.cat(grad_ss)
         grad_top = _topk_lp_scale_backward(grad_s.squeeze(1), ctx.steps, top.sgn(), ctx.qp, ctx.p, ctx.c)
         parts = grad_top.split(ctx.sizes) if n > 1 else (grad_top,)

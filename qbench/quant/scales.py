@@ -187,7 +187,7 @@ def topk_lp_scale(
     k = min(k, rows.shape[1])
     # select on a detached |W|, then gather the k weights: autograd only sees the
     # (G, k) gather (backward = one scatter) instead of abs/topk over the full tensor
-    idx = _top_k_magnitudes(rows.detach(), k)  # column 0 = argmax
+    idx = _top_k_magnitudes(rows, k)  # column 0 = argmax
     return _topk_lp_norm(rows.gather(1, idx).abs(), qp, p, c).scale
 
 
