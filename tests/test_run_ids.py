@@ -1,0 +1,86 @@
+"""Run ids and shared-training keys are pinned: a change that moves any of them would orphan
+every finished run and every shared float warm-up in existing results roots. When ids are meant
+to change (a change in what is trained), rewrite the table with
+`python tests/test_run_ids.py` and say why in the commit message."""
+
+from __future__ import annotations
+
+import glob
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from qbench.engine import _training_key
+from qbench.recipe import load_suite
+
+ROOT = Path(__file__).resolve().parent.parent
+TABLE = Path(__file__).resolve().parent / "data" / "run_ids.json"
+
+#: --set variants that reach the schema's optional keys (each starts without the grid)
+VARIANTS = {
+    "recipes/ci.yaml": [
+        ["grid=", "quant.technique=clip"],
+        ["grid=", "quant.technique=lsq", "quant.activations=a8"],
+        [
+            "grid=",
+            "quant.technique=custom",
+            "quant.scale=topk-lp",
+            "quant.estimator=round-ste",
+            "quant.scale_grad=false",
+        ],
+        ["grid=", "quant.technique=ste", "quant.granularity=per-group", "quant.group_size=3", "quant.qat_lr=0.001"],
+        ["grid=", "quant.technique=pqn", "quant.float_dtype=float32", "quant.include=['*.weight']"],
+        ["grid=", "model.arch=conformer-transducer", "quant.technique=pact"],
+        ["eval.long_form=[4]", "model.vtlp=0.1"],
+    ],
+}
+
+
+def current_table() -> list[dict]:
+    rows = []
+    recipes = sorted(glob.glob("recipes/*.yaml", root_dir=ROOT) + glob.glob("benchmarks/*.yaml", root_dir=ROOT))
+    for name in recipes:
+        for sets in [[], *VARIANTS.get(name, [])]:
+            for recipe in load_suite(ROOT / name, sets).runs:
+                warmup = recipe.quant.float_warmup_steps
+                rows.append(
+                    {
+                        "recipe": name,
+                        "set": sets,
+                        "run_id": recipe.run_id,
+                        "training_key": _training_key(recipe)[:16],
+                        "warmup_key": _training_key(recipe, float_until=warmup)[:16] if warmup else None,
+                    }
+                )
+    return rows
+
+
+def test_run_ids_and_training_keys_are_pinned():
+    expected = json.loads(TABLE.read_text())
+    actual = current_table()
+    assert len(actual) == len(expected) > 200
+    changed = [(e, a) for e, a in zip(expected, actual, strict=True) if e != a]
+    assert not changed, f"{len(changed)} run ids or keys moved; first: {changed[0]}"
+
+
+def test_the_pin_detects_a_changed_default():
+    """A pin that cannot fail guards nothing: dropping a compatibility entry must move ids."""
+    from qbench import recipe as recipe_module
+
+    before = current_table()
+    table = recipe_module._ADDED_LATER
+    saved = dict(table)
+    try:
+        table.pop(("model", "vtlp"))
+        after = current_table()
+    finally:
+        table.clear()
+        table.update(saved)
+    assert sum(b["run_id"] != a["run_id"] for b, a in zip(before, after, strict=True)) > 50
+
+
+if __name__ == "__main__":
+    TABLE.write_text(json.dumps(current_table(), indent=1) + "\n")
+    print(f"wrote {TABLE}", file=sys.stderr)
