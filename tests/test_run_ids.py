@@ -10,8 +10,6 @@ import json
 import sys
 from pathlib import Path
 
-import pytest
-
 from qbench.engine import _training_key
 from qbench.recipe import load_suite
 
@@ -30,7 +28,13 @@ VARIANTS = {
             "quant.estimator=round-ste",
             "quant.scale_grad=false",
         ],
-        ["grid=", "quant.technique=ste", "quant.granularity=per-group", "quant.group_size=3", "quant.qat_lr=0.001"],
+        [
+            "grid=",
+            "quant.technique=ste",
+            "quant.granularity=per-group",
+            "quant.group_size=3",
+            "quant.qat_lr=0.001",
+        ],
         ["grid=", "quant.technique=pqn", "quant.float_dtype=float32", "quant.include=['*.weight']"],
         ["grid=", "model.arch=conformer-transducer", "quant.technique=pact"],
         ["eval.long_form=[4]", "model.vtlp=0.1"],
@@ -40,7 +44,9 @@ VARIANTS = {
 
 def current_table() -> list[dict]:
     rows = []
-    recipes = sorted(glob.glob("recipes/*.yaml", root_dir=ROOT) + glob.glob("benchmarks/*.yaml", root_dir=ROOT))
+    recipes = sorted(
+        glob.glob("recipes/*.yaml", root_dir=ROOT) + glob.glob("benchmarks/*.yaml", root_dir=ROOT)
+    )
     for name in recipes:
         for sets in [[], *VARIANTS.get(name, [])]:
             for recipe in load_suite(ROOT / name, sets).runs:
