@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from qbench.qconfig import quant_spec, skeleton_model  # noqa: E402
+from qbench.config import load_suite  # noqa: E402
 from qbench.quant import (  # noqa: E402
     export_packed,
     load_packed,
@@ -29,7 +29,7 @@ from qbench.quant import (  # noqa: E402
     quantize_,
     use_precision,
 )
-from qbench.recipe import load_suite  # noqa: E402
+from qbench.tasks.models import skeleton_model  # noqa: E402
 
 
 def main() -> None:
@@ -39,7 +39,7 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=Path("results"))
     args = ap.parse_args()
     if args.run:
-        from qbench.engine import load_trained
+        from qbench.run.engine import load_trained
 
         recipe, _task, model, spec = load_trained(args.run, args.results, progress=False)
     else:
@@ -47,7 +47,7 @@ def main() -> None:
         recipe = load_suite(
             root / "recipes" / "demo.yaml", ["grid=", f"quant.technique={args.technique}"]
         ).runs[0]
-        spec = quant_spec(recipe)
+        spec = recipe.quant.spec()
         torch.manual_seed(0)
         model = skeleton_model(recipe)
         quantize_(model, spec)

@@ -32,9 +32,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from qbench.engine import attach_quantizers, make_optimizer  # noqa: E402
+from qbench.config import load_suite  # noqa: E402
 from qbench.quant import QuantSpec, batched_quantization  # noqa: E402
-from qbench.recipe import load_suite  # noqa: E402
+from qbench.run.engine import attach_quantizers, make_optimizer  # noqa: E402
 from qbench.tasks.asr import ConformerCTC  # noqa: E402
 
 TECHNIQUES = ("float", "ste", "pqn", "pqn-sg", "rand", "rand-ste", "lsq", "pact", "clip")

@@ -41,12 +41,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from quant_speed import demo_model, make_batch  # noqa: E402
 
-from qbench.engine import attach_quantizers, make_optimizer  # noqa: E402
+from qbench.config import load_suite  # noqa: E402
 from qbench.quant import QuantSpec, batched_quantization  # noqa: E402
-from qbench.recipe import load_suite  # noqa: E402
+from qbench.run.engine import attach_quantizers, make_optimizer  # noqa: E402
 from qbench.tasks.asr import ctc_greedy_decode  # noqa: E402
 from qbench.tasks.mt import PAD, TransformerMT  # noqa: E402
-from qbench.tokenizers import CharTokenizer  # noqa: E402
+from qbench.tasks.tokenizers import CharTokenizer  # noqa: E402
 
 TECHNIQUES = ("ste", "pqn", "rand", "lsq", "pact", "clip")
 MT_VOCAB = 1000

@@ -1,4 +1,4 @@
-"""Run directories, atomic writes and the SQLite results index.
+"""Run directories and the SQLite results index: where a run's files and a suite's records live.
 
 Layout under the results root (default `results/`):
     runs/<suite>/<run-id>/   config.yaml, status.json, metrics.json, env.json, train.log,
@@ -14,7 +14,6 @@ import os
 import platform
 import sqlite3
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterable
 from contextlib import closing
@@ -23,47 +22,8 @@ from typing import Any
 
 import torch
 
-from qbench.recipe import Recipe, resolved_yaml
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder and rename, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
-
-
-def atomic_torch_save(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def load_checkpoint(path: Path) -> dict:
-    # weights_only: a checkpoint is data, never code to execute.
-    return torch.load(path, map_location="cpu", weights_only=True)
+from qbench.config import Recipe, resolved_yaml
+from qbench.io import atomic_write_json, atomic_write_text
 
 
 def git_commit() -> str | None:
@@ -283,7 +243,7 @@ _RUN_COLS = [
 
 def record_run_state(root: Path, recipe: Recipe, suite: str, state: str, reason: str | None = None) -> None:
     """One row per run in the `runs` table: done, failed (with the reason) or interrupted."""
-    from qbench.cells import technique_label
+    from qbench.quant.labels import technique_label
 
     row = {
         "run_id": recipe.run_id,
@@ -328,3 +288,15 @@ def read_results(root: Path, latest_only: bool = True):
 def read_runs(root: Path):
     """The `runs` table: each run's last known state and, for failures, the reason."""
     return _read_table(root, "runs")
+
+
+def suite_sessions(results: Path, suite: str) -> list[dict]:
+    import json
+
+    f = results / "runs" / suite / "suite.json"
+    if not f.is_file():
+        return []
+    try:
+        return json.loads(f.read_text()).get("sessions", [])
+    except json.JSONDecodeError:
+        return []

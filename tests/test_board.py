@@ -7,9 +7,9 @@ import xml.etree.ElementTree as ET
 import pandas as pd
 from typer.testing import CliRunner
 
-from qbench.cli import app
-from qbench.recipe import load_suite, resolved_yaml
-from qbench.report import leaderboard
+from qbench.cli.main import app
+from qbench.config import load_suite, resolved_yaml
+from qbench.report.board import leaderboard
 from qbench.store import read_results, record_results, record_run_state
 from tests.conftest import tiny_recipe
 from tests.test_report import entry, fill, row

@@ -4,8 +4,8 @@ one graph, and trains as eager does."""
 import pytest
 import torch
 
-from qbench.engine import run_recipe
-from qbench.recipe import load_suite
+from qbench.config import load_suite
+from qbench.run.engine import run_recipe
 from tests.test_distributed import TINY_MT, losses
 
 CPU = torch.device("cpu")
@@ -63,8 +63,8 @@ def test_conformer_with_quantizers_is_one_graph(technique):
     and the quantizers trace as one graph. mse-clip's due ratio search (a branch on its counter)
     and lazy initialisations run before the forward, outside the graph, as the engine does under
     train.compile (batched_quantization(model, enabled=False))."""
-    from qbench.engine import _param_groups, attach_quantizers
     from qbench.quant import QuantSpec, batched_quantization
+    from qbench.run.engine import _param_groups, attach_quantizers
     from qbench.tasks.asr import ConformerCTC
 
     model = ConformerCTC(

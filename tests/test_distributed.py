@@ -8,9 +8,9 @@ import sys
 import pytest
 import torch
 
-from qbench.distributed import Shard
-from qbench.engine import run_recipe
-from qbench.recipe import load_suite
+from qbench.config import load_suite
+from qbench.run.distributed import Shard
+from qbench.run.engine import run_recipe
 from qbench.store import read_results
 from qbench.tasks import build_task
 from tests.conftest import tiny_recipe

@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
-from qbench.cli import app
+from qbench.cli.main import app
 from qbench.data import download as dl
 
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from qbench.cli import app
-from qbench.engine import TrainingDiverged, run_recipe
-from qbench.recipe import load_suite
+from qbench.cli.main import app
+from qbench.config import load_suite
+from qbench.run.engine import TrainingDiverged, run_recipe
 from qbench.store import read_results
 from tests.conftest import tiny_recipe
 
@@ -195,7 +195,8 @@ def test_qat_lr_restarts_the_schedule_when_quantization_aware_training_starts(tm
     and schedules are those of before."""
     import math
 
-    from qbench.engine import lr_lambda
+    from qbench.config.run_ids import hashed_quant
+    from qbench.run.engine import lr_lambda
 
     path = tiny_recipe(tmp_path / "r.yaml", steps=20, warmup=10)
     plain = load_suite(path).runs[0]
@@ -208,4 +209,4 @@ def test_qat_lr_restarts_the_schedule_when_quantization_aware_training_starts(tm
     assert restarted.run_id != plain.run_id
     float_run = load_suite(path, ["quant.technique=float", "quant.qat_lr=0.5e-3"]).runs[0]
     assert math.isclose(lr_lambda(float_run)(15), before(15))
-    assert "qat_lr" not in plain.quant.hashed()
+    assert "qat_lr" not in hashed_quant(plain.quant)

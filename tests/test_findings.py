@@ -4,8 +4,8 @@ import time
 
 from typer.testing import CliRunner
 
-from qbench.cli import app
-from qbench.findings import Finding, findings, render_findings
+from qbench.cli.main import app
+from qbench.report.findings import Finding, findings, render_findings
 from qbench.store import read_results, record_results
 
 

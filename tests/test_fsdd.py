@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from qbench.config import FSDDData, RecipeError, load_suite
 from qbench.data import DataError, fsdd, speech
-from qbench.recipe import FSDDData, RecipeError, load_suite
 
 SMALL = {"train_utterances": 12, "valid_utterances": 4, "test_utterances": 6}
 

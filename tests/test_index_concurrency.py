@@ -9,7 +9,7 @@ from qbench.store import read_results, read_runs
 WRITER = """
 import sys, time
 from pathlib import Path
-from qbench.recipe import Recipe
+from qbench.config import Recipe
 from qbench.store import record_results, record_run_state
 
 root, name, go = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])

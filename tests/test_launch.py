@@ -3,9 +3,9 @@
 import pytest
 from typer.testing import CliRunner
 
-from qbench.cli import app
-from qbench.launch import parse_options
-from qbench.recipe import load_suite
+from qbench.cli.main import app
+from qbench.config import load_suite
+from qbench.run.launch import parse_options
 from qbench.store import read_results, read_runs
 from tests.conftest import tiny_recipe
 

@@ -7,10 +7,10 @@ from collections import defaultdict
 import pytest
 import torch
 
-from qbench.ngram import arpa_text
-from qbench.recipe import Recipe
+from qbench.config import Recipe
 from qbench.tasks.asr import ASRTask, ctc_greedy_decode
-from qbench.tokenizers import CharTokenizer
+from qbench.tasks.ngram import arpa_text
+from qbench.tasks.tokenizers import CharTokenizer
 
 TEXTS = ["the cat sat", "the dog sat", "a cat ran", "the cat ran home", "a dog sat home"]
 
@@ -95,8 +95,8 @@ def test_lexicon_decoder_snaps_a_misspelling_to_a_training_word(tmp_path, lm_ord
 
 
 def test_lexicon_decoding_end_to_end_records_greedy_beside_it(tmp_path, results):
-    from qbench.engine import run_recipe
-    from qbench.recipe import load_suite
+    from qbench.config import load_suite
+    from qbench.run.engine import run_recipe
     from tests.conftest import tiny_recipe
 
     recipe_file = tiny_recipe(tmp_path / "r.yaml", technique="float", steps=6, warmup=0)
@@ -112,7 +112,7 @@ def test_lexicon_decoding_end_to_end_records_greedy_beside_it(tmp_path, results)
 
 
 def test_lexicon_decoder_is_for_asr_only(tmp_path):
-    from qbench.recipe import RecipeError, load_suite
+    from qbench.config import RecipeError, load_suite
 
     f = tmp_path / "mt.yaml"
     f.write_text("name: m\ntask: mt\neval: {decoder: lexicon}\n")
@@ -121,7 +121,7 @@ def test_lexicon_decoder_is_for_asr_only(tmp_path):
 
 
 def test_lexicon_decoder_with_subword_units_is_refused_before_training(tmp_path):
-    from qbench.recipe import RecipeError, load_suite
+    from qbench.config import RecipeError, load_suite
 
     f = tmp_path / "bpe.yaml"
     f.write_text("name: b\ntask: asr\nmodel: {units: bpe, vocab_size: 64}\neval: {decoder: lexicon}\n")

@@ -13,9 +13,9 @@ import pytest
 import sacrebleu
 import torch
 
+from qbench.config import Multi30kData, ParallelData, load_suite
 from qbench.data.parallel_text import DataError, load_multi30k, load_parallel, read_aligned, read_tsv
-from qbench.engine import run_recipe
-from qbench.recipe import Multi30kData, ParallelData, load_suite
+from qbench.run.engine import run_recipe
 from qbench.tasks.mt import (
     TransformerMT,
     beam_search,
@@ -24,7 +24,7 @@ from qbench.tasks.mt import (
     max_output_lengths,
     translation_result,
 )
-from qbench.tokenizers import SentencePieceTokenizer
+from qbench.tasks.tokenizers import SentencePieceTokenizer
 
 CPU = torch.device("cpu")
 BOS, EOS = 2, 3

@@ -7,11 +7,11 @@ from pathlib import Path
 import torch
 from typer.testing import CliRunner
 
-from qbench.cells import cell, technique_label, topk_options
-from qbench.cli import app
-from qbench.engine import run_recipe
-from qbench.recipe import RecipeError, load_suite
-from qbench.report import by_length, leaderboard
+from qbench.cli.main import app
+from qbench.config import RecipeError, load_suite
+from qbench.quant.labels import cell, technique_label, topk_options
+from qbench.report.board import by_length, leaderboard
+from qbench.run.engine import run_recipe
 from qbench.store import read_results, record_results
 
 CPU = torch.device("cpu")

@@ -11,7 +11,9 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from qbench.cli import app
+from qbench.cli.main import app
+from qbench.config import RecipeError
+from qbench.tasks import load_suite
 from qbench.quant import (
     QuantSpec,
     export_packed,
@@ -22,9 +24,9 @@ from qbench.quant import (
     use_precision,
 )
 from qbench.quant.activations import fake_quant_per_token, find_act_quantizers
-from qbench.quant.quantizers import make_quantizer, preset_for, round_ste
+from qbench.quant.quantizers import make_quantizer, round_ste
 from qbench.quant.scales import mse_clip_scale
-from qbench.recipe import RecipeError, load_suite
+from qbench.quant.techniques import preset_for
 
 
 class Tiny(nn.Module):
@@ -348,13 +350,12 @@ def test_recipe_spelled_out_quant_is_canonical(tmp_path):
             tmp_path, "  granularity: per-group\n  group_size: 8\n  exclude: ['*norm*', '*bias*', '*conv*']\n"
         )
     ).runs[0]
-    from qbench.engine import quant_spec
 
-    assert quant_spec(grouped).granularity == "per-group-8"
+    assert grouped.quant.spec().granularity == "per-group-8"
     a8 = load_suite(
         write(tmp_path, "  activations: a8\n", RECIPE.replace("[float, w4]", "[float, w4a8]"))
     ).runs[0]
-    assert quant_spec(a8).activations == 8
+    assert a8.quant.spec().activations == 8
 
 
 BAD = [

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from qbench.cli import app
-from qbench.recipe import RecipeError, load_suite
+from qbench.cli.main import app
+from qbench.config import RecipeError, load_suite
 
 GOOD = """\
 name: t

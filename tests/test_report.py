@@ -5,8 +5,8 @@ import time
 
 from typer.testing import CliRunner
 
-from qbench.cli import app
-from qbench.report import leaderboard, render
+from qbench.cli.main import app
+from qbench.report.board import leaderboard, render
 from qbench.store import read_results, record_results
 
 

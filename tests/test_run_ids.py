@@ -10,8 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from qbench.engine import _training_key
-from qbench.recipe import load_suite
+from qbench.config import load_suite, training_key
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLE = Path(__file__).resolve().parent / "data" / "run_ids.json"
@@ -56,8 +55,8 @@ def current_table() -> list[dict]:
                         "recipe": name,
                         "set": sets,
                         "run_id": recipe.run_id,
-                        "training_key": _training_key(recipe)[:16],
-                        "warmup_key": _training_key(recipe, float_until=warmup)[:16] if warmup else None,
+                        "training_key": training_key(recipe)[:16],
+                        "warmup_key": training_key(recipe, float_until=warmup)[:16] if warmup else None,
                     }
                 )
     return rows
@@ -73,10 +72,10 @@ def test_run_ids_and_training_keys_are_pinned():
 
 def test_the_pin_detects_a_changed_default():
     """A pin that cannot fail guards nothing: dropping a compatibility entry must move ids."""
-    from qbench import recipe as recipe_module
+    from qbench.config import run_ids
 
     before = current_table()
-    table = recipe_module._ADDED_LATER
+    table = run_ids.HASHED_WHEN_SET
     saved = dict(table)
     try:
         table.pop(("model", "vtlp"))

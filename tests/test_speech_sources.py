@@ -11,10 +11,10 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
-from qbench.cli import app
+from qbench.cli.main import app
+from qbench.config import LibriSpeechData, ManifestData, load_suite
 from qbench.data import DataError, speech
 from qbench.data.audio import read_audio
-from qbench.recipe import LibriSpeechData, ManifestData, load_suite
 from qbench.tasks.asr import ASRTask
 
 

@@ -10,9 +10,9 @@ import time
 
 from typer.testing import CliRunner
 
-import qbench.engine
-from qbench.cli import app
-from qbench.recipe import load_suite
+import qbench.run.engine
+from qbench.cli.main import app
+from qbench.config import load_suite
 from qbench.store import read_results, read_runs
 from tests.conftest import tiny_recipe
 
@@ -34,7 +34,7 @@ def test_failing_run_stops_the_suite_unless_keep_going(tmp_path, results, monkey
     def boom(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(qbench.engine, "attach_quantizers", boom)  # ste fails when QAT starts
+    monkeypatch.setattr(qbench.run.engine, "attach_quantizers", boom)  # ste fails when QAT starts
     args = ["run", str(path), "--results", str(results), "--no-progress"]
     out = CliRunner().invoke(app, args)
     assert out.exit_code == 1
@@ -128,7 +128,7 @@ def test_workers_share_one_gpu_and_pin_one_each_of_several(monkeypatch):
 
     import torch
 
-    from qbench import suite
+    from qbench.run import suite
     from qbench.progress import console
 
     monkeypatch.setattr(console, "quiet", console.quiet)  # _init_worker silences this process's console

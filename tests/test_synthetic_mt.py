@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from qbench.config import SyntheticMTData
 from qbench.data.synthetic_mt import (
     ADJECTIVES,
     BARE,
@@ -45,7 +46,6 @@ from qbench.data.synthetic_mt import (
     statement,
     subordinate,
 )
-from qbench.recipe import SyntheticMTData
 
 
 def np(determiner, noun: str, *adjectives: str, plural: bool = False) -> NounPhrase:

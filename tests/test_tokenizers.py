@@ -1,6 +1,6 @@
 """Output units round-trip, and id 0 stays free for the CTC blank."""
 
-from qbench.tokenizers import CharTokenizer, SentencePieceTokenizer
+from qbench.tasks.tokenizers import CharTokenizer, SentencePieceTokenizer
 
 
 def test_char_tokenizer_round_trip_and_blank():

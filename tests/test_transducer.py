@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from qbench.qconfig import quant_spec, skeleton_model
+from qbench.config import Recipe, RecipeError, load_suite
 from qbench.quant import find_quantizers, quantize_
-from qbench.recipe import Recipe, RecipeError, load_suite
+from qbench.tasks.models import skeleton_model
+from qbench.tasks.tokenizers import CharTokenizer
 from qbench.tasks.transducer import ConformerTransducer, pad_targets, transducer_loss
-from qbench.tokenizers import CharTokenizer
 
 TEXTS = ["a cab", "bad"]
 
@@ -116,7 +116,7 @@ def _recipe(**kw) -> Recipe:
 def test_quantize_attaches_to_predictor_and_joiner():
     recipe = _recipe()
     model = skeleton_model(recipe)
-    names = quantize_(model, quant_spec(recipe))
+    names = quantize_(model, recipe.quant.spec())
     for name in (
         "lstm.weight_ih_l0",
         "lstm.weight_hh_l0",
@@ -187,8 +187,8 @@ def test_run_and_export_end_to_end(tmp_path, results):
     the packed model, LSTM weights included, decodes the test set as the run did."""
     from typer.testing import CliRunner
 
-    from qbench.cli import app
-    from qbench.engine import run_recipe
+    from qbench.cli.main import app
+    from qbench.run.engine import run_recipe
     from tests.conftest import tiny_recipe
 
     path = tiny_recipe(tmp_path / "r.yaml", technique="ste", steps=8, warmup=4)

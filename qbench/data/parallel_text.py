@@ -11,8 +11,8 @@ import gzip
 import zlib
 from pathlib import Path
 
+from qbench.config import Multi30kData, ParallelData
 from qbench.data import DataError
-from qbench.recipe import Multi30kData, ParallelData
 
 Pair = tuple[str, str]
 SPLITS = ("train", "valid", "test")

@@ -26,7 +26,7 @@ from typing import Literal
 
 from num2words import num2words
 
-from qbench.recipe import SyntheticMTData
+from qbench.config import SyntheticMTData
 
 Case = Literal["nom", "acc", "dat"]
 Tense = Literal["present", "past", "future", "can", "must", "want"]

@@ -44,7 +44,7 @@ def original_name(name: str) -> str:
     return _ORIGINAL_RE.sub(r"\1\2", name)
 
 
-def _weight_slots(model: nn.Module) -> Iterator[tuple[str, nn.Module, str, Tensor]]:
+def weight_slots(model: nn.Module) -> Iterator[tuple[str, nn.Module, str, Tensor]]:
     """``(original name, owning module, attribute name, float tensor)`` for every
     parameter slot of the model, parametrized or not (the tensor of a
     parametrized slot is its ``original``)."""
@@ -61,7 +61,7 @@ def _weight_slots(model: nn.Module) -> Iterator[tuple[str, nn.Module, str, Tenso
                 yield prefix + tname, module, tname, p
 
 
-def _find_quantizer(module: nn.Module, tname: str) -> WeightQuantizer | None:
+def find_quantizer(module: nn.Module, tname: str) -> WeightQuantizer | None:
     if parametrize.is_parametrized(module, tname):
         for m in module.parametrizations[tname]:
             if isinstance(m, WeightQuantizer):
@@ -69,20 +69,20 @@ def _find_quantizer(module: nn.Module, tname: str) -> WeightQuantizer | None:
     return None
 
 
-def _is_selected(name: str, tensor: Tensor, spec: QuantSpec) -> bool:
+def is_selected(name: str, tensor: Tensor, spec: QuantSpec) -> bool:
     return tensor.ndim >= 2 and name_matches(name, spec.include) and not name_matches(name, spec.exclude)
 
 
 def quantized_parameter_names(model: nn.Module, spec: QuantSpec) -> list[str]:
     """Original names of the parameters ``spec.include/exclude`` select (any technique)."""
-    return [name for name, _, _, t in _weight_slots(model) if _is_selected(name, t, spec)]
+    return [name for name, _, _, t in weight_slots(model) if is_selected(name, t, spec)]
 
 
 def find_quantizers(model: nn.Module) -> dict[str, WeightQuantizer]:
     """Original parameter name -> attached :class:`WeightQuantizer`."""
     out = {}
-    for name, module, tname, _ in _weight_slots(model):
-        q = _find_quantizer(module, tname)
+    for name, module, tname, _ in weight_slots(model):
+        q = find_quantizer(module, tname)
         if q is not None:
             out[name] = q
     return out
@@ -101,13 +101,13 @@ def quantize_(model: nn.Module, spec: QuantSpec) -> list[str]:
     if not spec.attaches:
         return []
     names = []
-    for name, module, tname, tensor in list(_weight_slots(model)):
-        if not _is_selected(name, tensor, spec):
+    for name, module, tname, tensor in list(weight_slots(model)):
+        if not is_selected(name, tensor, spec):
             continue
         # learned scales start from the weight as it is now (QAT may start mid-training)
         q = make_quantizer(spec, weight=tensor)
         q.train(module.training)
-        old = _find_quantizer(module, tname)
+        old = find_quantizer(module, tname)
         if old is not None:
             plist = module.parametrizations[tname]
             plist[list(plist).index(old)] = q
@@ -140,9 +140,9 @@ def _float_kept(model: nn.Module, pmap: PrecisionMap, spec: QuantSpec) -> list[T
     floating buffers; each tensor once."""
     learned = {id(p) for _, p in quantizer_parameters(model)}
     out: dict[int, Tensor] = {}
-    for name, module, tname, tensor in _weight_slots(model):
-        q = _find_quantizer(module, tname)
-        quantized = pmap.bits_for(name) is not None and (q is not None or _is_selected(name, tensor, spec))
+    for name, module, tname, tensor in weight_slots(model):
+        q = find_quantizer(module, tname)
+        quantized = pmap.bits_for(name) is not None and (q is not None or is_selected(name, tensor, spec))
         if not quantized and id(tensor) not in learned and tensor.is_floating_point():
             out.setdefault(id(tensor), tensor)
     for name, buf in model.named_buffers():
@@ -186,8 +186,8 @@ def use_precision(
     temp_acts: list[nn.Module] = []
     rounded: list[tuple[Tensor, Tensor]] = []
     try:
-        for name, module, tname, tensor in list(_weight_slots(model)):
-            q = _find_quantizer(module, tname)
+        for name, module, tname, tensor in list(weight_slots(model)):
+            q = find_quantizer(module, tname)
             bits = pmap.bits_for(name)
             if q is not None:
                 saved.append((q, q.bits, q.enabled, q.hard, q.scale_dtype))
@@ -195,7 +195,7 @@ def use_precision(
                     q.enabled = False
                 else:
                     q.bits, q.enabled, q.hard, q.scale_dtype = bits, True, True, store
-            elif _is_selected(name, tensor, spec):
+            elif is_selected(name, tensor, spec):
                 if bits is None:
                     continue
                 q = WeightQuantizer(bits, "absmax", "round-ste", granularity=spec.granularity)

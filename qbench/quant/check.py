@@ -10,10 +10,10 @@ import difflib
 
 from torch import nn
 
-from .apply import _is_selected, _weight_slots
+from .apply import is_selected, weight_slots
 from .precision import name_matches
 from .quantizers import DEFAULT_EXCLUDE, DEFAULT_INCLUDE, QuantSpec
-from .scales import _GROUP_RE
+from .scales import GROUP_RE
 
 __all__ = ["check_model"]
 
@@ -28,19 +28,19 @@ def check_model(model: nn.Module, spec: QuantSpec) -> list[tuple[str, str]]:
     defaults) matching no parameter, a selection that quantizes nothing, a group size that does
     not divide a selected weight's row (its input dimension x kernel), and ``topk-lp``'s ``k``
     larger than a quantization row."""
-    slots = list(_weight_slots(model))
+    slots = list(weight_slots(model))
     names = [n for n, *_ in slots]
     errors: list[tuple[str, str]] = []
     for key, defaults in (("include", DEFAULT_INCLUDE), ("exclude", DEFAULT_EXCLUDE)):
         for pat in getattr(spec, key):
             if pat not in defaults and not any(name_matches(n, (pat,)) for n in names):
                 errors.append((key, f"{pat!r} matches no parameter of the model{_closest(pat, names)}"))
-    selected = [(n, t) for n, _, _, t in slots if _is_selected(n, t, spec)]
+    selected = [(n, t) for n, _, _, t in slots if is_selected(n, t, spec)]
     if not selected and not errors:
         errors.append(
             ("include", "selects no weight to quantize (after exclude, and only tensors of 2+ dims)")
         )
-    m = _GROUP_RE.fullmatch(spec.granularity)
+    m = GROUP_RE.fullmatch(spec.granularity)
     if m:
         g = int(m.group(1))
         bad = [(n, t) for n, t in selected if (t.numel() // t.shape[0]) % g]

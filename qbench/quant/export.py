@@ -36,7 +36,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from .apply import _find_quantizer, _weight_slots, original_name, use_precision
+from .apply import find_quantizer, original_name, use_precision, weight_slots
 from .precision import PrecisionMap, parse_precision
 from .quantizers import FLOAT_DTYPES, QuantSpec
 
@@ -86,12 +86,12 @@ def export_packed(
     aliases: dict[str, str] = {}
     stored: dict[int, str] = {}  # id(tensor) -> name it is stored under (tied weights)
     with torch.no_grad(), use_precision(model, pmap, spec):
-        for name, module, tname, tensor in _weight_slots(model):
+        for name, module, tname, tensor in weight_slots(model):
             if id(tensor) in stored:
                 aliases[name] = stored[id(tensor)]
                 continue
             stored[id(tensor)] = name
-            q = _find_quantizer(module, tname)
+            q = find_quantizer(module, tname)
             if q is None or not q.enabled:
                 floats.append(tensor.detach().reshape(-1).to(fdtype))
                 kept.append([name, list(tensor.shape)])

@@ -170,7 +170,7 @@ def model_size_bits(
     Returns ``total_bits``, ``float32_bits`` (32 x all parameters),
     ``quantized_params`` and ``float_params`` (numbers of scalars).
     """
-    from .apply import _find_quantizer, _is_selected, _weight_slots, quantizer_parameters
+    from .apply import find_quantizer, is_selected, quantizer_parameters, weight_slots
     from .quantizers import FLOAT_DTYPES
     from .scales import num_scales
 
@@ -179,14 +179,14 @@ def model_size_bits(
     if pmap is not None and not pmap.is_float:
         fbits = torch.finfo(FLOAT_DTYPES[getattr(spec, "float_dtype", "float32")]).bits
     qinfo: dict[int, tuple[int, int]] = {}  # id(param) -> (bits, n_scales)
-    for name, module, tname, tensor in _weight_slots(model):
+    for name, module, tname, tensor in weight_slots(model):
         if id(tensor) in qinfo or not isinstance(tensor, nn.Parameter):
             continue
-        quantizer = _find_quantizer(module, tname)
+        quantizer = find_quantizer(module, tname)
         if quantizer is not None:
             bits = quantizer.bits if pmap is None else pmap.bits_for(name)
             granularity = quantizer.granularity
-        elif pmap is not None and _is_selected(name, tensor, spec):
+        elif pmap is not None and is_selected(name, tensor, spec):
             bits, granularity = pmap.bits_for(name), spec.granularity
         else:
             bits = None

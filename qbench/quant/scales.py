@@ -40,14 +40,14 @@ __all__ = [
 #: Smallest scale ever returned (guards all-zero channels against 0 * inf).
 EPS = 1e-12
 
-_GROUP_RE = re.compile(r"per-group-(\d+)")
+GROUP_RE = re.compile(r"per-group-(\d+)")
 
 
 def check_granularity(granularity: str) -> str:
     """Validate a granularity string; returns it unchanged."""
     if granularity in ("per-channel", "per-tensor"):
         return granularity
-    m = _GROUP_RE.fullmatch(granularity)
+    m = GROUP_RE.fullmatch(granularity)
     if m and int(m.group(1)) >= 1:
         return granularity
     raise ValueError(
@@ -62,7 +62,7 @@ def group_size(shape: torch.Size | tuple[int, ...], granularity: str) -> int:
         return numel // shape[0] if shape[0] else 0
     if granularity == "per-tensor":
         return numel
-    m = _GROUP_RE.fullmatch(granularity)
+    m = GROUP_RE.fullmatch(granularity)
     if m is None:
         check_granularity(granularity)  # raises
     n = int(m.group(1))

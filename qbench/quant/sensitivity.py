@@ -231,11 +231,11 @@ class Layer:
 def quantized_layers(model: nn.Module, spec) -> list[Layer]:
     """Every weight tensor that a quantized precision quantizes (an attached quantizer, or
     selected by ``spec`` on a float/ptq model), once per tensor."""
-    from .apply import _find_quantizer, _is_selected, _weight_slots
+    from .apply import find_quantizer, is_selected, weight_slots
 
     out: dict[int, Layer] = {}
-    for name, module, tname, tensor in _weight_slots(model):
-        if _find_quantizer(module, tname) is None and not _is_selected(name, tensor, spec):
+    for name, module, tname, tensor in weight_slots(model):
+        if find_quantizer(module, tname) is None and not is_selected(name, tensor, spec):
             continue
         if id(tensor) in out:
             out[id(tensor)].names.append(name)
@@ -459,7 +459,7 @@ def resolve_auto_maps(
     there when the same settings were resolved before, so a re-evaluation uses the same map)."""
     import json
 
-    from qbench.store import atomic_write_json
+    from qbench.io import atomic_write_json
 
     out = dict(named_maps)
     for name in wanted:

@@ -21,11 +21,11 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
+from qbench.config import Multi30kData, Recipe, SyntheticMTData, stable_hash
 from qbench.device import autocast, to_device
 from qbench.progress import progress_bar
-from qbench.recipe import Multi30kData, Recipe, SyntheticMTData, stable_hash
-from qbench.tasks import EvalResult
-from qbench.tokenizers import SentencePieceTokenizer
+from qbench.tasks.base import EvalResult
+from qbench.tasks.tokenizers import SentencePieceTokenizer
 
 PAD = SentencePieceTokenizer.pad_id
 Pair = tuple[str, str]

@@ -5,7 +5,7 @@ and a joiner, trained with torchaudio's ``rnnt_loss`` and decoded greedily in ba
 Blank is id 0, as for CTC (the tokenizers keep 0 free); it is also the prediction network's
 start symbol. Every weight is a quantization target: the linear layers and the embedding match
 the default ``*.weight`` glob; the LSTM's ``weight_ih_l0`` / ``weight_hh_l0`` do not, so the recipe
-schema makes ``quant.include`` :data:`qbench.recipe.TRANSDUCER_INCLUDE` for this arch when a recipe
+schema makes ``quant.include`` :data:`qbench.config.TRANSDUCER_INCLUDE` for this arch when a recipe
 gives no ``include`` of its own (``qbench quant inspect`` lists them). A ``QuantSpec`` built by
 hand with the default globs leaves the LSTM float.
 
@@ -22,7 +22,7 @@ import torch
 import torchaudio
 from torch import nn
 
-from qbench.tasks.asr import ConformerEncoder
+from qbench.tasks.conformer import ConformerEncoder
 
 BLANK = 0
 

@@ -78,19 +78,20 @@ def run(
     ] = [],  # noqa: B006
 ) -> None:
     """Train and evaluate every run of a recipe; finished runs are skipped, interrupted ones resume."""
-    from qbench.recipe import RecipeError, load_suite
+    from qbench.config import RecipeError
+    from qbench.tasks import load_suite
 
     try:
         suite = load_suite(recipe, set_)
     except RecipeError as e:
         _fail(str(e), 2)
-    from qbench import distributed
     from qbench.data import DataError
     from qbench.device import resolve_device
-    from qbench.suite import SuiteInterrupted, run_suite
+    from qbench.run import distributed
+    from qbench.run.suite import SuiteInterrupted, run_suite
 
     try:
-        from qbench.launch import LAUNCHERS, parse_options
+        from qbench.run.launch import LAUNCHERS, parse_options
 
         if launcher is not None and launcher not in LAUNCHERS:
             raise ValueError(f"--launcher {launcher!r}: one of {', '.join(LAUNCHERS)}")
@@ -166,8 +167,8 @@ def _print_board(
     relative_to_best: bool = False,
     by_length: str | None = None,
 ) -> None:
-    from qbench.report import by_length as length_view
-    from qbench.report import failed_runs, filter_results, leaderboard, render, rich_table
+    from qbench.report.board import by_length as length_view
+    from qbench.report.board import failed_runs, filter_results, leaderboard, render, rich_table
     from qbench.store import read_results, read_runs
 
     raw = read_results(results)
@@ -243,8 +244,8 @@ def compare(
     """Leaderboard: rows are techniques, columns are evaluation precisions, cells the metric."""
     _print_board(results, suite, task, technique, format, metric, dataset, sort, relative_to_best, by_length)
     if plot is not None:
-        from qbench.plots import plot_suite
-        from qbench.report import filter_results
+        from qbench.report.board import filter_results
+        from qbench.report.plots import plot_suite
         from qbench.store import read_results
 
         df = filter_results(
@@ -272,8 +273,8 @@ def check(
     """Compare the index with a baseline: print every regression and improvement; exit 1 if a metric
     regressed beyond its tolerance or a baseline entry has no result. Results without a baseline
     entry are reported (and fail with --strict)."""
-    from qbench.report import check as run_check
-    from qbench.report import load_baseline
+    from qbench.report.gate import check as run_check
+    from qbench.report.gate import load_baseline
     from qbench.store import read_results
 
     try:
@@ -292,7 +293,7 @@ def check(
         c = colors[o.status]
         console.print(f"[{c}]{o.describe()}[/{c}]", highlight=False, soft_wrap=True)
     if junit is not None:
-        from qbench.junit import write_junit
+        from qbench.report.junit import write_junit
 
         write_junit(outcomes, junit)
     count = {k: sum(o.status == k for o in outcomes) for k in colors}
@@ -331,8 +332,9 @@ def baseline_update(
     """Write a suite's baseline from the index after a deliberate change (review the diff before committing)."""
     import json
 
-    from qbench.report import baseline_from, load_baseline
-    from qbench.store import atomic_write_text, read_results
+    from qbench.io import atomic_write_text
+    from qbench.report.gate import baseline_from, load_baseline
+    from qbench.store import read_results
 
     try:
         previous = load_baseline(out) if out.is_file() else []
@@ -362,7 +364,7 @@ def show(
     results: ResultsOpt = Path("results"),
 ) -> None:
     """One run: config, training curve summary, per-precision metrics and its worst hypotheses."""
-    from qbench.show import find_run, show_run
+    from qbench.report.show import find_run, show_run
 
     try:
         run_dir = find_run(run, results)
@@ -383,7 +385,7 @@ def results_md(
     results: ResultsOpt = Path("results"),
 ) -> None:
     """Write RESULTS.md: each suite's leaderboards plus the hardware, versions and command behind them."""
-    from qbench.resultsdoc import write_results_md
+    from qbench.report.results_page import write_results_md
 
     try:
         write_results_md(results, suite, out, metrics=metric, plot=plot)
@@ -407,9 +409,9 @@ def export(
     """Write the packed model (int4 two per byte, int8, scales) as safetensors; check it reloads exactly."""
     import torch
 
-    from qbench.engine import load_trained
     from qbench.quant import model_size_bits, parse_precision, use_precision
     from qbench.quant.export import export_packed, load_packed, packed_size_bytes
+    from qbench.run.engine import load_trained
 
     try:
         recipe, task, model, spec = load_trained(run_dir, results)
@@ -452,8 +454,8 @@ def findings(
     results: ResultsOpt = Path("results"),
 ) -> None:
     """The reference papers' claims, the index rows that test each, and whether it held (Markdown)."""
-    from qbench.findings import findings as find
-    from qbench.findings import render_findings, write_findings
+    from qbench.report.findings import findings as find
+    from qbench.report.findings import render_findings, write_findings
     from qbench.store import read_results
 
     df = read_results(results)
@@ -466,12 +468,12 @@ def findings(
         console.print(f"wrote the findings section of {out}")
 
 
-from qbench.cli_data import data_app  # noqa: E402 - registered after the commands above
+from qbench.cli.data import data_app  # noqa: E402 - registered after the commands above
 
 app.add_typer(data_app, name="data")
 
 
-from qbench.cli_quant import quant_app  # noqa: E402
+from qbench.cli.quant import quant_app  # noqa: E402
 
 app.add_typer(quant_app, name="quant")
 

@@ -180,7 +180,7 @@ class DistEnv:
 
 
 def _seed(*parts: Any) -> int:
-    from qbench.recipe import stable_hash
+    from qbench.config import stable_hash
 
     return int(stable_hash(["qbench-ddp", *map(str, parts)])[:15], 16)
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import yaml
 
-from qbench.report import failed_runs, filter_results, leaderboard, render
-from qbench.store import atomic_write_text, read_results, read_runs
-from qbench.suite import suite_sessions
+from qbench.io import atomic_write_text
+from qbench.report.board import failed_runs, filter_results, leaderboard, render
+from qbench.store import read_results, read_runs, suite_sessions
 
 
 def _distinct(values) -> str:
@@ -122,7 +122,7 @@ def suite_section(results: Path, suite: str, out_dir: Path, metrics: list[str] |
             board.failed = failed
         lines += [f"### {m.upper()}", "", render(board, "markdown"), ""]
     if plot:
-        from qbench.plots import plot_suite
+        from qbench.report.plots import plot_suite
 
         png = out_dir / f"{suite}.png"
         plot_suite(filter_results(all_rows, suite=suite, metric=wanted[0]), png, title=suite, results=results)

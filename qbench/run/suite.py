@@ -21,23 +21,12 @@ import os
 import shlex
 import sys
 import time
-import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
+from qbench.config import Recipe, Suite
 from qbench.progress import console
-from qbench.recipe import Recipe, Suite, stable_hash
-
-
-@dataclass
-class RunOutcome:
-    run_id: str
-    technique: str
-    seed: int
-    state: str  # done | skipped | failed
-    reason: str | None = None
-    timings: dict = field(default_factory=dict)
-    scores: dict = field(default_factory=dict)  # precision -> headline metric (display units)
+from qbench.run.runner import RunOutcome, announce, prepare_data, run_one, schedule
 
 
 class SuiteInterrupted(Exception):
@@ -61,81 +50,6 @@ def worker_devices(device: str, jobs: int) -> list[str]:
         n = torch.cuda.device_count()
         return [f"cuda:{i % n}" for i in range(jobs)]
     return [str(dev)] * jobs
-
-
-def schedule(runs: list[Recipe]) -> list[Recipe]:
-    """Order for parallel workers: first one run per shared float warm-up (it trains the warm-up
-    while the others would wait for it), then the rest interleaved across groups, and runs that
-    reuse another run's whole float training (ptq beside float) last."""
-    from qbench.engine import _training_key, trains_quantized
-
-    def group(r: Recipe) -> str:
-        return _training_key(r, float_until=r.quant.float_warmup_steps)
-
-    finals = [_training_key(r) for r in runs if not trains_quantized(r)]
-    reusers = [r for i, r in enumerate(runs) if not trains_quantized(r) and _training_key(r) in finals[:i]]
-    rest = [r for r in runs if r not in reusers]
-    by_group: dict[str, list[Recipe]] = {}
-    for r in rest:
-        by_group.setdefault(group(r), []).append(r)
-    ordered = []
-    queues = list(by_group.values())
-    while any(queues):
-        for q in queues:
-            if q:
-                ordered.append(q.pop(0))
-    return ordered + reusers
-
-
-def _data_key(r: Recipe) -> str:
-    d = r.model_dump(mode="json")
-    return stable_hash({k: d[k] for k in ("task", "data", "model")})
-
-
-def _record_failure(r: Recipe, suite: str, results: Path, exc: BaseException) -> str:
-    from qbench.engine import TrainingDiverged
-    from qbench.store import RunDir
-
-    reason = str(exc) if isinstance(exc, TrainingDiverged) else f"{type(exc).__name__}: {exc}"
-    run = RunDir(results, suite, r)
-    if run.path.is_dir():
-        run.set_status("failed", reason=reason)
-        if not isinstance(exc, TrainingDiverged):  # the engine logged that one already
-            run.log("FAILED: " + "".join(traceback.format_exception(exc)).rstrip())
-    return reason
-
-
-def run_one(r: Recipe, suite: str, results: Path, device, progress: bool) -> RunOutcome:
-    """One grid point; a failure becomes an outcome (DataError and Ctrl-C propagate)."""
-    from qbench import distributed
-    from qbench.data import DataError
-    from qbench.engine import TrainingDiverged, run_recipe
-    from qbench.store import record_run_state
-
-    main = distributed.current().is_main  # data-parallel (torchrun): rank 0 records
-    try:
-        m = run_recipe(r, suite, results, device, progress=progress)
-    except (DataError, KeyboardInterrupt):
-        raise
-    except Exception as e:  # noqa: BLE001 - any failure of one run is recorded, not fatal to the suite
-        reason = f"{type(e).__name__}: {e}"
-        if main:
-            reason = _record_failure(r, suite, results, e)
-            record_run_state(results, r, suite, "failed", reason)
-        if distributed.current().enabled and not isinstance(e, TrainingDiverged):
-            raise  # maybe this rank's alone: the others wait in a collective, so end the group
-        return RunOutcome(r.run_id, r.quant.technique, r.seed, "failed", reason)
-    if main:
-        record_run_state(results, r, suite, "done")
-    state = "skipped" if m.get("skipped") else "done"
-    from qbench.report import display_scale
-
-    metric = _HEADLINE.get(r.task, "")
-    scores = {p: display_scale(metric) * d[metric] for p, d in m.get("precisions", {}).items() if metric in d}
-    return RunOutcome(r.run_id, r.quant.technique, r.seed, state, timings=m.get("timings", {}), scores=scores)
-
-
-_HEADLINE = {"asr": "wer", "mt": "bleu"}
 
 
 # ---------------------------------------------------------------- parallel workers
@@ -162,25 +76,13 @@ def _worker_run(recipe: dict, suite: str, results: str) -> RunOutcome:
     return run_one(r, suite, Path(results), _WORKER["device"], progress=False)
 
 
-def _prepare_data(runs: list[Recipe], results: Path, progress: bool) -> None:
-    """Build (or load from the cache) each distinct data set once, before workers race for it."""
-    from qbench.tasks import build_task
-
-    seen = set()
-    for r in runs:
-        key = _data_key(r)
-        if key not in seen:
-            seen.add(key)
-            build_task(r, results / "cache", progress=progress).build_data()
-
-
 def _run_parallel(
     runs: list[Recipe], suite: str, results: Path, device: str, jobs: int, keep_going: bool, progress: bool
 ) -> list[RunOutcome]:
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    _prepare_data(runs, results, progress)
+    prepare_data(runs, results, progress)
     ctx = mp.get_context("spawn")  # no fork after torch has started threads
     devices = ctx.Queue()
     for d in worker_devices(device, jobs):
@@ -200,7 +102,7 @@ def _run_parallel(
                     continue
                 o = f.result()
                 outcomes.append(o)
-                _announce(o)
+                announce(o)
                 if o.state == "failed" and not keep_going and not stopping:
                     stopping = True
                     for other in pending:
@@ -214,19 +116,6 @@ def _run_parallel(
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return outcomes
-
-
-def _announce(o: RunOutcome) -> None:
-    if o.state == "failed":
-        console.print(f"[red]{o.run_id} failed:[/red] {o.reason}", highlight=False)
-    elif o.state == "done":
-        t = o.timings
-        scores = " / ".join(f"{p} {v:.2f}" for p, v in o.scores.items())
-        console.print(
-            f"[green]{o.run_id} done[/green]: {scores} (training {t.get('train_wall_seconds', 0):.0f} s, "
-            f"evaluation {t.get('eval_seconds', 0):.0f} s)",
-            highlight=False,
-        )
 
 
 # ---------------------------------------------------------------- the suite
@@ -245,8 +134,8 @@ def run_suite(
 ) -> list[RunOutcome]:
     """Run every grid point; returns one outcome per run that was attempted (skipped included).
     With a `launcher` (slurm, local) each run not yet done is a submitit job (launch.py)."""
-    from qbench import distributed
     from qbench.device import resolve_device
+    from qbench.run import distributed
     from qbench.store import RunDir, record_run_state
 
     dist = distributed.current()  # under torchrun every rank runs this; rank 0's folders decide
@@ -273,7 +162,7 @@ def run_suite(
         _log_session(results, suite, command, started, jobs, keep_going, outcomes, None)
     try:
         if launcher is not None:
-            from qbench.launch import run_jobs
+            from qbench.run.launch import run_jobs
 
             if todo:
                 outcomes += run_jobs(
@@ -288,7 +177,7 @@ def run_suite(
             for r in todo:
                 o = run_one(r, suite.name, results, dev, progress)
                 outcomes.append(o)
-                _announce(o)
+                announce(o)
                 if dist.is_main:  # a suite killed later still shows what it did, and for how long
                     _log_session(results, suite, command, started, jobs, keep_going, outcomes, None)
                 if o.state == "failed" and not keep_going:
@@ -318,7 +207,7 @@ def _log_session(
     `interrupted` None: still running (if the process is killed, the record stays so)."""
     import json
 
-    from qbench.store import atomic_write_json
+    from qbench.io import atomic_write_json
 
     f = results / "runs" / suite.name / "suite.json"
     try:
@@ -341,15 +230,3 @@ def _log_session(
         }
     )
     atomic_write_json(f, {"suite": suite.name, "sessions": sessions})
-
-
-def suite_sessions(results: Path, suite: str) -> list[dict]:
-    import json
-
-    f = results / "runs" / suite / "suite.json"
-    if not f.is_file():
-        return []
-    try:
-        return json.loads(f.read_text()).get("sessions", [])
-    except json.JSONDecodeError:
-        return []

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from qbench.report import _precision_key, display_scale
+from qbench.report.board import precision_key
+from qbench.tasks.metrics import display_scale
 
 _LOSS = re.compile(r"^step (\d+) loss (\S+) avg (\S+)")
 
@@ -123,7 +124,7 @@ def show_run(run_dir: Path, console, worst: int = 5, precisions: list[str] | Non
     per = metrics.get("precisions") or {}
     if per:
         console.rule("evaluation (test)")
-        names = sorted(per, key=_precision_key)
+        names = sorted(per, key=precision_key)
         keys = [k for k in ("wer", "cer", "bleu", "chrf") if any(k in per[p] for p in names)]
         table = Table()
         for c in [
@@ -140,9 +141,7 @@ def show_run(run_dir: Path, console, worst: int = 5, precisions: list[str] | Non
             table.add_row(p, *cells, f"{size / 8e6:.2f} MB{ratio}" if size else "–")
         console.print(table)
     hyp_dir = run_dir / "hyp"
-    available = (
-        sorted((f.stem for f in hyp_dir.glob("*.tsv")), key=_precision_key) if hyp_dir.is_dir() else []
-    )
+    available = sorted((f.stem for f in hyp_dir.glob("*.tsv")), key=precision_key) if hyp_dir.is_dir() else []
     chosen = precisions or available[-1:]
     for p in chosen:
         f = hyp_dir / f"{p}.tsv"

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from qbench.config import Recipe
 from qbench.progress import console
-from qbench.recipe import Recipe
 
 LAUNCHERS = ("slurm", "local")
 
@@ -58,7 +58,7 @@ def _job(recipe: dict, suite: str, results: str, device: str):
     import torch
 
     from qbench.device import resolve_device
-    from qbench.suite import run_one
+    from qbench.run.runner import run_one
 
     if os.environ.get("QBENCH_THREADS"):
         torch.set_num_threads(max(1, int(os.environ["QBENCH_THREADS"])))
@@ -78,9 +78,9 @@ def run_jobs(
     progress: bool,
     poll_seconds: float = 1.0,
 ) -> list:
-    from qbench.suite import RunOutcome, _announce, _prepare_data, schedule
+    from qbench.run.runner import RunOutcome, announce, prepare_data, schedule
 
-    _prepare_data(runs, results, progress)
+    prepare_data(runs, results, progress)
     ex = executor(launcher, results / "jobs" / suite, options)
     jobs = {}
     for r in schedule(runs):  # one run per shared warm-up first, as for --jobs
@@ -105,7 +105,7 @@ def run_jobs(
                     reason = f"job {job.job_id} died: {type(e).__name__}: {last}"
                     o = RunOutcome(r.run_id, r.quant.technique, r.seed, "failed", reason)
                 outcomes.append(o)
-                _announce(o)
+                announce(o)
                 if o.state == "failed" and not keep_going and jobs:
                     console.print(f"stopping: cancelling {len(jobs)} job(s) (--keep-going lets them finish)")
                     for other in jobs:

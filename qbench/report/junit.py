@@ -7,7 +7,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from qbench.report import CheckOutcome
+from qbench.report.gate import CheckOutcome
 
 
 def junit_xml(outcomes: list[CheckOutcome], name: str = "qbench check") -> ET.ElementTree:
@@ -37,7 +37,7 @@ def junit_xml(outcomes: list[CheckOutcome], name: str = "qbench check") -> ET.El
 
 
 def write_junit(outcomes: list[CheckOutcome], path: Path) -> None:
-    from qbench.store import atomic_write_bytes
+    from qbench.io import atomic_write_bytes
 
     tree = junit_xml(outcomes)
     atomic_write_bytes(path, ET.tostring(tree.getroot(), encoding="utf-8", xml_declaration=True) + b"\n")

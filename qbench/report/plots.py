@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from qbench.report import _precision_key, _technique_key, display_scale
+from qbench.report.board import precision_key, technique_key
+from qbench.tasks.metrics import display_scale
 
 _LOSS_LINE = re.compile(r"^step (\d+) loss \S+ avg (\S+)")
 
@@ -96,7 +97,7 @@ def plot_suite(df: pd.DataFrame, out: Path, title: str | None = None, results: P
         return f"{r.suite}: {name}" if several else name
 
     df = df.assign(label=[label(r) for r in df.itertuples()])
-    order = sorted(df.label.unique(), key=lambda lab: _technique_key(df[df.label == lab].technique.iloc[0]))
+    order = sorted(df.label.unique(), key=lambda lab: technique_key(df[df.label == lab].technique.iloc[0]))
     style = _styles(order)
 
     fig, axes = plt.subplots(1, 3, figsize=(19, 6.2), gridspec_kw={"width_ratios": [1.25, 1, 1]})
@@ -155,7 +156,7 @@ def _pareto(ax, df, order, style, scale, unit, higher) -> None:
     ax.set_title(f"Accuracy vs size ({'up' if higher else 'down'}-left is better)")
     ax.grid(True, which="both", alpha=0.3)
     top = ax.secondary_xaxis("top")
-    precs = sorted(sizes.index, key=_precision_key)
+    precs = sorted(sizes.index, key=precision_key)
     top.set_xticks([sizes[p] for p in precs], labels=[f"{p}\n{sizes[p]:.3g} MB" for p in precs], fontsize=9)
     top.minorticks_off()
 

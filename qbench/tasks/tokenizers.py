@@ -10,7 +10,7 @@ from pathlib import Path
 
 import sentencepiece as spm
 
-from qbench.store import atomic_write_bytes
+from qbench.io import atomic_write_bytes
 
 
 class CharTokenizer:

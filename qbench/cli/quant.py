@@ -39,13 +39,14 @@ def inspect(
     """
     from rich.table import Table
 
-    from qbench.qconfig import quant_spec, skeleton_model
+    from qbench.config import RecipeError
     from qbench.quant import model_size_bits
     from qbench.quant.activations import act_target
-    from qbench.quant.apply import _is_selected, _weight_slots
+    from qbench.quant.apply import is_selected, weight_slots
     from qbench.quant.scales import num_scales
     from qbench.quant.sensitivity import average_bits
-    from qbench.recipe import RecipeError, load_suite
+    from qbench.tasks import load_suite
+    from qbench.tasks.models import skeleton_model
 
     try:
         suite = load_suite(recipe, set_)
@@ -57,7 +58,7 @@ def inspect(
         if key in seen:
             continue
         seen.add(key)
-        spec = quant_spec(r)
+        spec = r.quant.spec()
         model = skeleton_model(r)
         precisions, chosen = _precisions_of(r, results / "runs" / suite.name)
         technique = spec.describe()
@@ -81,12 +82,12 @@ def inspect(
         kept.add_column("shape", no_wrap=True)
         seen_ids: set[int] = set()
         n_q = n_f = 0
-        for name, module, tname, tensor in _weight_slots(model):
+        for name, module, tname, tensor in weight_slots(model):
             if id(tensor) in seen_ids:
                 continue
             seen_ids.add(id(tensor))
             shape = "x".join(map(str, tensor.shape)) or "scalar"
-            if not _is_selected(name, tensor, spec):
+            if not is_selected(name, tensor, spec):
                 kept.add_row(name, shape)
                 n_f += tensor.numel()
                 continue

@@ -22,9 +22,9 @@ import torch
 from filelock import FileLock, Timeout
 from torch import nn
 
-from qbench import distributed
-from qbench.cells import technique_label
+from qbench.config import Recipe, training_key, trains_quantized
 from qbench.device import autocast
+from qbench.io import atomic_torch_save, load_checkpoint
 from qbench.progress import console, make_progress
 from qbench.quant import (
     QuantSpec,
@@ -35,35 +35,15 @@ from qbench.quant import (
     use_precision,
 )
 from qbench.quant.apply import original_name
-from qbench.recipe import Recipe, stable_hash
-from qbench.report import display_scale
-from qbench.store import RunDir, atomic_torch_save, load_checkpoint, record_results
+from qbench.quant.labels import technique_label
+from qbench.run import distributed
+from qbench.store import RunDir, record_results
 from qbench.tasks import Task, build_task
+from qbench.tasks.metrics import display_scale
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the run is marked failed with the step."""
-
-
-def quant_spec(recipe: Recipe) -> QuantSpec:
-    from qbench.qconfig import quant_spec as spec_of
-
-    return spec_of(recipe)
-
-
-def trains_quantized(recipe: Recipe) -> bool:
-    return recipe.quant.technique not in ("float", "ptq")
-
-
-def _training_key(recipe: Recipe, float_until: int | None = None) -> str:
-    """What determines the weights after training (or after the first `float_until` float steps)."""
-    d = recipe.hashed_dump()
-    parts = {k: d[k] for k in ("task", "seed", "data", "model", "train")}
-    if float_until is not None:
-        parts["float_until"] = float_until
-    elif trains_quantized(recipe):
-        parts["quant"] = recipe.quant.hashed()
-    return stable_hash(parts)
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -165,7 +145,7 @@ class Runner:
         self.run = RunDir(results, suite, recipe)
         if not self.dist.is_main:
             self.run = distributed.MuteRun(self.run)
-        self.spec = quant_spec(recipe)
+        self.spec = recipe.quant.spec()
         self.shared = results / "cache" / "shared"
 
     def log(self, msg: str) -> None:
@@ -192,12 +172,12 @@ class Runner:
 
     @property
     def _final_file(self) -> Path:
-        return self.shared / f"final-{_training_key(self.recipe)}.pt"
+        return self.shared / f"final-{training_key(self.recipe)}.pt"
 
     @property
     def _prefix_file(self) -> Path | None:
         n = self.recipe.quant.float_warmup_steps
-        return self.shared / f"float-{_training_key(self.recipe, float_until=n)}.pt" if n > 0 else None
+        return self.shared / f"float-{training_key(self.recipe, float_until=n)}.pt" if n > 0 else None
 
     def _start_point(self) -> tuple[dict | None, str]:
         """Where training starts: own checkpoint > shared final weights > shared warm-up > scratch
@@ -324,7 +304,7 @@ class Runner:
                     self.log(f"step {state.step} {split} {res.metric} {res.value:.4f}")
                     t0 = time.perf_counter() - state.train_seconds  # evaluation is not training time
                 if state.step == warm and not state.quantized:
-                    prefix = self.shared / f"float-{_training_key(r, float_until=warm)}.pt"
+                    prefix = self.shared / f"float-{training_key(r, float_until=warm)}.pt"
                     if not prefix.is_file():
                         self._save(prefix, state)
                     if "prefix" in locks:  # the warm-up is saved: runs waiting for it may go on
@@ -332,7 +312,7 @@ class Runner:
                 if state.step % r.train.checkpoint_every == 0 or state.step == r.train.steps:
                     self._save(self.run.checkpoint, state)
         if qat_start is None:
-            final = self.shared / f"final-{_training_key(r)}.pt"
+            final = self.shared / f"final-{training_key(r)}.pt"
             if not final.is_file():
                 self._save(final, state)
         if trains_quantized(r) and not state.quantized:  # resumed from a finished checkpoint
@@ -502,7 +482,7 @@ def load_trained(
     task = build_task(recipe, results / "cache", progress=progress)
     task.build_data()
     model = task.build_model()
-    spec = quant_spec(recipe)
+    spec = recipe.quant.spec()
     ckpt = load_checkpoint(ckpt_file)
     if ckpt["quantized"]:
         quantize_(model, spec)

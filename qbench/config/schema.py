@@ -1,25 +1,18 @@
-"""Recipes: YAML loaded safely into a typed schema, `--set` overrides, and grid expansion.
-
-A recipe is validated completely before anything runs. Every error names the file, the line,
-the dotted key and, where there is one, the nearest valid name; the CLI turns it into exit code 2.
-"""
+"""The recipe schema: one strict, frozen pydantic model per section (data, model, quant, train,
+eval) and the checks that span sections, each reported as (location, message) so an error can
+point at its line (qbench.config.loading)."""
 
 from __future__ import annotations
 
-import copy
 import difflib
-import hashlib
-import itertools
-import json
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from qbench.config import run_ids
 from qbench.quant.precision import parse_precision
-from qbench.quant.quantizers import (
+from qbench.quant.quantizers import QuantSpec
+from qbench.quant.techniques import (
     DEFAULT_EXCLUDE,
     DEFAULT_INCLUDE,
     ESTIMATORS,
@@ -29,10 +22,6 @@ from qbench.quant.quantizers import (
     TECHNIQUES,
     preset_for,
 )
-
-
-class RecipeError(Exception):
-    """A recipe that cannot run; the message says what and where."""
 
 
 class _Strict(BaseModel):
@@ -222,17 +211,6 @@ TRANSDUCER_INCLUDE: tuple[str, ...] = (*DEFAULT_INCLUDE, "*.weight_ih_l0", "*.we
 ModelConfig = Annotated[ConformerCTCConfig | TransformerConfig, Field(discriminator="arch")]
 #: task -> its model archs, the default first
 ARCHS = {"asr": ("conformer-ctc", "conformer-transducer"), "mt": ("transformer",)}
-_TAGGED_FIELD = {
-    SyntheticSpeechData: "source",
-    FSDDData: "source",
-    LibriSpeechData: "source",
-    ManifestData: "source",
-    SyntheticMTData: "source",
-    Multi30kData: "source",
-    ParallelData: "source",
-    ConformerCTCConfig: "arch",
-    TransformerConfig: "arch",
-}
 
 
 class QuantConfig(_Strict):
@@ -295,6 +273,27 @@ class QuantConfig(_Strict):
         grad = not detach and scale != "mse-clip"
         return {**out, "technique": "custom", "scale": scale, "estimator": estimator, "scale_grad": grad}
 
+    def spec(self) -> QuantSpec:
+        """The quantization library's spec of this section (what training attaches and how)."""
+        granularity = f"per-group-{self.group_size}" if self.granularity == "per-group" else self.granularity
+        return QuantSpec(
+            technique=self.technique,
+            bits=self.bits,
+            granularity=granularity,
+            k=self.k,
+            p=self.p,
+            c=self.c,
+            noise=self.noise,
+            clip_every=self.clip_every,
+            include=tuple(self.include),
+            exclude=tuple(self.exclude),
+            scale=self.scale,
+            estimator=self.estimator,
+            scale_grad=self.scale_grad,
+            activations=8 if self.activations == "a8" else None,
+            float_dtype=self.float_dtype,
+        )
+
     def field_errors(self) -> list[tuple[tuple, str]]:
         """Checks across the fields of this section, as (location under quant, message)."""
         errors = []
@@ -320,29 +319,6 @@ class QuantConfig(_Strict):
         if not self.include:
             errors.append((("include",), "needs at least one glob (e.g. '*.weight')"))
         return errors
-
-    def hashed(self) -> dict:
-        """The section as it enters the run id: keys added after runs were recorded are left out
-        while at their defaults, so existing recipes keep their run ids."""
-        d = self.model_dump(mode="json")
-        if self.technique == "clip":  # clip trains differently since clip_every: new run ids
-            return d
-        return {k: v for k, v in d.items() if not (k in _QUANT_ADDED and v == _QUANT_ADDED[k])}
-
-
-#: QuantConfig keys added after the first recorded runs, with their defaults (JSON form)
-_QUANT_ADDED = {
-    "scale": None,
-    "estimator": None,
-    "scale_grad": None,
-    "group_size": None,
-    "include": list(DEFAULT_INCLUDE),
-    "exclude": list(DEFAULT_EXCLUDE),
-    "activations": None,
-    "float_dtype": "bfloat16",
-    "clip_every": 32,
-    "qat_lr": None,
-}
 
 
 class TrainConfig(_Strict):
@@ -462,13 +438,9 @@ class Recipe(_Strict):
             try:
                 parse_precision(p, self.precisions)
             except ValueError as e:
-                errors.append((("eval", "precisions", i), f"{e}{_nearest(p, known)}"))
+                errors.append((("eval", "precisions", i), f"{e}{nearest(p, known)}"))
         q = self.quant
         errors += [(("quant", *loc), msg) for loc, msg in q.field_errors()]
-        if not errors:  # settings only wrong for this model: built here, without data
-            from qbench.qconfig import model_errors
-
-            errors += model_errors(self)
         if q.technique not in ("float", "ptq") and q.float_warmup_steps >= self.train.steps:
             errors.append(
                 (
@@ -479,237 +451,13 @@ class Recipe(_Strict):
             )
         return errors
 
-    def hashed_dump(self) -> dict:
-        """The resolved config as hashed for run ids and shared-training keys."""
-        d = self.model_dump(mode="json")
-        # Keys added after runs were recorded leave the hash while at their defaults, so recipes
-        # that do not use them keep their run ids (and their finished runs).
-        for (section, key), default in _ADDED_LATER.items():
-            if section in d and d[section].get(key, default) == default:
-                d[section].pop(key, None)
-        del d["train"]["compile"]  # speed only: compiled and eager runs are the same run
-        if d["model"]["arch"] == "conformer-ctc":  # transducer-only keys: the same CTC run
-            for key in _TRANSDUCER_ONLY:
-                d["model"].pop(key, None)
-        return d
-
-    def config_hash(self) -> str:
-        return stable_hash({**self.hashed_dump(), "quant": self.quant.hashed()})
-
     @property
     def run_id(self) -> str:
-        return f"{self.quant.technique}-w{self.quant.bits}-seed{self.seed}-{self.config_hash()[:8]}"
+        """``<technique>-w<bits>-seed<seed>-<hash>`` (qbench.config.run_ids)."""
+        return run_ids.run_id(self)
 
 
-_ADDED_LATER = {
-    ("eval", "long_form"): [],
-    ("model", "vtlp"): 0.0,
-    ("eval", "decoder"): "greedy",
-    ("eval", "word_score"): 0.0,
-    ("eval", "lm_order"): 0,
-    ("eval", "lm_weight"): 2.0,
-}
-
-
-#: model keys only the transducer uses (left out of a CTC run's hash)
-_TRANSDUCER_ONLY = ("pred_dim", "joiner_dim")
-
-
-def stable_hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class Suite:
-    """What a recipe file expands to: a name and one validated Recipe per grid point."""
-
-    name: str
-    path: Path
-    runs: tuple[Recipe, ...]
-
-
-# ---------------------------------------------------------------- YAML with line numbers
-
-
-def _compose_with_lines(text: str, source: str) -> tuple[Any, dict[tuple, int]]:
-    """Parse YAML safely, also returning the line of every key path (1-based)."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark else source
-        raise RecipeError(f"{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
-    lines: dict[tuple, int] = {}
-
-    def walk(n: yaml.Node, path: tuple) -> None:
-        lines.setdefault(path, n.start_mark.line + 1)
-        if isinstance(n, yaml.MappingNode):
-            for k, v in n.value:
-                key = k.value
-                lines[path + (key,)] = k.start_mark.line + 1
-                walk(v, path + (key,))
-        elif isinstance(n, yaml.SequenceNode):
-            for i, v in enumerate(n.value):
-                walk(v, path + (i,))
-
-    if node is not None:
-        walk(node, ())
-    return data, lines
-
-
-_TAGGED = {"data": ("source", DataConfig), "model": ("arch", ModelConfig)}
-
-
-def _union_members(annotated: Any) -> dict[str, type[BaseModel]]:
-    """{tag: class} of a discriminated union such as DataConfig."""
-    union = annotated.__origin__ if hasattr(annotated, "__metadata__") else annotated
-    return {tag: m for m in union.__args__ for tag in get_args(m.model_fields[_TAGGED_FIELD[m]].annotation)}
-
-
-def _strip_tags(loc: tuple) -> tuple[tuple, type[BaseModel] | None]:
-    """Pydantic puts the union tag into error locations (data.synthetic-speech.seed); drop it,
-    returning the location as the user wrote it and the schema class at its parent."""
-    clean: list = []
-    model: Any = Recipe
-    i = 0
-    while i < len(loc):
-        part = loc[i]
-        clean.append(part)
-        if len(clean) == 1 and part in _TAGGED and i + 1 < len(loc):
-            members = _union_members(_TAGGED[part][1])
-            if loc[i + 1] in members:
-                model = members[loc[i + 1]]
-                i += 2
-                continue
-        fields = getattr(model, "model_fields", {})
-        model = fields[part].annotation if part in fields else None
-        i += 1
-    return tuple(clean), model
-
-
-def _fields_at(loc: tuple) -> list[str]:
-    """Valid key names beside the last element of an error location, for 'did you mean' hints."""
-    _, parent = _strip_tags(loc[:-1])
-    fields = getattr(parent, "model_fields", None)
-    return list(fields) if fields else []
-
-
-def _nearest(word: Any, options: list[str]) -> str:
+def nearest(word: Any, options: list[str]) -> str:
+    """A " (did you mean ...?)" hint naming the option closest to ``word``, or ""."""
     match = difflib.get_close_matches(str(word), options, n=1, cutoff=0.5)
     return f" (did you mean '{match[0]}'?)" if match else ""
-
-
-def _format_error(err: dict, source: str, lines: dict[tuple, int], overrides: dict[str, str]) -> str:
-    loc, _ = _strip_tags(tuple(err["loc"]))
-    dotted = ".".join(str(p) for p in loc) or "(top level)"
-    if dotted in overrides:
-        where = f"--set {dotted}={overrides[dotted]}"
-    else:
-        line = next((lines[loc[:i]] for i in range(len(loc), -1, -1) if loc[:i] in lines), None)
-        where = f"{source}:{line}" if line else source
-    msg = err["msg"]
-    hint = ""
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key"
-        hint = _nearest(loc[-1], _fields_at(tuple(err["loc"])))
-    elif err["type"] in ("literal_error", "union_tag_invalid"):
-        allowed = err.get("ctx", {}).get("expected", "") or err.get("ctx", {}).get("expected_tags", "")
-        options = [o.strip().strip("'") for o in str(allowed).replace(" or ", ",").split(",") if o.strip()]
-        got = err.get("input")
-        if isinstance(got, dict):
-            got = got.get(_TAGGED[loc[0]][0]) if loc and loc[0] in _TAGGED else got
-        hint = _nearest(got, options)
-        msg = f"{msg}, got {got!r}"
-    elif "input" in err and not isinstance(err["input"], dict | list):
-        msg = f"{msg}, got {err['input']!r}"
-    return f"{where}: {dotted}: {msg}{hint}"
-
-
-def _validate(raw: dict, source: str, lines: dict[tuple, int], overrides: dict[str, str]) -> Recipe:
-    # The task implies the model and data kinds, so `model: {d_model: 16}` needs no `arch:`.
-    task = raw.get("task", "asr")
-    defaults = {
-        "model": {k: v[0] for k, v in ARCHS.items()},
-        "data": {k: v[0] for k, v in DATA_SOURCES.items()},
-    }
-    for section, default in defaults.items():
-        tag = _TAGGED[section][0]
-        if isinstance(raw.get(section), dict) and tag not in raw[section] and task in default:
-            raw[section] = {tag: default[task], **raw[section]}
-    if task == "mt" and "data" not in raw:
-        raw["data"] = {"source": "synthetic-mt"}
-    if task == "mt" and "model" not in raw:
-        raw["model"] = {"arch": "transformer"}
-    try:
-        recipe = Recipe.model_validate(raw)
-    except ValidationError as e:
-        msgs = [_format_error(err, source, lines, overrides) for err in e.errors()]
-        raise RecipeError("\n".join(msgs)) from None
-    errors = [{"loc": loc, "msg": msg, "type": "value_error"} for loc, msg in recipe.cross_field_errors()]
-    if errors:
-        raise RecipeError("\n".join(_format_error(err, source, lines, overrides) for err in errors))
-    return recipe
-
-
-# ---------------------------------------------------------------- overrides and grid
-
-
-def _set_dotted(d: dict, dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
-    for k in keys[:-1]:
-        if not isinstance(d.get(k), dict):
-            d[k] = {}
-        d = d[k]
-    d[keys[-1]] = value
-
-
-def parse_overrides(items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise RecipeError(f"--set {item}: expected KEY=VALUE, e.g. --set train.steps=200")
-        out[key.strip()] = value
-    return out
-
-
-def load_suite(path: str | Path, overrides: list[str] | None = None) -> Suite:
-    """Load a recipe file, apply `--set` overrides, expand its grid and validate every run."""
-    path = Path(path)
-    source = str(path)
-    if not path.is_file():
-        raise RecipeError(f"{source}: recipe file not found")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise RecipeError(f"{source}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    raw, lines = _compose_with_lines(text, source)
-    if not isinstance(raw, dict):
-        raise RecipeError(f"{source}:1: a recipe is a YAML mapping (name:, task:, data:, ...)")
-
-    sets = parse_overrides(overrides or [])
-    for key, value in sets.items():
-        _set_dotted(raw, key, yaml.safe_load(value) if value.strip() else None)
-
-    grid = raw.pop("grid", None) or {}
-    if not isinstance(grid, dict) or any(not isinstance(v, list) or not v for v in grid.values()):
-        line = lines.get(("grid",), 1)
-        raise RecipeError(f"{source}:{line}: grid: expected a mapping of dotted keys to non-empty lists")
-
-    runs = []
-    for combo in itertools.product(*grid.values()):
-        point = copy.deepcopy(raw)
-        point_lines = dict(lines)
-        for key, value in zip(grid, combo, strict=True):
-            _set_dotted(point, key, value)
-            point_lines[tuple(key.split("."))] = lines.get(("grid", key), 1)
-        runs.append(_validate(point, source, point_lines, sets))
-    ids = [r.run_id for r in runs]
-    if len(set(ids)) != len(ids):
-        raise RecipeError(f"{source}: grid produces duplicate runs")
-    return Suite(name=runs[0].name, path=path, runs=tuple(runs))
-
-
-def resolved_yaml(recipe: Recipe) -> str:
-    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)

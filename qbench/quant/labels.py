@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from qbench.quant.quantizers import SCALE_ALIASES, TECHNIQUE_CONFIGS
+from qbench.quant.techniques import SCALE_ALIASES, TECHNIQUE_CONFIGS
 
 __all__ = ["technique_label", "cell", "topk_options"]
 

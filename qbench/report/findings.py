@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from qbench.cells import cell, topk_options
+from qbench.quant.labels import cell, topk_options
 
 __all__ = ["Finding", "findings", "render_findings", "write_findings"]
 
@@ -118,7 +118,7 @@ def _margin(diff: float, *stats: Stat) -> str:
 
 
 def _scale(metric: str) -> float:
-    from qbench.report import display_scale
+    from qbench.tasks.metrics import display_scale
 
     return display_scale(metric)
 
@@ -402,7 +402,7 @@ def render_findings(items: list[Finding], suites: Sequence[str], results: Path |
     ``runs/<suite>/suite.json`` under ``results`` when recorded) and the rows."""
     commands = {}
     if results is not None:
-        from qbench.suite import suite_sessions
+        from qbench.store import suite_sessions
 
         for s in suites:
             cmds = list(dict.fromkeys(x["command"] for x in suite_sessions(results, s) if x.get("command")))
@@ -443,7 +443,7 @@ def render_findings(items: list[Finding], suites: Sequence[str], results: Path |
 def write_findings(text: str, path: Path) -> None:
     """Put the section into ``path`` between the FINDINGS markers (replacing an older one, or
     appended), keeping the rest of the file."""
-    from qbench.store import atomic_write_text
+    from qbench.io import atomic_write_text
 
     block = f"{BEGIN}\n{text}{END}\n"
     old = path.read_text() if path.is_file() else ""

@@ -1,0 +1,1 @@
+"""The `qbench` command: the main verbs (:mod:`.main`), `qbench data` and `qbench quant`."""

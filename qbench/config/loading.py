@@ -1,0 +1,231 @@
+"""Loading recipes: YAML parsed safely with the line of every key, `--set` overrides, grid
+expansion, and validation whose every error names the file, the line, the dotted key and, where
+there is one, the nearest valid name (the CLI turns it into exit code 2)."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, get_args
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from qbench.config.schema import (
+    ARCHS,
+    DATA_SOURCES,
+    DataConfig,
+    ModelConfig,
+    Recipe,
+    nearest,
+)
+
+#: a further check of a validated recipe: (location, message) pairs, empty when all is well
+RecipeCheck = Callable[[Recipe], list[tuple[tuple, str]]]
+
+
+class RecipeError(Exception):
+    """A recipe that cannot run; the message says what and where."""
+
+
+@dataclass(frozen=True)
+class Suite:
+    """What a recipe file expands to: a name and one validated Recipe per grid point."""
+
+    name: str
+    path: Path
+    runs: tuple[Recipe, ...]
+
+
+# ---------------------------------------------------------------- YAML with line numbers
+
+
+def _compose_with_lines(text: str, source: str) -> tuple[Any, dict[tuple, int]]:
+    """Parse YAML safely, also returning the line of every key path (1-based)."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise RecipeError(f"{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    lines: dict[tuple, int] = {}
+
+    def walk(n: yaml.Node, path: tuple) -> None:
+        lines.setdefault(path, n.start_mark.line + 1)
+        if isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                key = k.value
+                lines[path + (key,)] = k.start_mark.line + 1
+                walk(v, path + (key,))
+        elif isinstance(n, yaml.SequenceNode):
+            for i, v in enumerate(n.value):
+                walk(v, path + (i,))
+
+    if node is not None:
+        walk(node, ())
+    return data, lines
+
+
+_TAGGED = {"data": ("source", DataConfig), "model": ("arch", ModelConfig)}
+
+
+def _union_members(annotated: Any, tag: str) -> dict[str, type[BaseModel]]:
+    """{tag value: class} of a discriminated union such as DataConfig (tag "source")."""
+    union = annotated.__origin__ if hasattr(annotated, "__metadata__") else annotated
+    return {value: m for m in union.__args__ for value in get_args(m.model_fields[tag].annotation)}
+
+
+def _strip_tags(loc: tuple) -> tuple[tuple, type[BaseModel] | None]:
+    """Pydantic puts the union tag into error locations (data.synthetic-speech.seed); drop it,
+    returning the location as the user wrote it and the schema class at its parent."""
+    clean: list = []
+    model: Any = Recipe
+    i = 0
+    while i < len(loc):
+        part = loc[i]
+        clean.append(part)
+        if len(clean) == 1 and part in _TAGGED and i + 1 < len(loc):
+            members = _union_members(_TAGGED[part][1], _TAGGED[part][0])
+            if loc[i + 1] in members:
+                model = members[loc[i + 1]]
+                i += 2
+                continue
+        fields = getattr(model, "model_fields", {})
+        model = fields[part].annotation if part in fields else None
+        i += 1
+    return tuple(clean), model
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    """Valid key names beside the last element of an error location, for 'did you mean' hints."""
+    _, parent = _strip_tags(loc[:-1])
+    fields = getattr(parent, "model_fields", None)
+    return list(fields) if fields else []
+
+
+def _format_error(err: dict, source: str, lines: dict[tuple, int], overrides: dict[str, str]) -> str:
+    loc, _ = _strip_tags(tuple(err["loc"]))
+    dotted = ".".join(str(p) for p in loc) or "(top level)"
+    if dotted in overrides:
+        where = f"--set {dotted}={overrides[dotted]}"
+    else:
+        line = next((lines[loc[:i]] for i in range(len(loc), -1, -1) if loc[:i] in lines), None)
+        where = f"{source}:{line}" if line else source
+    msg = err["msg"]
+    hint = ""
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+        hint = nearest(loc[-1], _fields_at(tuple(err["loc"])))
+    elif err["type"] in ("literal_error", "union_tag_invalid"):
+        allowed = err.get("ctx", {}).get("expected", "") or err.get("ctx", {}).get("expected_tags", "")
+        options = [o.strip().strip("'") for o in str(allowed).replace(" or ", ",").split(",") if o.strip()]
+        got = err.get("input")
+        if isinstance(got, dict):
+            got = got.get(_TAGGED[loc[0]][0]) if loc and loc[0] in _TAGGED else got
+        hint = nearest(got, options)
+        msg = f"{msg}, got {got!r}"
+    elif "input" in err and not isinstance(err["input"], dict | list):
+        msg = f"{msg}, got {err['input']!r}"
+    return f"{where}: {dotted}: {msg}{hint}"
+
+
+def _validate(
+    raw: dict, source: str, lines: dict[tuple, int], overrides: dict[str, str], checks: Sequence[RecipeCheck]
+) -> Recipe:
+    # The task implies the model and data kinds, so `model: {d_model: 16}` needs no `arch:`.
+    task = raw.get("task", "asr")
+    defaults = {
+        "model": {k: v[0] for k, v in ARCHS.items()},
+        "data": {k: v[0] for k, v in DATA_SOURCES.items()},
+    }
+    for section, default in defaults.items():
+        tag = _TAGGED[section][0]
+        if isinstance(raw.get(section), dict) and tag not in raw[section] and task in default:
+            raw[section] = {tag: default[task], **raw[section]}
+    if task == "mt" and "data" not in raw:
+        raw["data"] = {"source": "synthetic-mt"}
+    if task == "mt" and "model" not in raw:
+        raw["model"] = {"arch": "transformer"}
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as e:
+        msgs = [_format_error(err, source, lines, overrides) for err in e.errors()]
+        raise RecipeError("\n".join(msgs)) from None
+    problems = recipe.cross_field_errors()
+    for check in checks if not problems else ():
+        problems += check(recipe)
+    errors = [{"loc": loc, "msg": msg, "type": "value_error"} for loc, msg in problems]
+    if errors:
+        raise RecipeError("\n".join(_format_error(err, source, lines, overrides) for err in errors))
+    return recipe
+
+
+# ---------------------------------------------------------------- overrides and grid
+
+
+def _set_dotted(d: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    for k in keys[:-1]:
+        if not isinstance(d.get(k), dict):
+            d[k] = {}
+        d = d[k]
+    d[keys[-1]] = value
+
+
+def parse_overrides(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise RecipeError(f"--set {item}: expected KEY=VALUE, e.g. --set train.steps=200")
+        out[key.strip()] = value
+    return out
+
+
+def load_suite(
+    path: str | Path, overrides: list[str] | None = None, checks: Sequence[RecipeCheck] = ()
+) -> Suite:
+    """Load a recipe file, apply `--set` overrides, expand its grid and validate every run.
+    ``checks`` look further at each run that passed the schema (qbench.tasks checks its settings
+    against the model it builds), returning (location, message) pairs like the schema's."""
+    path = Path(path)
+    source = str(path)
+    if not path.is_file():
+        raise RecipeError(f"{source}: recipe file not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise RecipeError(f"{source}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    raw, lines = _compose_with_lines(text, source)
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{source}:1: a recipe is a YAML mapping (name:, task:, data:, ...)")
+
+    sets = parse_overrides(overrides or [])
+    for key, value in sets.items():
+        _set_dotted(raw, key, yaml.safe_load(value) if value.strip() else None)
+
+    grid = raw.pop("grid", None) or {}
+    if not isinstance(grid, dict) or any(not isinstance(v, list) or not v for v in grid.values()):
+        line = lines.get(("grid",), 1)
+        raise RecipeError(f"{source}:{line}: grid: expected a mapping of dotted keys to non-empty lists")
+
+    runs = []
+    for combo in itertools.product(*grid.values()):
+        point = copy.deepcopy(raw)
+        point_lines = dict(lines)
+        for key, value in zip(grid, combo, strict=True):
+            _set_dotted(point, key, value)
+            point_lines[tuple(key.split("."))] = lines.get(("grid", key), 1)
+        runs.append(_validate(point, source, point_lines, sets, checks))
+    ids = [r.run_id for r in runs]
+    if len(set(ids)) != len(ids):
+        raise RecipeError(f"{source}: grid produces duplicate runs")
+    return Suite(name=runs[0].name, path=path, runs=tuple(runs))
+
+
+def resolved_yaml(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)

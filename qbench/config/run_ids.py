@@ -1,0 +1,99 @@
+"""Run ids and shared-training keys: hashes of what determines a run's result.
+
+A run id is ``<technique>-w<bits>-seed<seed>-<hash>``; the hash covers the resolved recipe but
+what only changes speed (``train.compile``) and keys the model does not use (the transducer's
+``pred_dim`` and ``joiner_dim`` on a CTC model). Options listed in :data:`HASHED_WHEN_SET` enter
+the hash only when they differ from their default, so adding an option to the schema never moves
+the ids of recipes that do not use it: every new option goes there. ``technique: clip`` hashes all
+of its quant keys. tests/test_run_ids.py pins the ids and keys of every committed recipe.
+
+The training key names the weights a run trains (its float warm-up, or its whole training), so
+runs that share them (a suite's techniques after a common float warm-up; ptq beside float) train
+them once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import TYPE_CHECKING, Any
+
+from qbench.quant.techniques import DEFAULT_EXCLUDE, DEFAULT_INCLUDE
+
+if TYPE_CHECKING:
+    from qbench.config.schema import QuantConfig, Recipe
+
+#: (section, key) -> default: hashed only when set to another value
+HASHED_WHEN_SET: dict[tuple[str, str], Any] = {
+    ("quant", "scale"): None,
+    ("quant", "estimator"): None,
+    ("quant", "scale_grad"): None,
+    ("quant", "group_size"): None,
+    ("quant", "include"): list(DEFAULT_INCLUDE),
+    ("quant", "exclude"): list(DEFAULT_EXCLUDE),
+    ("quant", "activations"): None,
+    ("quant", "float_dtype"): "bfloat16",
+    ("quant", "clip_every"): 32,
+    ("quant", "qat_lr"): None,
+    ("eval", "long_form"): [],
+    ("model", "vtlp"): 0.0,
+    ("eval", "decoder"): "greedy",
+    ("eval", "word_score"): 0.0,
+    ("eval", "lm_order"): 0,
+    ("eval", "lm_weight"): 2.0,
+}
+
+#: model keys only the transducer uses (left out of a CTC run's hash)
+TRANSDUCER_ONLY = ("pred_dim", "joiner_dim")
+
+
+def stable_hash(obj: Any) -> str:
+    """sha256 of canonical JSON (sorted keys, no spaces)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _drop_defaults(section: str, d: dict) -> dict:
+    return {
+        k: v
+        for k, v in d.items()
+        if not ((section, k) in HASHED_WHEN_SET and v == HASHED_WHEN_SET[section, k])
+    }
+
+
+def hashed_quant(quant: QuantConfig) -> dict:
+    """The `quant:` section as it enters run ids and the training key of a QAT run."""
+    d = quant.model_dump(mode="json")
+    return d if quant.technique == "clip" else _drop_defaults("quant", d)
+
+
+def hashed_sections(recipe: Recipe) -> dict:
+    """Every section but `quant:` as it enters run ids and training keys (`quant` unfiltered)."""
+    d = recipe.model_dump(mode="json")
+    for section in ("eval", "model"):
+        d[section] = _drop_defaults(section, d[section])
+    del d["train"]["compile"]  # speed only: compiled and eager runs are the same run
+    if d["model"]["arch"] == "conformer-ctc":
+        for key in TRANSDUCER_ONLY:
+            d["model"].pop(key, None)
+    return d
+
+
+def run_id(recipe: Recipe) -> str:
+    digest = stable_hash({**hashed_sections(recipe), "quant": hashed_quant(recipe.quant)})
+    return f"{recipe.quant.technique}-w{recipe.quant.bits}-seed{recipe.seed}-{digest[:8]}"
+
+
+def trains_quantized(recipe: Recipe) -> bool:
+    """True when training attaches quantizers (every technique but float and ptq)."""
+    return recipe.quant.technique not in ("float", "ptq")
+
+
+def training_key(recipe: Recipe, float_until: int | None = None) -> str:
+    """What determines the weights after training (or after the first `float_until` float steps)."""
+    d = hashed_sections(recipe)
+    parts = {k: d[k] for k in ("task", "seed", "data", "model", "train")}
+    if float_until is not None:
+        parts["float_until"] = float_until
+    elif trains_quantized(recipe):
+        parts["quant"] = hashed_quant(recipe.quant)
+    return stable_hash(parts)

@@ -1,0 +1,171 @@
+"""The CI gate: a committed baseline of (suite, technique, precision, metric) values with a
+tolerance each, checked against the results index; a regression beyond its tolerance fails."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from qbench.report.board import precision_key, technique_key
+
+BASELINE_FORMAT = "qbench-baseline/1"
+KEY_FIELDS = ("suite", "task", "technique", "train_bits", "precision", "metric")
+
+
+@dataclass
+class CheckOutcome:
+    entry: dict
+    actual: float | None
+    status: str  # ok | regression | improvement | missing (no result) | unbaselined (no entry)
+
+    @property
+    def failing(self) -> bool:
+        return self.status in ("regression", "missing")
+
+    @property
+    def name(self) -> str:
+        e = self.entry
+        trained = e.get("train_bits") is not None and e["technique"] not in ("float", "ptq")
+        bits = f" (trained w{e['train_bits']})" if trained else ""
+        return f"{e['suite']}/{e['technique']}{bits}@{e['precision']} {e['metric']}"
+
+    def describe(self) -> str:
+        e = self.entry
+        if self.status == "missing":
+            return f"MISSING     {self.name}: no result in the index (baseline {e['value']:.4f})"
+        if self.status == "unbaselined":
+            return f"NO BASELINE {self.name}: {self.actual:.4f} in the index, no baseline entry (not checked)"
+        delta = self.actual - e["value"]
+        return (
+            f"{self.status.upper():<11} {self.name}: {self.actual:.4f} vs baseline {e['value']:.4f} "
+            f"({delta:+.4f}, tolerance {e['tolerance']:.4f})"
+        )
+
+
+def load_baseline(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise ValueError(f"{path}: baseline file not found")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
+    entries = data.get("entries") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise ValueError(f"{path}: expected an object with an 'entries' list")
+    fmt = data.get("format", BASELINE_FORMAT)
+    if fmt != BASELINE_FORMAT:
+        raise ValueError(f"{path}: unknown baseline format {fmt!r} (this qbench reads {BASELINE_FORMAT!r})")
+    needed = {"suite", "technique", "precision", "metric", "value", "tolerance"}
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict):
+            raise ValueError(f"{path}: entries[{i}] is not an object")
+        missing = needed - set(e)
+        if missing:
+            raise ValueError(f"{path}: entries[{i}] lacks {sorted(missing)}")
+        for k in ("value", "tolerance"):
+            if not isinstance(e[k], int | float) or isinstance(e[k], bool) or (k == "tolerance" and e[k] < 0):
+                raise ValueError(f"{path}: entries[{i}].{k}: expected a non-negative number, got {e[k]!r}")
+    return entries
+
+
+def _matching(df: pd.DataFrame, e: dict) -> pd.DataFrame:
+    if df.empty:
+        return df
+    sub = df[
+        (df.suite == e["suite"])
+        & (df.technique == e["technique"])
+        & (df.precision == e["precision"])
+        & (df.metric == e["metric"])
+    ]
+    if e.get("task") is not None:
+        sub = sub[sub.task == e["task"]]
+    if e.get("train_bits") is not None:
+        sub = sub[sub.train_bits == e["train_bits"]]
+    return sub
+
+
+def check(df: pd.DataFrame, entries: list[dict]) -> list[CheckOutcome]:
+    """One outcome per baseline entry, then one `unbaselined` outcome per result of a checked
+    suite and metric that no entry covers (a technique or precision added since the baseline)."""
+    out = []
+    covered = set()
+    for e in entries:
+        sub = _matching(df, e)
+        if sub.empty:
+            out.append(CheckOutcome(e, None, "missing"))
+            continue
+        covered.update(sub.index)
+        actual = float(sub.value.mean())
+        higher = e.get("higher_is_better")
+        higher = bool(sub.higher_is_better.iloc[0]) if higher is None else higher
+        better = actual - e["value"] if higher else e["value"] - actual
+        status = (
+            "regression" if better < -e["tolerance"] else "improvement" if better > e["tolerance"] else "ok"
+        )
+        out.append(CheckOutcome(e, actual, status))
+    if not df.empty:
+        checked = {(e["suite"], e["metric"]) for e in entries}
+        rest = df[
+            [(s, m) in checked for s, m in zip(df.suite, df.metric, strict=True)] & ~df.index.isin(covered)
+        ]
+        g = rest.groupby(["suite", "task", "technique", "train_bits", "precision", "metric"], as_index=False)
+        for r in g.value.mean().itertuples():
+            e = {k: getattr(r, k) for k in KEY_FIELDS}
+            out.append(CheckOutcome({**e, "train_bits": int(r.train_bits)}, float(r.value), "unbaselined"))
+    return out
+
+
+def baseline_from(
+    df: pd.DataFrame,
+    suite: str,
+    tolerance: float | None,
+    metrics: list[str] | None = None,
+    previous: list[dict] | None = None,
+) -> dict:
+    """A baseline of every (task, technique, training bits, precision, metric) of `suite`, the value
+    being the mean over seeds. Entries of other suites in `previous` are kept; a tolerance of None
+    keeps each entry's previous tolerance (0.05 for new entries)."""
+    sub = df[df.suite == suite] if not df.empty else df
+    if metrics and not sub.empty:
+        sub = sub[sub.metric.isin(metrics)]
+    if sub.empty:
+        raise ValueError(f"no results for suite {suite!r} in the index")
+    g = sub.groupby(["task", "technique", "train_bits", "precision", "metric"], as_index=False).agg(
+        value=("value", "mean"), higher_is_better=("higher_is_better", "first")
+    )
+    previous = previous or []
+
+    def old_tolerance(e: dict) -> float | None:
+        for p in previous:
+            if all(p.get(k) in (None, e[k]) for k in KEY_FIELDS) and p["suite"] == suite:
+                return p["tolerance"]
+        return None
+
+    entries = []
+    for r in g.itertuples():
+        e = {
+            "suite": suite,
+            "task": r.task,
+            "technique": r.technique,
+            "train_bits": int(r.train_bits),
+            "precision": r.precision,
+            "metric": r.metric,
+            "value": round(float(r.value), 4),
+        }
+        tol = tolerance if tolerance is not None else old_tolerance(e)
+        e["tolerance"] = 0.05 if tol is None else tol
+        e["higher_is_better"] = bool(r.higher_is_better)
+        entries.append(e)
+    others = [p for p in previous if p["suite"] != suite]
+    entries.sort(
+        key=lambda e: (
+            technique_key(e["technique"]),
+            e["train_bits"],
+            precision_key(e["precision"]),
+            e["metric"],
+        )
+    )
+    return {"format": BASELINE_FORMAT, "entries": others + entries}

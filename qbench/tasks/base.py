@@ -1,0 +1,44 @@
+"""What every task provides: the :class:`Task` interface the engine and the CLI talk to, and
+the :class:`EvalResult` of one evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+
+@dataclass
+class EvalResult:
+    """Metrics for one split at one precision, plus (id, reference, hypothesis) rows."""
+
+    metric: str  # the headline metric's name, e.g. "wer"
+    value: float
+    higher_is_better: bool
+    details: dict[str, Any] = field(default_factory=dict)
+    rows: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+class Task(Protocol):
+    name: str
+    metric: str
+    higher_is_better: bool
+    secondary_metrics: dict[str, bool]  # other metrics in EvalResult.details -> higher is better
+    dataset: str
+
+    def build_data(self) -> None: ...
+
+    def build_model(self) -> nn.Module: ...
+
+    def train_batch(self, step: int, device: torch.device) -> Any:
+        """The batch of a training step; a pure function of (seed, step) so a resumed run sees
+        exactly the batches an uninterrupted one would."""
+        ...
+
+    def loss(self, model: nn.Module, batch: Any) -> torch.Tensor: ...
+
+    def evaluate(
+        self, model: nn.Module, split: str, device: torch.device, progress: bool = True
+    ) -> EvalResult: ...
