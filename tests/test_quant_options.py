@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 
 from qbench.cli.main import app
 from qbench.config import RecipeError
-from qbench.tasks import load_suite
 from qbench.quant import (
     QuantSpec,
     export_packed,
@@ -27,6 +26,7 @@ from qbench.quant.activations import fake_quant_per_token, find_act_quantizers
 from qbench.quant.quantizers import make_quantizer, round_ste
 from qbench.quant.scales import mse_clip_scale
 from qbench.quant.techniques import preset_for
+from qbench.tasks import load_suite
 
 
 class Tiny(nn.Module):

@@ -128,8 +128,8 @@ def test_workers_share_one_gpu_and_pin_one_each_of_several(monkeypatch):
 
     import torch
 
-    from qbench.run import suite
     from qbench.progress import console
+    from qbench.run import suite
 
     monkeypatch.setattr(console, "quiet", console.quiet)  # _init_worker silences this process's console
     monkeypatch.setattr(suite, "_WORKER", dict(suite._WORKER))  # and records its device

@@ -2,7 +2,7 @@
 (:mod:`.loading`), and the run ids that name what a recipe trains (:mod:`.run_ids`)."""
 
 from qbench.config.loading import RecipeCheck, RecipeError, Suite, load_suite, parse_overrides, resolved_yaml
-from qbench.config.run_ids import run_id, stable_hash, training_key, trains_quantized
+from qbench.config.run_ids import run_id, stable_hash, training_key
 from qbench.config.schema import (
     ARCHS,
     DATA_SOURCES,
@@ -20,6 +20,7 @@ from qbench.config.schema import (
     SyntheticSpeechData,
     TrainConfig,
     TransformerConfig,
+    trains_quantized,
 )
 
 __all__ = [

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from pydantic import BaseModel
 
 from qbench.quant.techniques import DEFAULT_EXCLUDE, DEFAULT_INCLUDE
-
-if TYPE_CHECKING:
-    from qbench.config.schema import QuantConfig, Recipe
 
 #: (section, key) -> default: hashed only when set to another value
 HASHED_WHEN_SET: dict[tuple[str, str], Any] = {
@@ -60,13 +59,20 @@ def _drop_defaults(section: str, d: dict) -> dict:
     }
 
 
-def hashed_quant(quant: QuantConfig) -> dict:
+# Every function here reads a recipe (qbench.config.schema.Recipe) or its quant section through
+# its JSON dump: what is hashed is what the dump holds.
+
+
+def _filter_quant(q: dict) -> dict:
+    return q if q["technique"] == "clip" else _drop_defaults("quant", q)
+
+
+def hashed_quant(quant: BaseModel) -> dict:
     """The `quant:` section as it enters run ids and the training key of a QAT run."""
-    d = quant.model_dump(mode="json")
-    return d if quant.technique == "clip" else _drop_defaults("quant", d)
+    return _filter_quant(quant.model_dump(mode="json"))
 
 
-def hashed_sections(recipe: Recipe) -> dict:
+def hashed_sections(recipe: BaseModel) -> dict:
     """Every section but `quant:` as it enters run ids and training keys (`quant` unfiltered)."""
     d = recipe.model_dump(mode="json")
     for section in ("eval", "model"):
@@ -78,22 +84,19 @@ def hashed_sections(recipe: Recipe) -> dict:
     return d
 
 
-def run_id(recipe: Recipe) -> str:
-    digest = stable_hash({**hashed_sections(recipe), "quant": hashed_quant(recipe.quant)})
-    return f"{recipe.quant.technique}-w{recipe.quant.bits}-seed{recipe.seed}-{digest[:8]}"
+def run_id(recipe: BaseModel) -> str:
+    d = hashed_sections(recipe)
+    q = d["quant"]
+    digest = stable_hash({**d, "quant": _filter_quant(q)})
+    return f"{q['technique']}-w{q['bits']}-seed{d['seed']}-{digest[:8]}"
 
 
-def trains_quantized(recipe: Recipe) -> bool:
-    """True when training attaches quantizers (every technique but float and ptq)."""
-    return recipe.quant.technique not in ("float", "ptq")
-
-
-def training_key(recipe: Recipe, float_until: int | None = None) -> str:
+def training_key(recipe: BaseModel, float_until: int | None = None) -> str:
     """What determines the weights after training (or after the first `float_until` float steps)."""
     d = hashed_sections(recipe)
     parts = {k: d[k] for k in ("task", "seed", "data", "model", "train")}
     if float_until is not None:
         parts["float_until"] = float_until
-    elif trains_quantized(recipe):
-        parts["quant"] = hashed_quant(recipe.quant)
+    elif d["quant"]["technique"] not in ("float", "ptq"):  # a QAT run's own training
+        parts["quant"] = _filter_quant(d["quant"])
     return stable_hash(parts)

@@ -461,3 +461,8 @@ def nearest(word: Any, options: list[str]) -> str:
     """A " (did you mean ...?)" hint naming the option closest to ``word``, or ""."""
     match = difflib.get_close_matches(str(word), options, n=1, cutoff=0.5)
     return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def trains_quantized(recipe: Recipe) -> bool:
+    """True when training attaches quantizers (every technique but float and ptq)."""
+    return recipe.quant.technique not in ("float", "ptq")

@@ -66,8 +66,8 @@ def _record_failure(r: Recipe, suite: str, results: Path, exc: BaseException) ->
 
 def run_one(r: Recipe, suite: str, results: Path, device, progress: bool) -> RunOutcome:
     """One grid point; a failure becomes an outcome (DataError and Ctrl-C propagate)."""
-    from qbench.run import distributed
     from qbench.data import DataError
+    from qbench.run import distributed
     from qbench.run.engine import TrainingDiverged, run_recipe
     from qbench.store import record_run_state
 
