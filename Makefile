@@ -42,6 +42,7 @@ asr-4bit: setup
 lint: setup
 	$(BIN)/ruff check qbench tests
 	$(BIN)/ruff format --check qbench tests
+	$(BIN)/mypy qbench
 
 clean:
 	rm -rf .cache $(RESULTS)/runs $(RESULTS)/cache $(RESULTS)/index.sqlite*
