@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sized
 from typing import TypeVar
 
 from rich.console import Console
@@ -40,7 +40,8 @@ def progress_bar(
     if not enabled or not console.is_terminal:
         yield from items
         return
-    total = total if total is not None else (len(items) if hasattr(items, "__len__") else None)
+    if total is None and isinstance(items, Sized):
+        total = len(items)
     with make_progress(transient=True) as bar:
         task = bar.add_task(description, total=total, info="")
         for item in items:

@@ -48,6 +48,7 @@ class _Engine:
 
     def __init__(self) -> None:
         try:
+            # local: only speech synthesis needs the library, and a missing one is reported below
             import espeakng_loader
 
             library = ctypes.CDLL(espeakng_loader.get_library_path())
@@ -139,10 +140,10 @@ def _speak_in_child(engine: _Engine, requests: Sequence[SpeechRequest]) -> list[
     _, status = os.waitpid(pid, 0)
     if status != 0 or not payload:
         raise RuntimeError(f"eSpeak synthesis process failed (wait status {status})")
-    result = pickle.loads(payload)
-    if isinstance(result, Exception):
-        raise result
-    return result
+    received = pickle.loads(payload)
+    if isinstance(received, Exception):
+        raise received
+    return received
 
 
 def synthesize_many(requests: Sequence[SpeechRequest]) -> tuple[list[np.ndarray], int]:

@@ -159,7 +159,8 @@ def generate(cfg, stats: dict) -> dict[str, Iterator[Utterance]]:
             speaker = rng.choice(names)
             n = rng.randint(cfg.min_digits, cfg.max_digits)
             factor = rng.choice(cfg.speed_perturb) if split == "train" else 1.0
-            pieces, words, misses = [_silence(rng, EDGE_PAUSE_S)], [], 0
+            pieces, misses = [_silence(rng, EDGE_PAUSE_S)], 0
+            words: list[str] = []
             while len(words) < n:
                 r = rng.choice(speakers[speaker])
                 got = clip(r)
@@ -191,6 +192,6 @@ def _add_noise(audio: np.ndarray, rng: random.Random, snr_db: tuple[float, float
     speech = audio[audio != 0]
     power = float(np.mean(speech**2)) if speech.size else 1e-4
     snr = rng.uniform(*snr_db)
-    noise = np.random.default_rng(rng.getrandbits(64)).standard_normal(audio.shape[0]).astype(np.float32)
+    noise = np.random.default_rng(rng.getrandbits(64)).standard_normal(len(audio)).astype(np.float32)
     out = audio + noise * np.float32(np.sqrt(power / 10 ** (snr / 10)))
     return np.clip(out, -1.0, 1.0)

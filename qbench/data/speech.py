@@ -117,7 +117,7 @@ def _subset_dirs(cfg, split: str) -> list[Path]:
 
 
 def _librispeech_files(cfg, split: str) -> list[Path]:
-    files = []
+    files: list[Path] = []
     for d in _subset_dirs(cfg, split):
         files += d.glob("*/*/*.flac")
         files += d.glob("*/*/*.trans.txt")

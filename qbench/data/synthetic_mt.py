@@ -29,6 +29,7 @@ from num2words import num2words
 from qbench.config import SyntheticMTData
 
 Case = Literal["nom", "acc", "dat"]
+Gender = Literal["m", "f", "n"]
 Tense = Literal["present", "past", "future", "can", "must", "want"]
 Pair = tuple[str, str]
 
@@ -143,7 +144,7 @@ class Noun:
     en_plural: str
     de: str
     de_plural: str
-    gender: Literal["m", "f", "n"]
+    gender: Gender
     de_oblique: str  # singular outside the nominative: differs for weak masculines (den Jungen)
 
     def english(self, plural: bool) -> str:
@@ -156,6 +157,9 @@ class Noun:
         return self.de if case == "nom" else self.de_oblique
 
 
+GENDERS: dict[str, Gender] = {"der": "m", "die": "f", "das": "n"}
+
+
 def _nouns(table: str) -> dict[str, Noun]:
     """Lines `english[/plural] | article German[/oblique] | German plural`."""
     nouns = {}
@@ -164,7 +168,7 @@ def _nouns(table: str) -> dict[str, Noun]:
         en, _, en_plural = en.partition("/")
         article, de = de.split()
         de, _, oblique = de.partition("/")
-        gender = {"der": "m", "die": "f", "das": "n"}[article]
+        gender = GENDERS[article]
         nouns[en] = Noun(en, en_plural or english_plural(en), de, de_plural, gender, oblique or de)
     return nouns
 
@@ -614,6 +618,9 @@ class Verb:
     motion: bool = False  # takes a direction: into the garden, to the teacher
 
 
+AUXILIARIES: dict[str, Literal["haben", "sein"]] = {"hat": "haben", "ist": "sein"}
+
+
 def _verbs(table: str, objects: tuple[Case, ...] = (), motion: bool = False) -> dict[str, Verb]:
     """Lines `english, English past | German[, er form, du form] | hat/ist participle`."""
     verbs = {}
@@ -628,11 +635,11 @@ def _verbs(table: str, objects: tuple[Case, ...] = (), motion: bool = False) -> 
             en_past,
             de,
             conjugate_present(de, er, du),
-            {"hat": "haben", "ist": "sein"}[auxiliary],
+            AUXILIARIES[auxiliary],
             participle,
             objects,
             motion,
-        )  # type: ignore[arg-type]
+        )
     return verbs
 
 
@@ -1218,7 +1225,9 @@ class Clause:
         objects = list(self.objects)
         kein = self.negative and bool(objects) and objects[-1].negation == "kein"
         if kein:
-            objects[-1] = replace(objects[-1], negated=True)
+            last = objects[-1]
+            assert isinstance(last, NounPhrase)  # pronouns and names negate with nicht
+            objects[-1] = replace(last, negated=True)
         time = self.time.de.split() if self.time and with_time else []
         middle: list[str] = []
         for obj, case in zip(objects, self.verb.objects, strict=True):
@@ -1280,7 +1289,7 @@ def reported(main: Clause, clause: Clause) -> Pair:
 
 # ---------------------------------------------------------------- random choices
 
-TENSE_WEIGHTS = {"present": 30, "past": 30, "future": 12, "can": 10, "must": 8, "want": 10}
+TENSE_WEIGHTS: dict[Tense, int] = {"present": 30, "past": 30, "future": 12, "can": 10, "must": 8, "want": 10}
 
 
 _POOLS: dict[int, tuple] = {}  # id of a module-level lexicon table -> its values
@@ -1295,7 +1304,15 @@ def _choice(rng: random.Random, table: dict):
 
 
 # NUMBERS stands for "a number", drawn uniformly once chosen
-PLURAL_DETERMINERS = (THE, THIS, BARE, SOME, MANY, NUMBERS, *POSSESSIVES.values())
+PLURAL_DETERMINERS: tuple[Determiner | tuple[Determiner, ...], ...] = (
+    THE,
+    THIS,
+    BARE,
+    SOME,
+    MANY,
+    NUMBERS,
+    *POSSESSIVES.values(),
+)
 PLURAL_WEIGHTS = (30, 6, 12, 6, 6, 12, *(4,) * len(POSSESSIVES))
 SINGULAR_DETERMINERS = (THE, A, THIS, EVERY, *POSSESSIVES.values())
 SINGULAR_WEIGHTS = (40, 30, 6, 4, *(3,) * len(POSSESSIVES))
@@ -1307,9 +1324,8 @@ def random_noun_phrase(rng: random.Random, nouns: dict[str, Noun]) -> NounPhrase
     adjectives = tuple(rng.sample(ADJECTIVE_POOL, rng.choices((0, 1, 2), (55, 35, 10))[0]))
     plural = rng.random() < 0.3
     if plural:
-        determiner = rng.choices(PLURAL_DETERMINERS, PLURAL_WEIGHTS)[0]
-        if determiner is NUMBERS:
-            determiner = rng.choice(NUMBERS)
+        picked = rng.choices(PLURAL_DETERMINERS, PLURAL_WEIGHTS)[0]
+        determiner = rng.choice(picked) if isinstance(picked, tuple) else picked  # NUMBERS: one of them
     else:
         determiner = rng.choices(SINGULAR_DETERMINERS, SINGULAR_WEIGHTS)[0]
     return NounPhrase(determiner, noun, adjectives, plural)
@@ -1408,7 +1424,7 @@ def make_pair(rng: random.Random) -> Pair:
     # "if"/"as soon as"/"until" clauses are about the present or future: their verb is present tense.
     conditional = conjunction.en in ("if", "as soon as", "until")
     clause = random_clause(rng, "present" if conditional else None, time_probability=0.1)
-    main_tense = rng.choice(["present", "future", "can", "must"]) if conditional else None
+    main_tense: Tense | None = rng.choice(["present", "future", "can", "must"]) if conditional else None
     main = random_clause(rng, main_tense, time_probability=0.1)
     if roll < 0.87:
         return subordinate(main, conjunction, clause)

@@ -157,9 +157,10 @@ def make_noise(kind: str, clean: np.ndarray, sample_rate: int, rng: np.random.Ge
         # Time-reversed, shifted copies of the utterance: speech spectrum and rhythm, no words.
         reversed_speech = clean[::-1].astype(np.float64)
         talkers = rng.integers(3, 7)
-        return sum(
-            np.roll(reversed_speech, rng.integers(len(clean))) * rng.uniform(0.5, 1.0) for _ in range(talkers)
-        )
+        babble = np.zeros(len(clean))
+        for _ in range(talkers):
+            babble += np.roll(reversed_speech, rng.integers(len(clean))) * rng.uniform(0.5, 1.0)
+        return babble
     if kind == "white":
         return rng.standard_normal(len(clean))
     power_exponent = {"pink": 1.0, "brown": 2.0}[kind]
