@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
@@ -107,7 +107,9 @@ def _fields_at(loc: tuple) -> list[str]:
     return list(fields) if fields else []
 
 
-def _format_error(err: dict, source: str, lines: dict[tuple, int], overrides: dict[str, str]) -> str:
+def _format_error(
+    err: Mapping[str, Any], source: str, lines: dict[tuple, int], overrides: dict[str, str]
+) -> str:
     loc, _ = _strip_tags(tuple(err["loc"]))
     dotted = ".".join(str(p) for p in loc) or "(top level)"
     if dotted in overrides:

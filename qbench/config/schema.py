@@ -399,7 +399,7 @@ class Recipe(_Strict):
 
     def cross_field_errors(self) -> list[tuple[tuple, str]]:
         """Checks that span sections, as (location, message) so errors still point at a line."""
-        errors = []
+        errors: list[tuple[tuple, str]] = []
         if self.data.source not in DATA_SOURCES[self.task]:
             errors.append(
                 (
