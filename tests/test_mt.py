@@ -38,7 +38,7 @@ def test_bleu_and_chrf_are_sacrebleus() -> None:
         "Sie geht ins Haus hinein.",
     ]
     result = translation_result(["a", "b", "c"], refs, hyps, "greedy")
-    assert result.metric == "bleu" and result.higher_is_better
+    assert result.metric.name == "bleu" and result.metric.higher_is_better
     assert result.value == sacrebleu.corpus_bleu(hyps, [refs]).score
     assert result.details["chrf"] == sacrebleu.corpus_chrf(hyps, [refs]).score
     assert result.details["signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:")

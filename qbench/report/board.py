@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from qbench.quant import TECHNIQUES
-from qbench.tasks.metrics import display_scale, is_percent
+from qbench.tasks.metrics import Metric, metric
 
 _PRECISION_ORDER = {"float": 0, **{f"w{b}": 10 - b for b in range(8, 1, -1)}}
 
@@ -67,8 +67,7 @@ class Leaderboard:
 
     table: pd.DataFrame  # formatted strings, for display
     values: pd.DataFrame  # long form: suite, row, technique, precision, mean, std, n, delta, sizes
-    metric: str
-    higher_is_better: bool
+    metric: Metric
     seeds: int = 1  # most seeds behind one cell
     failed: pd.DataFrame | None = None  # runs whose state is failed: run_id, technique, seed, reason
     relative_to_best: bool = False  # (+x) is the change from the row's best precision, not from float
@@ -95,6 +94,7 @@ def leaderboard(
     metrics = df.metric.unique()
     if len(metrics) > 1:
         raise ValueError(f"results mix metrics {sorted(metrics)}: filter with --task or --suite")
+    m = metric(metrics[0])
     bits_vary = df[~df.technique.isin(["float", "ptq"])].train_bits.nunique() > 1
     several = df.suite.nunique() > 1
     labels = [_row_label(t, b, bits_vary) for t, b in zip(df.technique, df.train_bits, strict=True)]
@@ -110,13 +110,11 @@ def leaderboard(
     )
     # The reference of each suite: its float-trained model evaluated in float.
     base = df if reference is None or reference.empty else reference
-    base = base[
-        (base.technique == "float") & (base.precision == "float") & (base.metric == df.metric.iloc[0])
-    ]
+    base = base[(base.technique == "float") & (base.precision == "float") & (base.metric == m.name)]
     ref = base.groupby("suite")["value"].mean()
     g["delta"] = [m - ref[s] if s in ref.index else math.nan for s, m in zip(g.suite, g["mean"], strict=True)]
     g["size_mb"] = g.size_bits / 8e6
-    higher = bool(df.higher_is_better.iloc[0])
+    higher = m.higher_is_better
     if relative_to_best:
         best = g.groupby("row")["mean"].transform("max" if higher else "min")
         g["delta"] = g["mean"] - best
@@ -131,22 +129,23 @@ def leaderboard(
         key=lambda r: (g[g.row == r].suite.iloc[0], technique_key(g[g.row == r].technique.iloc[0]), r),
     )
     rows = _sorted_rows(g, rows, precisions, sort, higher)
-    scale = display_scale(df.metric.iloc[0])
 
     def cell(sub: pd.DataFrame) -> str:
         if sub.empty:
             return "–"
-        m, s, n, d = sub["mean"].iloc[0], sub["std"].iloc[0], sub["n"].iloc[0], sub["delta"].iloc[0]
-        text = f"{scale * m:.2f}"
+        mean, s, n, d = sub["mean"].iloc[0], sub["std"].iloc[0], sub["n"].iloc[0], sub["delta"].iloc[0]
+        text = m.format(mean)
         if n > 1 and not math.isnan(s):
-            text += f" ± {scale * s:.2f}"
+            text += f" ± {m.format(s)}"
         if relative_to_best:
             return text + (
-                " (best)" if sub.precision.iloc[0] == sub.best_precision.iloc[0] else f" ({scale * d:+.2f})"
+                " (best)"
+                if sub.precision.iloc[0] == sub.best_precision.iloc[0]
+                else f" ({m.format(d, signed=True)})"
             )
         is_ref = sub.technique.iloc[0] == "float" and sub.precision.iloc[0] == "float"
         if not math.isnan(d) and not is_ref:
-            text += f" ({scale * d:+.2f})"
+            text += f" ({m.format(d, signed=True)})"
         return text
 
     table = pd.DataFrame(
@@ -160,25 +159,26 @@ def leaderboard(
     order = {r: i for i, r in enumerate(rows)}
     values = g.assign(_o=g.row.map(order), _p=g.precision.map(lambda p: precision_key(p)[0]))
     values = values.sort_values(["_o", "_p"]).drop(columns=["_o", "_p"]).reset_index(drop=True)
-    return Leaderboard(
-        table, values, df.metric.iloc[0], higher, seeds=int(g.n.max()), relative_to_best=relative_to_best
-    )
+    return Leaderboard(table, values, m, seeds=int(g.n.max()), relative_to_best=relative_to_best)
 
 
-def by_length(df: pd.DataFrame, precision: str) -> pd.DataFrame:
+def by_length(df: pd.DataFrame, precision: str, base: str = "wer") -> pd.DataFrame:
     """Long-form view: the rows of `df` (all metrics: do not filter by metric first) at
-    `precision` whose metric is WER on single utterances (`wer`) or on joined ones (`wer@xN`),
-    relabelled so that :func:`leaderboard` shows one column per length (x1, x4, x8, ...)."""
+    `precision` whose metric is `base` (WER on single utterances) or a long-form variant of it
+    (Metric.base == base: `wer@xN`, N utterances joined), relabelled so that :func:`leaderboard`
+    shows one column per length (x1, x4, x8, ...)."""
     if df.empty:
         return df
-    sub = df[(df.precision == precision) & df.metric.str.fullmatch(r"wer(@x\d+)?")]
-    if not sub.metric.str.contains("@").any():
+    sub = df[df.precision == precision]
+    measures = {name: metric(name) for name in sub.metric.unique()}
+    sub = sub[sub.metric.map(lambda name: measures[name].base == base).astype(bool)]
+    lengths = sub.metric.map(lambda name: measures[name].joined)
+    if not (lengths > 1).any():
         raise ValueError(
             f"no long-form results at precision {precision!r}: run a recipe with eval.long_form, e.g. [4, 8]"
         )
-    lengths = sub.metric.str.extract(r"@x(\d+)$")[0].fillna("1").astype(int)
     width = len(str(lengths.max()))
-    return sub.assign(precision=[f"{precision} x{n:0{width}d}" for n in lengths], metric="wer", headline=1)
+    return sub.assign(precision=[f"{precision} x{n:0{width}d}" for n in lengths], metric=base, headline=1)
 
 
 def _sorted_rows(g: pd.DataFrame, rows: list[str], precisions: list[str], sort: str | None, higher: bool):
@@ -200,13 +200,8 @@ def _sorted_rows(g: pd.DataFrame, rows: list[str], precisions: list[str], sort: 
     return sorted(rows, key=key)  # stable: ties keep the technique order
 
 
-def _unit(board: Leaderboard) -> str:
-    pct = " %" if is_percent(board.metric) else ""
-    return f"{board.metric.upper()}{pct}, {'higher' if board.higher_is_better else 'lower'} is better"
-
-
 def _legend(board: Leaderboard) -> str:
-    parts = [f"cells: {_unit(board)}"]
+    parts = [f"cells: {board.metric.legend}"]
     if board.seeds > 1:
         parts.append(f"mean ± standard deviation over up to {board.seeds} seeds")
     if board.relative_to_best:

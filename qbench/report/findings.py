@@ -35,6 +35,7 @@ from pathlib import Path
 import pandas as pd
 
 from qbench.quant.labels import cell, topk_options
+from qbench.tasks.metrics import Metric, metric
 
 __all__ = ["Finding", "findings", "render_findings", "write_findings"]
 
@@ -51,10 +52,10 @@ class Stat:
     std: float
     n: int
 
-    def text(self, scale: float) -> str:
-        s = f"{scale * self.mean:.2f}"
+    def text(self, m: Metric) -> str:
+        s = m.format(self.mean)
         if self.n > 1 and not math.isnan(self.std):
-            s += f" ± {scale * self.std:.2f}"
+            s += f" ± {m.format(self.std)}"
         return s + f" (n={self.n})"
 
 
@@ -76,12 +77,11 @@ class _Table:
         self.suite = suite
         self.all = df[df.suite == suite]
         head = self.all[self.all.headline == 1]
-        self.metric = head.metric.iloc[0] if not head.empty else "wer"
-        self.higher = bool(head.higher_is_better.iloc[0]) if not head.empty else False
+        self.metric = metric(head.metric.iloc[0] if not head.empty else "wer")
         self.used: list[Stat] = []
 
     def stat(self, technique: str, precision: str, metric: str | None = None) -> Stat | None:
-        m = metric or self.metric
+        m = metric or self.metric.name
         sub = self.all[
             (self.all.technique == technique) & (self.all.precision == precision) & (self.all.metric == m)
         ]
@@ -97,7 +97,7 @@ class _Table:
 
     def better(self, a: Stat, b: Stat) -> float:
         """How much better a is than b (positive: better), in metric units."""
-        return (a.mean - b.mean) if self.higher else (b.mean - a.mean)
+        return self.metric.better(a.mean, b.mean)
 
     def techniques(self) -> list[str]:
         return sorted(self.all.technique.unique())
@@ -117,12 +117,6 @@ def _margin(diff: float, *stats: Stat) -> str:
     return "held within the seed spread" if not math.isnan(spread) and abs(diff) < spread else "held"
 
 
-def _scale(metric: str) -> float:
-    from qbench.tasks.metrics import display_scale
-
-    return display_scale(metric)
-
-
 def _noise_needs_scale_grad(t: _Table) -> tuple[str, str] | None:
     cells = t.by_cell()
     sg, ok = cells.get(("absmax-sg", "noise")), cells.get(("absmax", "noise"))
@@ -133,12 +127,12 @@ def _noise_needs_scale_grad(t: _Table) -> tuple[str, str] | None:
         return None
     d = t.better(b, a)
     verdict = _margin(d, a, b) if d > 0 else "did not hold"
-    detail = f"absmax + noise is {abs(d) * _scale(t.metric):.2f} {'better' if d > 0 else 'worse'} than with the scale gradient stopped"
+    detail = f"absmax + noise is {abs(d) * t.metric.scale:.2f} {'better' if d > 0 else 'worse'} than with the scale gradient stopped"
     sg_ste, ste = cells.get(("absmax-sg", "round-ste")), cells.get(("absmax", "round-ste"))
     if sg_ste and ste:
         c, e = t.stat(sg_ste, "w4"), t.stat(ste, "w4")
         if c and e:
-            detail += f"; control, round-STE: stopping the gradient changes it by {t.better(c, e) * _scale(t.metric):+.2f} (positive: better)"
+            detail += f"; control, round-STE: stopping the gradient changes it by {t.better(c, e) * t.metric.scale:+.2f} (positive: better)"
     return verdict, detail
 
 
@@ -158,7 +152,7 @@ def _rand_beats_learned_and_clip(t: _Table) -> tuple[str, str] | None:
             d = t.better(r, o)
             total += 1
             wins += d > 0
-            parts.append(f"{est}: vs {scale} {d * _scale(t.metric):+.2f}")
+            parts.append(f"{est}: vs {scale} {d * t.metric.scale:+.2f}")
     if not total:
         return None
     verdict = "held" if wins == total else "did not hold" if wins == 0 else "partly held"
@@ -178,7 +172,7 @@ def _rand_helps_noise_most(t: _Table) -> tuple[str, str] | None:
             gains[est] = t.better(sr, sa)
     if len(gains) < 2:
         return None
-    s = _scale(t.metric)
+    s = t.metric.scale
     # "helps most" needs RAND to help noise at all: losing less under noise than under STE is not it
     verdict = "held" if gains["noise"] > 0 and gains["noise"] > gains["round-ste"] else "did not hold"
     note = "; RAND helps neither" if max(gains.values()) <= 0 else ""
@@ -190,12 +184,14 @@ def _rand_helps_noise_most(t: _Table) -> tuple[str, str] | None:
 
 
 def _distance_from_best(t: _Table, technique: str) -> tuple[float, int] | None:
-    precisions = sorted(t.all[(t.all.technique == technique) & (t.all.metric == t.metric)].precision.unique())
+    precisions = sorted(
+        t.all[(t.all.technique == technique) & (t.all.metric == t.metric.name)].precision.unique()
+    )
     stats = [s for p in precisions if (s := t.stat(technique, p))]
     quantized = [s for s in stats if s.precision != "float"]
     if len(quantized) < 3:
         return None
-    best = max(stats, key=lambda s: s.mean if t.higher else -s.mean)
+    best = t.metric.best(stats, key=lambda s: s.mean)
     return sum(abs(s.mean - best.mean) for s in quantized) / len(quantized), len(quantized)
 
 
@@ -219,7 +215,7 @@ def _noise_model_many_precisions(t: _Table) -> tuple[str, str] | None:
             groups["learned"].append((tech, dist[0]))
     if not groups["noise"] or not groups["learned"]:
         return None
-    s = _scale(t.metric)
+    s = t.metric.scale
     mean = {k: sum(v for _, v in g) / len(g) for k, g in groups.items()}
     verdict = "held" if mean["noise"] < mean["learned"] else "did not hold"
     fmt = lambda g: ", ".join(f"{k} {v * s:.2f}" for k, v in g)  # noqa: E731
@@ -231,8 +227,8 @@ def _noise_model_many_precisions(t: _Table) -> tuple[str, str] | None:
 
 def _long_form(t: _Table) -> tuple[str, str] | None:
     longs = sorted(
-        {m for m in t.all.metric.unique() if m.startswith(f"{t.metric}@x")},
-        key=lambda m: int(m.split("@x")[1]),
+        {m for m in t.all.metric.unique() if metric(m).base == t.metric.name and metric(m).joined > 1},
+        key=lambda m: metric(m).joined,
     )
     if not longs:
         return None
@@ -241,12 +237,12 @@ def _long_form(t: _Table) -> tuple[str, str] | None:
     for tech in ("rand", "pqn", "ste", "rand-ste"):
         short, long = t.stat(tech, "w4"), t.stat(tech, "w4", m)
         if short and long:
-            loss[tech] = (long.mean - short.mean) * (-1 if t.higher else 1)
+            loss[tech] = t.better(short, long)  # how much worse the long recordings score
     if "rand" not in loss or "ste" not in loss:
         return None
-    s = _scale(t.metric)
+    s = t.metric.scale
     verdict = "held" if loss["rand"] < loss["ste"] else "did not hold"
-    return verdict, f"{m} minus {t.metric} at w4 (lower: generalises better): " + ", ".join(
+    return verdict, f"{m} minus {t.metric.name} at w4 (lower: generalises better): " + ", ".join(
         f"{k} {v * s:+.2f}" for k, v in loss.items()
     )
 
@@ -257,7 +253,7 @@ def _auto_precision(t: _Table) -> tuple[str, str] | None:
     hands = sorted(p for p in precisions if p.startswith("hand"))
     if not autos or "w4" not in precisions:
         return None
-    s = _scale(t.metric)
+    s = t.metric.scale
     beat_w4 = match_hand = total = 0
     parts = []
     for tech in t.techniques():
@@ -295,9 +291,9 @@ def _rand_default_kp(t: _Table) -> tuple[str, str] | None:
         return None
     stats = {x: t.stat(x, "w4") for x in sweep}
     stats = {x: st for x, st in stats.items() if st}
-    best = max(stats, key=lambda x: stats[x].mean if t.higher else -stats[x].mean)
+    best = t.metric.best(stats, key=lambda x: stats[x].mean)
     d = abs(stats["rand"].mean - stats[best].mean)
-    s = _scale(t.metric)
+    s = t.metric.scale
     spread = max(stats["rand"].std, stats[best].std)
     if best == "rand":
         verdict = "held"
@@ -434,7 +430,7 @@ def render_findings(items: list[Finding], suites: Sequence[str], results: Path |
         if f.rows:
             lines += ["| suite | technique | precision | metric | value |", "|---|---|---|---|---|"]
             for r in f.rows:
-                value = r.text(_scale(r.metric))
+                value = r.text(metric(r.metric))
                 lines.append(f"| {r.suite} | {r.technique} | {r.precision} | {r.metric} | {value} |")
             lines.append("")
     return "\n".join(lines).rstrip() + "\n"

@@ -1,18 +1,27 @@
 """The CI gate: a committed baseline of (suite, technique, precision, metric) values with a
-tolerance each, checked against the results index; a regression beyond its tolerance fails."""
+tolerance each, checked against the results index; a regression beyond its tolerance fails.
+
+A metric's direction comes from its registered :class:`~qbench.tasks.metrics.Metric`; the
+`higher_is_better` an entry may carry is written for readers and older qbench versions. A result
+or baseline value that is not a number (NaN) fails the check: the gate cannot tell it is not worse.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from qbench.report.board import precision_key, technique_key
+from qbench.tasks.metrics import find_metric, metric
 
 BASELINE_FORMAT = "qbench-baseline/1"
 KEY_FIELDS = ("suite", "task", "technique", "train_bits", "precision", "metric")
+# Tolerances are decimals (0.02): a change equal to one, up to binary rounding, is within it.
+_ROUNDING = 1e-9
 
 
 @dataclass
@@ -39,9 +48,10 @@ class CheckOutcome:
         if self.status == "unbaselined":
             return f"NO BASELINE {self.name}: {self.actual:.4f} in the index, no baseline entry (not checked)"
         delta = self.actual - e["value"]
+        nan = " (not a number)" if math.isnan(delta) else ""
         return (
             f"{self.status.upper():<11} {self.name}: {self.actual:.4f} vs baseline {e['value']:.4f} "
-            f"({delta:+.4f}, tolerance {e['tolerance']:.4f})"
+            f"({delta:+.4f}, tolerance {e['tolerance']:.4f}){nan}"
         )
 
 
@@ -68,6 +78,12 @@ def load_baseline(path: Path) -> list[dict]:
         for k in ("value", "tolerance"):
             if not isinstance(e[k], int | float) or isinstance(e[k], bool) or (k == "tolerance" and e[k] < 0):
                 raise ValueError(f"{path}: entries[{i}].{k}: expected a non-negative number, got {e[k]!r}")
+        if not math.isfinite(e["tolerance"]):
+            raise ValueError(
+                f"{path}: entries[{i}].tolerance: expected a finite number, got {e['tolerance']!r}"
+            )
+        if find_metric(e["metric"]) is None:
+            raise ValueError(f"{path}: entries[{i}].metric: unknown metric {e['metric']!r}")
     return entries
 
 
@@ -87,6 +103,17 @@ def _matching(df: pd.DataFrame, e: dict) -> pd.DataFrame:
     return sub
 
 
+def outcome(value: float, baseline: float, tolerance: float, higher_is_better: bool) -> str:
+    """regression (worse by more than `tolerance`, or either value NaN), improvement (better by
+    more) or ok."""
+    if math.isnan(value) or math.isnan(baseline):
+        return "regression"
+    better = value - baseline if higher_is_better else baseline - value
+    if better < -(tolerance + _ROUNDING):
+        return "regression"
+    return "improvement" if better > tolerance + _ROUNDING else "ok"
+
+
 def check(df: pd.DataFrame, entries: list[dict]) -> list[CheckOutcome]:
     """One outcome per baseline entry, then one `unbaselined` outcome per result of a checked
     suite and metric that no entry covers (a technique or precision added since the baseline)."""
@@ -98,14 +125,9 @@ def check(df: pd.DataFrame, entries: list[dict]) -> list[CheckOutcome]:
             out.append(CheckOutcome(e, None, "missing"))
             continue
         covered.update(sub.index)
-        actual = float(sub.value.mean())
-        higher = e.get("higher_is_better")
-        higher = bool(sub.higher_is_better.iloc[0]) if higher is None else higher
-        better = actual - e["value"] if higher else e["value"] - actual
-        status = (
-            "regression" if better < -e["tolerance"] else "improvement" if better > e["tolerance"] else "ok"
-        )
-        out.append(CheckOutcome(e, actual, status))
+        actual = float(sub.value.mean(skipna=False))  # one NaN seed makes the result NaN
+        higher = metric(e["metric"]).higher_is_better
+        out.append(CheckOutcome(e, actual, outcome(actual, e["value"], e["tolerance"], higher)))
     if not df.empty:
         checked = {(e["suite"], e["metric"]) for e in entries}
         rest = df[
@@ -134,7 +156,7 @@ def baseline_from(
     if sub.empty:
         raise ValueError(f"no results for suite {suite!r} in the index")
     g = sub.groupby(["task", "technique", "train_bits", "precision", "metric"], as_index=False).agg(
-        value=("value", "mean"), higher_is_better=("higher_is_better", "first")
+        value=("value", "mean")
     )
     previous = previous or []
 
@@ -157,7 +179,7 @@ def baseline_from(
         }
         tol = tolerance if tolerance is not None else old_tolerance(e)
         e["tolerance"] = 0.05 if tol is None else tol
-        e["higher_is_better"] = bool(r.higher_is_better)
+        e["higher_is_better"] = metric(r.metric).higher_is_better
         entries.append(e)
     others = [p for p in previous if p["suite"] != suite]
     entries.sort(

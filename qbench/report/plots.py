@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from qbench.report.board import precision_key, technique_key
-from qbench.tasks.metrics import display_scale
+from qbench.tasks.metrics import metric
 
 _LOSS_LINE = re.compile(r"^step (\d+) loss \S+ avg (\S+)")
 
@@ -83,10 +83,9 @@ def plot_suite(df: pd.DataFrame, out: Path, title: str | None = None, results: P
         raise ValueError("no results match: nothing to plot")
     if df.metric.nunique() > 1:
         raise ValueError(f"results mix metrics {sorted(df.metric.unique())}: filter with --task or --suite")
-    metric = df.metric.iloc[0]
-    scale = display_scale(metric)
-    unit = f"{metric.upper()}{' (%)' if scale == 100 else ''}"
-    higher = bool(df.higher_is_better.iloc[0])
+    m = metric(df.metric.iloc[0])
+    scale, higher = m.scale, m.higher_is_better
+    unit = m.name.upper() + (f" ({m.unit})" if m.unit else "")
     several = df.suite.nunique() > 1
     bits_vary = df[~df.technique.isin(["float", "ptq"])].train_bits.nunique() > 1
 
@@ -106,7 +105,7 @@ def plot_suite(df: pd.DataFrame, out: Path, title: str | None = None, results: P
     n_seeds = int(df.groupby(["label", "precision"]).seed.nunique().max())
     suites = ", ".join(sorted(df.suite.unique()))
     fig.suptitle(
-        f"{title or suites}: {unit}, {'higher' if higher else 'lower'} is better "
+        f"{title or suites}: {unit}, {m.direction} is better "
         f"({df.dataset.iloc[0]}, {n_seeds} seed{'s' if n_seeds > 1 else ''})",
         fontsize=14,
         fontweight="bold",

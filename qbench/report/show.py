@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from qbench.report.board import precision_key
-from qbench.tasks.metrics import display_scale
+from qbench.tasks.metrics import METRICS, metric
 
 _LOSS = re.compile(r"^step (\d+) loss (\S+) avg (\S+)")
 
@@ -68,9 +68,9 @@ def curve_summary(run_dir: Path, metrics: dict) -> list[str]:
     curve = metrics.get("curve") or []
     if curve:
         key = next(k for k in curve[0] if k not in ("step", "minutes", "split"))
-        scale = display_scale(key)
-        pts = [(p["step"], p[key] * scale) for p in curve if key in p]
-        best = min(pts, key=lambda x: x[1]) if key in ("wer", "cer") else max(pts, key=lambda x: x[1])
+        m = metric(key)
+        pts = [(p["step"], m.display(p[key])) for p in curve if key in p]
+        best = m.best(pts, key=lambda x: x[1])
         picked = pts if len(pts) <= 8 else pts[:: max(1, len(pts) // 8)]
         if picked[-1] != pts[-1]:
             picked.append(pts[-1])
@@ -125,17 +125,14 @@ def show_run(run_dir: Path, console, worst: int = 5, precisions: list[str] | Non
     if per:
         console.rule("evaluation (test)")
         names = sorted(per, key=precision_key)
-        keys = [k for k in ("wer", "cer", "bleu", "chrf") if any(k in per[p] for p in names)]
+        # the registered metrics (not their variants: long-form, greedy) this run recorded
+        shown = [m for m in METRICS.values() if any(m.name in per[p] for p in names)]
         table = Table()
-        for c in [
-            "precision",
-            *[f"{k.upper()}{' %' if display_scale(k) == 100 else ''}" for k in keys],
-            "packed size",
-        ]:
+        for c in ["precision", *[m.label for m in shown], "packed size"]:
             table.add_column(c, justify="right")
         for p in names:
             d = per[p]
-            cells = [f"{display_scale(k) * d[k]:.2f}" if k in d else "–" for k in keys]
+            cells = [m.format(d[m.name]) if m.name in d else "–" for m in shown]
             size = d.get("size_bits")
             ratio = f" ({d['float32_bits'] / size:.1f}x)" if size and d.get("float32_bits") else ""
             table.add_row(p, *cells, f"{size / 8e6:.2f} MB{ratio}" if size else "–")

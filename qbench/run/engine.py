@@ -39,7 +39,6 @@ from qbench.quant.labels import technique_label
 from qbench.run import distributed
 from qbench.store import RunDir, record_results
 from qbench.tasks import Task, build_task
-from qbench.tasks.metrics import display_scale
 
 
 class TrainingDiverged(RuntimeError):
@@ -298,10 +297,10 @@ class Runner:
                             "step": state.step,
                             "minutes": state.train_seconds / 60,
                             "split": split,
-                            res.metric: res.value,
+                            res.metric.name: res.value,
                         }
                     )
-                    self.log(f"step {state.step} {split} {res.metric} {res.value:.4f}")
+                    self.log(f"step {state.step} {split} {res.metric.name} {res.value:.4f}")
                     t0 = time.perf_counter() - state.train_seconds  # evaluation is not training time
                 if state.step == warm and not state.quantized:
                     prefix = self.shared / f"float-{training_key(r, float_until=warm)}.pt"
@@ -336,7 +335,7 @@ class Runner:
                 res = self._evaluate(task, state.model, "test")
             size = model_size_bits(state.model, precision, self.spec)
             per_precision[name] = {
-                res.metric: res.value,
+                res.metric.name: res.value,
                 **res.details,
                 "size_bits": size["total_bits"],
                 "float32_bits": size["float32_bits"],
@@ -345,10 +344,10 @@ class Runner:
             if r.eval.hypotheses:
                 self.run.write_hypotheses(name, res.rows)
             # One index row per metric: the task's headline metric and its secondary ones (CER, chrF).
-            metrics = {res.metric: (res.value, res.higher_is_better, 1)}
-            for m, higher in getattr(task, "secondary_metrics", {}).items():
-                if m in res.details:
-                    metrics[m] = (res.details[m], higher, 0)
+            metrics = {res.metric.name: (res.value, res.metric.higher_is_better, 1)}
+            for m in getattr(task, "secondary_metrics", ()):
+                if m.name in res.details:
+                    metrics[m.name] = (res.details[m.name], m.higher_is_better, 0)
             rows += [
                 {
                     "run_id": r.run_id,
@@ -373,7 +372,7 @@ class Runner:
                 for m, (value, higher, headline) in metrics.items()
             ]
             console.print(
-                f"  {name:>10}: {res.metric} {display_scale(res.metric) * res.value:6.2f}  "
+                f"  {name:>10}: {res.metric.name} {res.metric.format(res.value):>6}  "
                 f"({size['total_bits'] / 8e6:.2f} MB packed)"
             )
         return {"per_precision": per_precision, "rows": rows}

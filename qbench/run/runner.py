@@ -87,14 +87,12 @@ def run_one(r: Recipe, suite: str, results: Path, device, progress: bool) -> Run
     if main:
         record_run_state(results, r, suite, "done")
     state = "skipped" if m.get("skipped") else "done"
-    from qbench.tasks.metrics import display_scale
+    from qbench.tasks import TASKS
 
-    metric = _HEADLINE.get(r.task, "")
-    scores = {p: display_scale(metric) * d[metric] for p, d in m.get("precisions", {}).items() if metric in d}
+    head = TASKS[r.task].metric if r.task in TASKS else None  # the task's headline metric
+    per = m.get("precisions", {})
+    scores = {p: head.display(d[head.name]) for p, d in per.items() if head and head.name in d}
     return RunOutcome(r.run_id, r.quant.technique, r.seed, state, timings=m.get("timings", {}), scores=scores)
-
-
-_HEADLINE = {"asr": "wer", "mt": "bleu"}
 
 
 def prepare_data(runs: list[Recipe], results: Path, progress: bool) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -28,6 +29,7 @@ from qbench.device import autocast, to_device
 from qbench.progress import progress_bar
 from qbench.tasks.base import EvalResult
 from qbench.tasks.conformer import ConformerCTC, ConformerEncoder
+from qbench.tasks.metrics import METRICS, Metric, register, register_rule
 from qbench.tasks.tokenizers import CharTokenizer, SentencePieceTokenizer
 from qbench.tasks.transducer import ConformerTransducer
 
@@ -92,11 +94,37 @@ def word_error_details(refs: list[str], hyps: list[str]) -> dict[str, Any]:
     }
 
 
+# ------------------------------------------------------------------ metrics
+
+METRIC_WER = register(
+    Metric("wer", higher_is_better=False, unit="%", scale=100.0, description="word error rate (jiwer)")
+)
+METRIC_CER = register(
+    Metric("cer", higher_is_better=False, unit="%", scale=100.0, description="character error rate (jiwer)")
+)
+_VARIANT = re.compile(r"(wer|cer)(_greedy)?(?:@x([1-9]\d*))?")
+
+
+@register_rule
+def asr_metric_variant(name: str) -> Metric | None:
+    """wer_greedy / cer_greedy: greedy decoding, scored beside a lexicon decoder; wer@xN / cer@xN
+    (also of _greedy): N test utterances joined into one long recording. None for other names."""
+    m = _VARIANT.fullmatch(name)
+    if m is None or name in METRICS:
+        return None
+    base = METRICS[m[1]]
+    short = m[1] + (m[2] or "")
+    joined = int(m[3] or 1)
+    what = base.description + (", greedy decoding" if m[2] else "")
+    if joined > 1:
+        what += f", on recordings of {joined} joined test utterances"
+    return Metric(name, base.higher_is_better, base.unit, base.scale, base.decimals, what, short, joined)
+
+
 class ASRTask:
     name = "asr"
-    metric = "wer"
-    higher_is_better = False
-    secondary_metrics = {"cer": False}  # name -> higher is better; recorded in the index beside WER
+    metric = METRIC_WER
+    secondary_metrics: tuple[Metric, ...] = (METRIC_CER,)  # recorded in the index beside WER
 
     def __init__(self, recipe: Recipe, cache_dir: Path, progress: bool = True):
         self.recipe = recipe
@@ -108,9 +136,9 @@ class ASRTask:
         self._tokenizer = None
         self._lexicon_decoder = None
         if recipe.eval.decoder == "lexicon":
-            self.secondary_metrics = {**self.secondary_metrics, "wer_greedy": False, "cer_greedy": False}
+            self.secondary_metrics += (asr_metric_variant("wer_greedy"), asr_metric_variant("cer_greedy"))
         for n in recipe.eval.long_form:  # long-form scores join WER and CER in the index
-            self.secondary_metrics = {**self.secondary_metrics, f"wer@x{n}": False, f"cer@x{n}": False}
+            self.secondary_metrics += (asr_metric_variant(f"wer@x{n}"), asr_metric_variant(f"cer@x{n}"))
 
     # ------------------------------------------------------------------ data
 
@@ -345,7 +373,7 @@ class ASRTask:
                 details[f"wer@x{n}"], details[f"cer@x{n}"] = long.value, long.details["cer"]
                 details[f"utterances@x{n}"] = long.details["utterances"]
         rows = list(zip(s["ids"], refs, hyp_list, strict=True))
-        return EvalResult("wer", details["wer"], False, details, rows)
+        return EvalResult(METRIC_WER, details["wer"], details, rows)
 
     @property
     def lexicon(self) -> list[str]:

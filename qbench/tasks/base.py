@@ -9,23 +9,23 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from qbench.tasks.metrics import Metric
+
 
 @dataclass
 class EvalResult:
     """Metrics for one split at one precision, plus (id, reference, hypothesis) rows."""
 
-    metric: str  # the headline metric's name, e.g. "wer"
+    metric: Metric  # the headline metric; its stored name is metric.name
     value: float
-    higher_is_better: bool
     details: dict[str, Any] = field(default_factory=dict)
     rows: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 class Task(Protocol):
     name: str
-    metric: str
-    higher_is_better: bool
-    secondary_metrics: dict[str, bool]  # other metrics in EvalResult.details -> higher is better
+    metric: Metric  # the headline metric (registered in qbench.tasks.metrics)
+    secondary_metrics: tuple[Metric, ...]  # also recorded in the index, read from EvalResult.details
     dataset: str
 
     def build_data(self) -> None: ...

@@ -25,6 +25,7 @@ from qbench.config import Multi30kData, Recipe, SyntheticMTData, stable_hash
 from qbench.device import autocast, to_device
 from qbench.progress import progress_bar
 from qbench.tasks.base import EvalResult
+from qbench.tasks.metrics import Metric, register
 from qbench.tasks.tokenizers import SentencePieceTokenizer
 
 PAD = SentencePieceTokenizer.pad_id
@@ -234,6 +235,9 @@ def beam_search(
 
 # ------------------------------------------------------------------ scoring
 
+METRIC_BLEU = register(Metric("bleu", higher_is_better=True, description="corpus BLEU (sacrebleu), 0-100"))
+METRIC_CHRF = register(Metric("chrf", higher_is_better=True, description="corpus chrF (sacrebleu), 0-100"))
+
 
 def translation_result(ids: list[str], refs: list[str], hyps: list[str], decoding: str) -> EvalResult:
     """Corpus BLEU (headline) and chrF from sacrebleu, with signatures, and one row per sentence."""
@@ -248,7 +252,7 @@ def translation_result(ids: list[str], refs: list[str], hyps: list[str], decodin
         "sentences": len(refs),
         "decoding": decoding,
     }
-    return EvalResult("bleu", bleu_score.score, True, details, list(zip(ids, refs, hyps, strict=True)))
+    return EvalResult(METRIC_BLEU, bleu_score.score, details, list(zip(ids, refs, hyps, strict=True)))
 
 
 # ------------------------------------------------------------------ the task
@@ -256,9 +260,8 @@ def translation_result(ids: list[str], refs: list[str], hyps: list[str], decodin
 
 class MTTask:
     name = "mt"
-    metric = "bleu"
-    higher_is_better = True
-    secondary_metrics = {"chrf": True}  # name -> higher is better; recorded in the index beside BLEU
+    metric = METRIC_BLEU
+    secondary_metrics: tuple[Metric, ...] = (METRIC_CHRF,)  # recorded in the index beside BLEU
 
     def __init__(self, recipe: Recipe, cache_dir: Path, progress: bool = True):
         self.recipe = recipe
