@@ -20,10 +20,13 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
+import torchaudio
 
 from qbench.config import Recipe, resolved_yaml
 from qbench.io import atomic_write_json, atomic_write_text
+from qbench.quant.labels import technique_label
 
 
 def git_commit() -> str | None:
@@ -41,8 +44,6 @@ def git_commit() -> str | None:
 
 
 def environment(device: torch.device) -> dict:
-    import torchaudio
-
     env = {
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -243,8 +244,6 @@ _RUN_COLS = [
 
 def record_run_state(root: Path, recipe: Recipe, suite: str, state: str, reason: str | None = None) -> None:
     """One row per run in the `runs` table: done, failed (with the reason) or interrupted."""
-    from qbench.quant.labels import technique_label
-
     row = {
         "run_id": recipe.run_id,
         "suite": suite,
@@ -260,9 +259,7 @@ def record_run_state(root: Path, recipe: Recipe, suite: str, state: str, reason:
     _insert(root, "runs", _RUN_COLS, [row])
 
 
-def _read_table(root: Path, table: str):
-    import pandas as pd
-
+def _read_table(root: Path, table: str) -> pd.DataFrame:
     db = index_path(root)
     if not db.is_file():
         return pd.DataFrame()
@@ -291,8 +288,6 @@ def read_runs(root: Path):
 
 
 def suite_sessions(results: Path, suite: str) -> list[dict]:
-    import json
-
     f = results / "runs" / suite / "suite.json"
     if not f.is_file():
         return []
