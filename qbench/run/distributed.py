@@ -41,13 +41,16 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import distributed as dist
 from torch import nn
 from torch.nn.utils import parametrize
 
+from qbench.config import stable_hash
+from qbench.device import resolve_device
+from qbench.progress import console
 from qbench.quant.batching import batched_quantization
 
 T = TypeVar("T")
@@ -107,7 +110,7 @@ class DistEnv:
             return obj
         box = [obj if self.is_main else None]
         dist.broadcast_object_list(box, src=0)
-        return box[0]
+        return cast(T, box[0])  # rank 0's object, never None
 
     def sum(self, t: torch.Tensor) -> torch.Tensor:
         if self.enabled:
@@ -173,15 +176,13 @@ class DistEnv:
         with batched_quantization(model, enabled=batched), parametrize.cached():
             for module in model.modules():
                 if parametrize.is_parametrized(module):
-                    for name in module.parametrizations:
+                    for name in cast(nn.ModuleDict, module.parametrizations):
                         getattr(module, name)
             torch.manual_seed(_seed(seed, step, self.rank))
             yield
 
 
 def _seed(*parts: Any) -> int:
-    from qbench.config import stable_hash
-
     return int(stable_hash(["qbench-ddp", *map(str, parts)])[:15], 16)
 
 
@@ -205,8 +206,6 @@ def init(device: str = "auto") -> tuple[DistEnv, str]:
     global _ENV
     if not launched():
         return _ENV, device
-    from qbench.device import resolve_device
-
     world, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
     local = int(os.environ.get("LOCAL_RANK", "0"))
     dev = resolve_device(device)
@@ -217,14 +216,12 @@ def init(device: str = "auto") -> tuple[DistEnv, str]:
     else:
         backend = "gloo"
     if not dist.is_initialized():
-        kwargs = {"device_id": dev} if backend == "nccl" else {}
-        dist.init_process_group(backend, timeout=timedelta(minutes=30), **kwargs)
+        device_id = dev if backend == "nccl" else None
+        dist.init_process_group(backend, timeout=timedelta(minutes=30), device_id=device_id)
     if os.environ.get("QBENCH_THREADS") and dev.type == "cpu":
         torch.set_num_threads(max(1, int(os.environ["QBENCH_THREADS"])))
     _ENV = DistEnv(rank, world, local, backend)
     if rank != 0:
-        from qbench.progress import console
-
         console.quiet = True  # one console: rank 0's
     return _ENV, str(dev)
 
