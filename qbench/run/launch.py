@@ -14,12 +14,21 @@ a file system every node sees; the shared float warm-up is trained once through 
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import torch
+import yaml
 
 from qbench.config import Recipe
+from qbench.device import resolve_device
 from qbench.progress import console
+from qbench.run.runner import RunOutcome, announce, prepare_data, run_one, schedule
+
+if TYPE_CHECKING:
+    import submitit
 
 LAUNCHERS = ("slurm", "local")
 
@@ -27,8 +36,6 @@ LAUNCHERS = ("slurm", "local")
 def parse_options(pairs: list[str]) -> dict[str, Any]:
     """`KEY=VALUE` pairs for the executor (`slurm_partition=gpu`, `gpus_per_node=1`,
     `timeout_min=600`); values are read as YAML scalars."""
-    import yaml
-
     options = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -38,9 +45,12 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
     return options
 
 
-def executor(launcher: str, folder: Path, options: dict[str, Any]):
-    import submitit
+def executor(
+    launcher: str, folder: Path, options: dict[str, Any]
+) -> submitit.LocalExecutor | submitit.AutoExecutor:
+    import submitit  # local: only `--launcher` needs it (and its cloudpickle)
 
+    ex: submitit.LocalExecutor | submitit.AutoExecutor
     if launcher == "local":
         ex = submitit.LocalExecutor(folder=folder)
     elif launcher == "slurm":
@@ -53,13 +63,6 @@ def executor(launcher: str, folder: Path, options: dict[str, Any]):
 
 def _job(recipe: dict, suite: str, results: str, device: str):
     """One run inside a job (a fresh process on some node)."""
-    import os
-
-    import torch
-
-    from qbench.device import resolve_device
-    from qbench.run.runner import run_one
-
     if os.environ.get("QBENCH_THREADS"):
         torch.set_num_threads(max(1, int(os.environ["QBENCH_THREADS"])))
     return run_one(
@@ -78,8 +81,6 @@ def run_jobs(
     progress: bool,
     poll_seconds: float = 1.0,
 ) -> list:
-    from qbench.run.runner import RunOutcome, announce, prepare_data, schedule
-
     prepare_data(runs, results, progress)
     ex = executor(launcher, results / "jobs" / suite, options)
     jobs = {}

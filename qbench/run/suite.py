@@ -17,16 +17,26 @@
 
 from __future__ import annotations
 
+import json
+import multiprocessing as mp
 import os
 import shlex
 import sys
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
+
 from qbench.config import Recipe, Suite
+from qbench.device import resolve_device
+from qbench.io import atomic_write_json
 from qbench.progress import console
+from qbench.run import distributed
+from qbench.run.launch import run_jobs
 from qbench.run.runner import RunOutcome, announce, prepare_data, run_one, schedule
+from qbench.store import RunDir, record_run_state
 
 
 class SuiteInterrupted(Exception):
@@ -41,10 +51,6 @@ def default_threads(jobs: int) -> int:
 
 def worker_devices(device: str, jobs: int) -> list[str]:
     """One device per worker: GPUs round-robin when several are visible, else the one device."""
-    import torch
-
-    from qbench.device import resolve_device
-
     dev = resolve_device(device)
     if dev.type == "cuda" and dev.index is None and torch.cuda.device_count() > 1:
         n = torch.cuda.device_count()
@@ -58,11 +64,7 @@ _WORKER: dict = {}
 
 
 def _init_worker(devices, threads: int) -> None:
-    import torch
-
-    from qbench.progress import console as worker_console
-
-    worker_console.quiet = True  # lines of parallel runs would interleave; the parent announces each run
+    console.quiet = True  # lines of parallel runs would interleave; the parent announces each run
     device = devices.get()
     _WORKER["device"] = torch.device(device)
     if _WORKER["device"].type == "cpu":
@@ -79,9 +81,6 @@ def _worker_run(recipe: dict, suite: str, results: str) -> RunOutcome:
 def _run_parallel(
     runs: list[Recipe], suite: str, results: Path, device: str, jobs: int, keep_going: bool, progress: bool
 ) -> list[RunOutcome]:
-    import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
     prepare_data(runs, results, progress)
     ctx = mp.get_context("spawn")  # no fork after torch has started threads
     devices = ctx.Queue()
@@ -134,10 +133,6 @@ def run_suite(
 ) -> list[RunOutcome]:
     """Run every grid point; returns one outcome per run that was attempted (skipped included).
     With a `launcher` (slurm, local) each run not yet done is a submitit job (launch.py)."""
-    from qbench.device import resolve_device
-    from qbench.run import distributed
-    from qbench.store import RunDir, record_run_state
-
     dist = distributed.current()  # under torchrun every rank runs this; rank 0's folders decide
     started = time.time()
     command = command or shlex.join(["qbench", *sys.argv[1:]])
@@ -162,15 +157,11 @@ def run_suite(
         _log_session(results, suite, command, started, jobs, keep_going, outcomes, None)
     try:
         if launcher is not None:
-            from qbench.run.launch import run_jobs
-
             if todo:
                 outcomes += run_jobs(
                     todo, suite.name, results, device, launcher, launcher_options or {}, keep_going, progress
                 )
         elif jobs == 1:
-            import torch
-
             dev = resolve_device(device)
             if dev.type == "cpu" and os.environ.get("QBENCH_THREADS"):
                 torch.set_num_threads(default_threads(1))
@@ -205,10 +196,6 @@ def _log_session(
 ) -> None:
     """Record this invocation in suite.json, replacing its earlier record (same start time).
     `interrupted` None: still running (if the process is killed, the record stays so)."""
-    import json
-
-    from qbench.io import atomic_write_json
-
     f = results / "runs" / suite.name / "suite.json"
     try:
         data = json.loads(f.read_text()) if f.is_file() else {}
