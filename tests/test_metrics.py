@@ -60,7 +60,9 @@ def test_formatting_and_direction():
     assert wer.label == "WER %" and bleu.label == "BLEU"
     assert wer.legend == "WER %, lower is better" and bleu.legend == "BLEU, higher is better"
     assert wer.better(0.1, 0.2) == pytest.approx(0.1) and bleu.better(20.0, 30.0) == -10.0
-    assert wer.best([0.3, 0.1, 0.2]) == 0.1 and bleu.best([(1, 20.0), (2, 30.0)], key=lambda x: x[1]) == (
+    assert wer.best([0.3, 0.1, 0.2], key=float) == 0.1 and bleu.best(
+        [(1, 20.0), (2, 30.0)], key=lambda x: x[1]
+    ) == (
         2,
         30.0,
     )

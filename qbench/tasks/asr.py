@@ -29,7 +29,7 @@ from qbench.device import autocast, to_device
 from qbench.progress import progress_bar
 from qbench.tasks.base import EvalResult
 from qbench.tasks.conformer import ConformerCTC, ConformerEncoder
-from qbench.tasks.metrics import METRICS, Metric, register, register_rule
+from qbench.tasks.metrics import METRICS, Metric, metric, register, register_rule
 from qbench.tasks.tokenizers import CharTokenizer, SentencePieceTokenizer
 from qbench.tasks.transducer import ConformerTransducer
 
@@ -136,9 +136,9 @@ class ASRTask:
         self._tokenizer = None
         self._lexicon_decoder = None
         if recipe.eval.decoder == "lexicon":
-            self.secondary_metrics += (asr_metric_variant("wer_greedy"), asr_metric_variant("cer_greedy"))
+            self.secondary_metrics += (metric("wer_greedy"), metric("cer_greedy"))
         for n in recipe.eval.long_form:  # long-form scores join WER and CER in the index
-            self.secondary_metrics += (asr_metric_variant(f"wer@x{n}"), asr_metric_variant(f"cer@x{n}"))
+            self.secondary_metrics += (metric(f"wer@x{n}"), metric(f"cer@x{n}"))
 
     # ------------------------------------------------------------------ data
 

@@ -60,7 +60,7 @@ class Metric:
         """How much better stored value a is than b, in stored units (positive: a is better)."""
         return a - b if self.higher_is_better else b - a
 
-    def best(self, items: Iterable[T], key: Callable[[T], float] = float) -> T:
+    def best(self, items: Iterable[T], key: Callable[[T], float]) -> T:
         """The item of `items` whose value (`key`) is best: the largest or the smallest by
         direction, the first of equals."""
         return (max if self.higher_is_better else min)(items, key=key)
