@@ -179,7 +179,7 @@ def baseline_from(
         }
         tol = tolerance if tolerance is not None else old_tolerance(e)
         e["tolerance"] = 0.05 if tol is None else tol
-        e["higher_is_better"] = metric(r.metric).higher_is_better
+        e["higher_is_better"] = metric(str(r.metric)).higher_is_better
         entries.append(e)
     others = [p for p in previous if p["suite"] != suite]
     entries.sort(
