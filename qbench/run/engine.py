@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import torch
+import yaml
 from filelock import FileLock, Timeout
 from torch import nn
 
@@ -36,6 +38,7 @@ from qbench.quant import (
 )
 from qbench.quant.apply import original_name
 from qbench.quant.labels import technique_label
+from qbench.quant.sensitivity import is_auto, resolve_auto_maps
 from qbench.run import distributed
 from qbench.store import RunDir, record_results
 from qbench.tasks import Task, build_task
@@ -74,7 +77,7 @@ def lr_lambda(recipe: Recipe):
     """Linear warm-up, then cosine decay to `min_lr_ratio` of the peak. With `quant.qat_lr`, a
     quantization-aware run restarts at that rate when QAT starts and decays to the same floor."""
     t, q = recipe.train, recipe.quant
-    restart = q.float_warmup_steps if q.qat_lr is not None and trains_quantized(recipe) else None
+    qat_lr = q.qat_lr if trains_quantized(recipe) else None  # set: the restart at QAT start
 
     def cosine(step: int, start: int, top: float) -> float:
         """From `top` at `start` down to min_lr_ratio at the last step."""
@@ -82,8 +85,8 @@ def lr_lambda(recipe: Recipe):
         return t.min_lr_ratio + (top - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     def f(step: int) -> float:
-        if restart is not None and step >= restart:
-            return cosine(step, restart, q.qat_lr / t.lr)
+        if qat_lr is not None and step >= q.float_warmup_steps:
+            return cosine(step, q.float_warmup_steps, qat_lr / t.lr)
         if step < t.warmup:
             return (step + 1) / t.warmup
         return cosine(step, t.warmup, 1.0)
@@ -99,7 +102,7 @@ class TrainState:
     step: int = 0
     quantized: bool = False
     train_seconds: float = 0.0
-    curve: list | None = None
+    curve: list = field(default_factory=list)
 
     def to_checkpoint(self) -> dict:
         return {
@@ -111,7 +114,7 @@ class TrainState:
             "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "train_seconds": self.train_seconds,
-            "curve": self.curve or [],
+            "curve": self.curve,
         }
 
     def load(self, ckpt: dict, spec: QuantSpec) -> None:
@@ -141,9 +144,8 @@ class Runner:
         self.device = device
         self.progress = progress
         self.dist = distributed.current()  # data-parallel under torchrun: only rank 0 writes
-        self.run = RunDir(results, suite, recipe)
-        if not self.dist.is_main:
-            self.run = distributed.MuteRun(self.run)
+        run = RunDir(results, suite, recipe)
+        self.run: RunDir | distributed.MuteRun = run if self.dist.is_main else distributed.MuteRun(run)
         self.spec = recipe.quant.spec()
         self.shared = results / "cache" / "shared"
 
@@ -226,7 +228,7 @@ class Runner:
         model = task.build_model().to(self.device)
         optimizer = make_optimizer(model, r.train.lr, r.train.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(r))
-        state = TrainState(model, optimizer, scheduler, curve=[])
+        state = TrainState(model, optimizer, scheduler)
         # Data-parallel: rank 0 alone decides (and locks) where training starts, and sends it to all.
         ckpt, how, locks = self._claim_start() if self.dist.is_main else (None, "", {})
         ckpt, how = self.dist.broadcast((ckpt, how))
@@ -248,7 +250,8 @@ class Runner:
         qat_start = warm if trains_quantized(r) else None
         # train.compile: the forward of the loss through torch.compile, quantizers (parametrizations)
         # inside the graph; attaching them at QAT start recompiles. Checkpoints keep the plain model.
-        forward = torch.compile(model) if r.train.compile else model
+        # (torch.compile of a module is an nn.Module, OptimizedModule; its stub says only a callable)
+        forward = cast(nn.Module, torch.compile(model)) if r.train.compile else model
         model.train()
         with make_progress(enabled=self.progress) as bar:
             task_id = bar.add_task(
@@ -380,8 +383,6 @@ class Runner:
     def _precision_maps(self, task: Task, state: TrainState) -> dict:
         """The recipe's named maps, automatic ones chosen for this trained model (written to
         precision_maps/<name>.json in the run folder; see qbench.quant.sensitivity)."""
-        from qbench.quant.sensitivity import is_auto, resolve_auto_maps
-
         r = self.recipe
         if not any(is_auto(r.precisions.get(p)) for p in r.eval.precisions):
             return r.precisions
@@ -472,8 +473,6 @@ def load_trained(
     run_dir: Path, results: Path, progress: bool = True
 ) -> tuple[Recipe, Task, nn.Module, QuantSpec]:
     """A finished run's recipe, task (data loaded from the cache) and trained model, on the CPU."""
-    import yaml
-
     config, ckpt_file = run_dir / "config.yaml", run_dir / "checkpoint.pt"
     if not config.is_file() or not ckpt_file.is_file():
         raise FileNotFoundError(f"{run_dir}: not a run folder (needs config.yaml and checkpoint.pt)")

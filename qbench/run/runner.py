@@ -7,8 +7,13 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qbench.config import Recipe, stable_hash
+from qbench.config import Recipe, stable_hash, training_key, trains_quantized
+from qbench.data import DataError
 from qbench.progress import console
+from qbench.run import distributed
+from qbench.run.engine import TrainingDiverged, run_recipe
+from qbench.store import RunDir, record_run_state
+from qbench.tasks import TASKS, build_task
 
 
 @dataclass
@@ -26,7 +31,6 @@ def schedule(runs: list[Recipe]) -> list[Recipe]:
     """Order for parallel workers: first one run per shared float warm-up (it trains the warm-up
     while the others would wait for it), then the rest interleaved across groups, and runs that
     reuse another run's whole float training (ptq beside float) last."""
-    from qbench.config import training_key, trains_quantized
 
     def group(r: Recipe) -> str:
         return training_key(r, float_until=r.quant.float_warmup_steps)
@@ -52,9 +56,6 @@ def _data_key(r: Recipe) -> str:
 
 
 def _record_failure(r: Recipe, suite: str, results: Path, exc: BaseException) -> str:
-    from qbench.run.engine import TrainingDiverged
-    from qbench.store import RunDir
-
     reason = str(exc) if isinstance(exc, TrainingDiverged) else f"{type(exc).__name__}: {exc}"
     run = RunDir(results, suite, r)
     if run.path.is_dir():
@@ -66,11 +67,6 @@ def _record_failure(r: Recipe, suite: str, results: Path, exc: BaseException) ->
 
 def run_one(r: Recipe, suite: str, results: Path, device, progress: bool) -> RunOutcome:
     """One grid point; a failure becomes an outcome (DataError and Ctrl-C propagate)."""
-    from qbench.data import DataError
-    from qbench.run import distributed
-    from qbench.run.engine import TrainingDiverged, run_recipe
-    from qbench.store import record_run_state
-
     main = distributed.current().is_main  # data-parallel (torchrun): rank 0 records
     try:
         m = run_recipe(r, suite, results, device, progress=progress)
@@ -87,8 +83,6 @@ def run_one(r: Recipe, suite: str, results: Path, device, progress: bool) -> Run
     if main:
         record_run_state(results, r, suite, "done")
     state = "skipped" if m.get("skipped") else "done"
-    from qbench.tasks import TASKS
-
     head = TASKS[r.task].metric if r.task in TASKS else None  # the task's headline metric
     per = m.get("precisions", {})
     scores = {p: head.display(d[head.name]) for p, d in per.items() if head and head.name in d}
@@ -97,8 +91,6 @@ def run_one(r: Recipe, suite: str, results: Path, device, progress: bool) -> Run
 
 def prepare_data(runs: list[Recipe], results: Path, progress: bool) -> None:
     """Build (or load from the cache) each distinct data set once, before workers race for it."""
-    from qbench.tasks import build_task
-
     seen = set()
     for r in runs:
         key = _data_key(r)

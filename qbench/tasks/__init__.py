@@ -17,7 +17,7 @@ from qbench.tasks.models import model_errors, skeleton_model
 from qbench.tasks.mt import MTTask
 
 #: recipe `task:` -> the class that runs it
-TASKS: dict[str, type] = {"asr": ASRTask, "mt": MTTask}
+TASKS: dict[str, type[ASRTask] | type[MTTask]] = {"asr": ASRTask, "mt": MTTask}
 
 __all__ = ["TASKS", "EvalResult", "Task", "build_task", "load_suite", "model_errors", "skeleton_model"]
 

@@ -27,7 +27,7 @@ from torch.nn import functional as F
 from qbench.config import Recipe, stable_hash
 from qbench.device import autocast, to_device
 from qbench.progress import progress_bar
-from qbench.tasks.base import EvalResult
+from qbench.tasks.base import EvalResult, Shard
 from qbench.tasks.conformer import ConformerCTC, ConformerEncoder
 from qbench.tasks.metrics import METRICS, Metric, metric, register, register_rule
 from qbench.tasks.tokenizers import CharTokenizer, SentencePieceTokenizer
@@ -130,7 +130,7 @@ class ASRTask:
         self.recipe = recipe
         self.cache_dir = cache_dir
         self.progress = progress
-        self.dataset = recipe.data.source
+        self.dataset: str = recipe.data.source
         self.splits: dict[str, dict[str, Any]] = {}
         self.data_stats: dict[str, Any] = {}  # recorded sources: utterances kept, items skipped
         self._tokenizer = None
@@ -278,7 +278,9 @@ class ASRTask:
             "texts": [s["texts"][i] for i in idx],
         }
 
-    def train_batch(self, step: int, device: torch.device, shard=None) -> dict[str, Any] | None:
+    def train_batch(
+        self, step: int, device: torch.device, shard: Shard | None = None
+    ) -> dict[str, Any] | None:
         """The step's batch; with a `shard` (data-parallel), this rank's part of it, normalised by
         the whole batch's size (`loss_norm`), or None when the part is empty."""
         n = len(self._epoch_batches(0))
@@ -321,7 +323,12 @@ class ASRTask:
 
     @torch.no_grad()
     def evaluate(
-        self, model: nn.Module, split: str, device: torch.device, progress: bool = True, shard=None
+        self,
+        model: nn.Module,
+        split: str,
+        device: torch.device,
+        progress: bool = True,
+        shard: Shard | None = None,
     ) -> EvalResult:
         """Greedy CTC (or transducer) decoding in length-sorted batches; with a `shard`
         (data-parallel) this rank decodes its share of the batches and the hypotheses of all ranks

@@ -3,13 +3,16 @@ the :class:`EvalResult` of one evaluation."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import torch
 from torch import nn
 
 from qbench.tasks.metrics import Metric
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -22,6 +25,14 @@ class EvalResult:
     rows: list[tuple[str, str, str]] = field(default_factory=list)
 
 
+class Shard(Protocol):
+    """This process's share of the data under data-parallel training (qbench.run.distributed.Shard)."""
+
+    def take(self, items: Sequence[T]) -> list[T]: ...
+
+    def gather(self, part: dict) -> dict: ...
+
+
 class Task(Protocol):
     name: str
     metric: Metric  # the headline metric (registered in qbench.tasks.metrics)
@@ -32,7 +43,7 @@ class Task(Protocol):
 
     def build_model(self) -> nn.Module: ...
 
-    def train_batch(self, step: int, device: torch.device) -> Any:
+    def train_batch(self, step: int, device: torch.device, shard: Shard | None = None) -> Any:
         """The batch of a training step; a pure function of (seed, step) so a resumed run sees
         exactly the batches an uninterrupted one would."""
         ...
@@ -40,5 +51,10 @@ class Task(Protocol):
     def loss(self, model: nn.Module, batch: Any) -> torch.Tensor: ...
 
     def evaluate(
-        self, model: nn.Module, split: str, device: torch.device, progress: bool = True
+        self,
+        model: nn.Module,
+        split: str,
+        device: torch.device,
+        progress: bool = True,
+        shard: Shard | None = None,
     ) -> EvalResult: ...

@@ -24,7 +24,7 @@ from torch.nn.utils import parametrize
 from qbench.config import Multi30kData, Recipe, SyntheticMTData, stable_hash
 from qbench.device import autocast, to_device
 from qbench.progress import progress_bar
-from qbench.tasks.base import EvalResult
+from qbench.tasks.base import EvalResult, Shard
 from qbench.tasks.metrics import Metric, register
 from qbench.tasks.tokenizers import SentencePieceTokenizer
 
@@ -267,7 +267,7 @@ class MTTask:
         self.recipe = recipe
         self.cache_dir = cache_dir
         self.progress = progress
-        self.dataset = recipe.data.source
+        self.dataset: str = recipe.data.source
         self.splits: dict[str, list[Pair]] = {}
         self.encoded: dict[str, tuple[list[list[int]], list[list[int]]]] = {}
         self.tokenizer: SentencePieceTokenizer | None = None
@@ -348,7 +348,9 @@ class MTTask:
             ),
         }
 
-    def train_batch(self, step: int, device: torch.device, shard=None) -> dict[str, Any] | None:
+    def train_batch(
+        self, step: int, device: torch.device, shard: Shard | None = None
+    ) -> dict[str, Any] | None:
         """The step's batch; with a `shard` (data-parallel), this rank's part of it, normalised by
         the whole batch's target tokens (`loss_norm`), or None when the part is empty."""
         n = len(self._epoch_batches(0))
@@ -384,7 +386,12 @@ class MTTask:
 
     @torch.no_grad()
     def evaluate(
-        self, model: nn.Module, split: str, device: torch.device, progress: bool = True, shard=None
+        self,
+        model: nn.Module,
+        split: str,
+        device: torch.device,
+        progress: bool = True,
+        shard: Shard | None = None,
     ) -> EvalResult:
         """Batched decoding of length-sorted sentences; with a `shard` (data-parallel) this rank
         translates its share of the batches and the translations of all ranks are gathered."""
