@@ -16,7 +16,7 @@ import re
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jiwer
 import torch
@@ -24,14 +24,18 @@ import torchaudio
 from torch import nn
 from torch.nn import functional as F
 
-from qbench.config import Recipe, stable_hash
+from qbench.config import ConformerCTCConfig, Recipe, stable_hash
+from qbench.data import speech
+from qbench.data.synthetic_speech import SyntheticSpeechConfig, load_synthetic_speech
 from qbench.device import autocast, to_device
-from qbench.progress import progress_bar
+from qbench.io import atomic_torch_save, atomic_write_bytes, load_checkpoint
+from qbench.progress import console, progress_bar
 from qbench.tasks.base import EvalResult, Shard
 from qbench.tasks.conformer import ConformerCTC, ConformerEncoder
 from qbench.tasks.metrics import METRICS, Metric, metric, register, register_rule
+from qbench.tasks.ngram import arpa_text
 from qbench.tasks.tokenizers import CharTokenizer, SentencePieceTokenizer
-from qbench.tasks.transducer import ConformerTransducer
+from qbench.tasks.transducer import ConformerTransducer, pad_targets, transducer_loss
 
 FEATURE_VERSION = 1
 
@@ -47,7 +51,7 @@ def log_mel(audio: torch.Tensor, sample_rate: int, n_mels: int) -> torch.Tensor:
     )
 
 
-def build_asr_model(m, vocab: int) -> ConformerEncoder:
+def build_asr_model(m: ConformerCTCConfig, vocab: int) -> ConformerEncoder:
     """The untrained model of a recipe's `model:` section: conformer-ctc or conformer-transducer."""
     args = (
         m.n_mels,
@@ -131,9 +135,12 @@ class ASRTask:
         self.cache_dir = cache_dir
         self.progress = progress
         self.dataset: str = recipe.data.source
+        if not isinstance(recipe.model, ConformerCTCConfig):
+            raise ValueError(f"model.arch {recipe.model.arch!r} is not a speech recognition model")
+        self.model_cfg = recipe.model  # the recipe's model section, known to be a speech model
         self.splits: dict[str, dict[str, Any]] = {}
         self.data_stats: dict[str, Any] = {}  # recorded sources: utterances kept, items skipped
-        self._tokenizer = None
+        self._tokenizer: CharTokenizer | SentencePieceTokenizer | None = None
         self._lexicon_decoder = None
         if recipe.eval.decoder == "lexicon":
             self.secondary_metrics += (metric("wer_greedy"), metric("cer_greedy"))
@@ -145,36 +152,30 @@ class ASRTask:
     def build_data(self) -> None:
         if self.recipe.data.source != "synthetic-speech":
             return self._build_recorded()
-        from qbench.data.synthetic_speech import SyntheticSpeechConfig, load_synthetic_speech
-
         d = self.recipe.data
         cfg = SyntheticSpeechConfig(
             seed=d.seed,
             train_utterances=d.train_utterances,
             valid_utterances=d.valid_utterances,
             test_utterances=d.test_utterances,
-            snr_db=tuple(d.snr_db),
+            snr_db=d.snr_db,
         )
         key = stable_hash(
-            {"data": d.model_dump(mode="json"), "n_mels": self.recipe.model.n_mels, "v": FEATURE_VERSION}
+            {"data": d.model_dump(mode="json"), "n_mels": self.model_cfg.n_mels, "v": FEATURE_VERSION}
         )
         feat_file = self.cache_dir / "features" / f"{d.source}-{key[:16]}.pt"
         if feat_file.is_file():
-            from qbench.io import load_checkpoint
-
             self.splits = load_checkpoint(feat_file)
             return
         utterances = load_synthetic_speech(cfg, self.cache_dir, workers=d.workers, progress=self.progress)
-        splits = {}
+        splits: dict[str, dict[str, Any]] = {}
         for split, utts in utterances.items():
             feats = []
             for u in progress_bar(utts, f"features {split}", enabled=self.progress):
                 feats.append(
-                    log_mel(torch.from_numpy(u.audio), cfg.sample_rate, self.recipe.model.n_mels).half()
+                    log_mel(torch.from_numpy(u.audio), cfg.sample_rate, self.model_cfg.n_mels).half()
                 )
             splits[split] = {"ids": [u.id for u in utts], "texts": [u.text for u in utts], "feats": feats}
-        from qbench.io import atomic_torch_save
-
         atomic_torch_save(feat_file, splits)
         self.splits = splits
 
@@ -182,10 +183,7 @@ class ASRTask:
         """Features of a recorded-speech source (qbench.data.speech), cached under a key of the data
         config, the feature settings and every source file's (path, size, mtime): a suite's runs share
         them, and changing a file rebuilds them. Skipped items are counted in `data_stats`."""
-        from qbench.data import speech
-        from qbench.io import atomic_torch_save, load_checkpoint
-
-        d, n_mels = self.recipe.data, self.recipe.model.n_mels
+        d, n_mels = self.recipe.data, self.model_cfg.n_mels
         files = speech.source_files(d)
         key = stable_hash(
             {
@@ -203,7 +201,7 @@ class ASRTask:
             self.splits = cached
             return
         stats: dict[str, Any] = {}
-        splits = {}
+        splits: dict[str, dict[str, Any]] = {}
         for split, utts in speech.utterances(d, stats).items():
             ids, texts, feats = [], [], []
             for u in progress_bar(utts, f"features {split}", enabled=self.progress):
@@ -218,16 +216,14 @@ class ASRTask:
         atomic_torch_save(feat_file, {**splits, "stats": stats})
         skipped = {k: v for k, v in stats.items() if k.startswith("skipped") and v}
         if skipped:
-            from qbench.progress import console
-
             console.print(f"[yellow]{d.source}: {skipped} (counted in metrics.json under data)[/yellow]")
         self.data_stats = stats
         self.splits = splits
 
     @property
-    def tokenizer(self):
+    def tokenizer(self) -> CharTokenizer | SentencePieceTokenizer:
         if self._tokenizer is None:
-            m = self.recipe.model
+            m = self.model_cfg
             if m.units == "chars":
                 self._tokenizer = CharTokenizer()
             else:
@@ -245,7 +241,7 @@ class ASRTask:
     # ------------------------------------------------------------------ model
 
     def build_model(self) -> nn.Module:
-        model = build_asr_model(self.recipe.model, self.tokenizer.size)
+        model = build_asr_model(self.model_cfg, self.tokenizer.size)
         mean, std = self.feature_stats()
         model.feat_mean.copy_(mean)
         model.feat_std.copy_(std)
@@ -294,14 +290,12 @@ class ASRTask:
 
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         feats = batch["feats"]
-        if self.recipe.model.vtlp:
-            feats = vtlp_warp(feats, self.recipe.model.vtlp)
-        if self.recipe.model.specaugment:
+        if self.model_cfg.vtlp:
+            feats = vtlp_warp(feats, self.model_cfg.vtlp)
+        if self.model_cfg.specaugment:
             feats = spec_augment(feats, batch["lengths"])
         norm = batch.get("loss_norm")  # data-parallel: sum over this shard / the global batch size
-        if self.recipe.model.arch == "conformer-transducer":
-            from qbench.tasks.transducer import pad_targets, transducer_loss
-
+        if self.model_cfg.arch == "conformer-transducer":
             targets = pad_targets(batch["targets"], batch["target_lengths"])
             logits, out_lengths = model(feats, batch["lengths"], targets)
             loss = transducer_loss(logits, out_lengths, targets, batch["target_lengths"])
@@ -341,7 +335,7 @@ class ASRTask:
         hyps: dict[int, str] = {}
         greedy: dict[int, str] = {}
         lexicon = self.lexicon_decoder if self.recipe.eval.decoder == "lexicon" else None
-        transducer = self.recipe.model.arch == "conformer-transducer"  # greedy only (recipe checks)
+        transducer = self.model_cfg.arch == "conformer-transducer"  # greedy only (recipe checks)
         batches = [order[i : i + bs] for i in range(0, len(order), bs)]
         if shard is not None:
             batches = shard.take(batches)
@@ -349,7 +343,7 @@ class ASRTask:
             b = self._collate(split, idx, device)
             if transducer:
                 with autocast(device):
-                    best = model.greedy_decode(b["feats"], b["lengths"])
+                    best = cast(ConformerTransducer, model).greedy_decode(b["feats"], b["lengths"])
                 for i, ids in zip(idx, best, strict=True):
                     greedy[i] = self.tokenizer.decode(ids)
                 continue
@@ -392,6 +386,7 @@ class ASRTask:
         """torchaudio's CTC beam search (flashlight-text) restricted to the training words, with an
         optional word n-gram model of the training transcripts (qbench.ngram)."""
         if self._lexicon_decoder is None:
+            # local: loads flashlight-text, which only lexicon decoding needs
             from torchaudio.models.decoder import ctc_decoder
 
             if not isinstance(self.tokenizer, CharTokenizer):
@@ -400,8 +395,6 @@ class ASRTask:
             words = [w for w in self.lexicon if all(c in spell for c in w)]
             lexicon_file = self.cache_dir / "lexicon" / f"{stable_hash(words)[:16]}.txt"
             if not lexicon_file.is_file():
-                from qbench.io import atomic_write_bytes
-
                 lines = "".join(f"{w}\t{' '.join(spell[c] for c in w)} |\n" for w in words)
                 atomic_write_bytes(lexicon_file, lines.encode())
             e = self.recipe.eval
@@ -410,9 +403,6 @@ class ASRTask:
                 texts = self.splits["train"]["texts"]
                 lm_file = self.cache_dir / "lm" / f"{stable_hash([e.lm_order, texts])[:16]}.arpa"
                 if not lm_file.is_file():
-                    from qbench.io import atomic_write_bytes
-                    from qbench.tasks.ngram import arpa_text
-
                     atomic_write_bytes(lm_file, arpa_text(texts, e.lm_order).encode())
             with _quiet_stderr():  # KenLM prints its own loading bar when it reads the ARPA file
                 self._lexicon_decoder = ctc_decoder(

@@ -37,6 +37,9 @@ class ConformerEncoder(nn.Module):
     and the transducer heads (qbench.tasks.transducer) share. A head subclasses it and adds its
     layers after these, so parameter names and initialisation order are the same in both."""
 
+    feat_mean: torch.Tensor  # buffers: the training set's feature statistics
+    feat_std: torch.Tensor
+
     def __init__(
         self,
         n_mels: int,

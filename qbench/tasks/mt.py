@@ -13,7 +13,7 @@ import math
 import random
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from sacrebleu.metrics import BLEU, CHRF
@@ -21,7 +21,9 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
-from qbench.config import Multi30kData, Recipe, SyntheticMTData, stable_hash
+from qbench.config import Multi30kData, Recipe, SyntheticMTData, TransformerConfig, stable_hash
+from qbench.data.parallel_text import load_multi30k, load_parallel
+from qbench.data.synthetic_mt import load_synthetic_mt
 from qbench.device import autocast, to_device
 from qbench.progress import progress_bar
 from qbench.tasks.base import EvalResult, Shard
@@ -35,11 +37,7 @@ Pair = tuple[str, str]
 def load_pairs(data) -> dict[str, list[Pair]]:
     """(source, target) pairs per split for any MT data source of a recipe."""
     if isinstance(data, SyntheticMTData):
-        from qbench.data.synthetic_mt import load_synthetic_mt
-
         return load_synthetic_mt(data)
-    from qbench.data.parallel_text import load_multi30k, load_parallel
-
     return load_multi30k(data) if isinstance(data, Multi30kData) else load_parallel(data)
 
 
@@ -55,6 +53,8 @@ def sinusoidal_positions(length: int, d_model: int) -> torch.Tensor:
 
 class TransformerMT(nn.Module):
     """nn.Transformer (pre-norm, batch first) between one shared embedding and its transpose."""
+
+    positions: torch.Tensor  # buffer: the sinusoidal position table
 
     def __init__(
         self,
@@ -268,25 +268,35 @@ class MTTask:
         self.cache_dir = cache_dir
         self.progress = progress
         self.dataset: str = recipe.data.source
+        if not isinstance(recipe.model, TransformerConfig):
+            raise ValueError(f"model.arch {recipe.model.arch!r} is not a translation model")
+        self.model_cfg = recipe.model  # the recipe's model section, known to be a translation model
         self.splits: dict[str, list[Pair]] = {}
         self.encoded: dict[str, tuple[list[list[int]], list[list[int]]]] = {}
-        self.tokenizer: SentencePieceTokenizer | None = None
+        self._tokenizer: SentencePieceTokenizer | None = None
+
+    @property
+    def tokenizer(self) -> SentencePieceTokenizer:
+        """The joint BPE model, trained on the training pairs by build_data."""
+        if self._tokenizer is None:
+            raise RuntimeError("MTTask.build_data() trains the tokenizer: call it first")
+        return self._tokenizer
 
     # ------------------------------------------------------------------ data
 
     def build_data(self) -> None:
         self.splits = load_pairs(self.recipe.data)
-        m = self.recipe.model
+        m = self.model_cfg
         texts = [text for pair in self.splits["train"] for text in pair]
         key = stable_hash({"texts": texts, "vocab": m.vocab_size, "bos_eos": True})[:16]
-        self.tokenizer = SentencePieceTokenizer.train(
+        self._tokenizer = SentencePieceTokenizer.train(
             texts, m.vocab_size, self.cache_dir / "spm" / f"{key}.model", bos_eos=True
         )
         self.encoded = {split: self._encode(pairs) for split, pairs in self.splits.items()}
 
     def _encode(self, pairs: list[Pair]) -> tuple[list[list[int]], list[list[int]]]:
         """Sources with </s> and targets without <s>/</s>, cut so both fit the position table."""
-        limit = self.recipe.model.max_len - 1
+        limit = self.model_cfg.max_len - 1
         eos = self.tokenizer.eos_id
         sources = [self.tokenizer.encode(src)[:limit] + [eos] for src, _ in pairs]
         targets = [self.tokenizer.encode(tgt)[:limit] for _, tgt in pairs]
@@ -295,7 +305,7 @@ class MTTask:
     # ------------------------------------------------------------------ model
 
     def build_model(self) -> nn.Module:
-        m = self.recipe.model
+        m = self.model_cfg
         return TransformerMT(
             self.tokenizer.size,
             m.d_model,
@@ -370,7 +380,7 @@ class MTTask:
             logits.flatten(0, 1).float(),
             batch["tgt_out"].flatten(),
             ignore_index=PAD,
-            label_smoothing=self.recipe.model.label_smoothing,
+            label_smoothing=self.model_cfg.label_smoothing,
             reduction="mean" if norm is None else "sum",
         )
         return loss if norm is None else loss / norm
@@ -408,7 +418,7 @@ class MTTask:
         with parametrize.cached():
             for idx in progress_bar(batches, f"decode {split}", enabled=progress and self.progress):
                 with autocast(device):
-                    out = self.translate(model, self._sources(split, idx, device))
+                    out = self.translate(cast(TransformerMT, model), self._sources(split, idx, device))
                 for i, ids in zip(idx, out, strict=True):
                     hyps[i] = self.tokenizer.decode(ids)
         model.train(was_training)

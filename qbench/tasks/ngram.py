@@ -77,7 +77,7 @@ def arpa_text(sentences: Iterable[str], order: int = 3) -> str:
     lines += [f"ngram {n}={sizes[n]}" for n in range(1, order + 1)]
     for n in range(1, order + 1):
         lines += ["", f"\\{n}-grams:"]
-        entries = sorted(prob[n].items())
+        entries: list[tuple[tuple, float | None]] = sorted(prob[n].items())
         if n == 1:
             entries = [((BOS,), None), *entries]
         for gram, p in entries:
