@@ -6,7 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
+from qbench.data.download import DownloadError, download, status
 from qbench.progress import console
 
 data_app = typer.Typer(
@@ -32,8 +35,6 @@ def download_cmd(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Download, verify (where the publisher gives checksums) and unpack a dataset; rerun to resume."""
-    from qbench.data.download import DownloadError, download
-
     try:
         folder = download(name, dest, mirror=mirror, force=force, progress=progress)
     except DownloadError as e:
@@ -45,11 +46,6 @@ def download_cmd(
 @data_app.command("list")
 def list_cmd(dest: DestOpt = Path("data")) -> None:
     """Each downloadable dataset, whether it is present (complete, partial or absent) and its size."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from qbench.data.download import status
-
     table = Table(title=f"datasets in {dest}")
     for col in ("name", "state", "size", "path", "description"):
         table.add_column(col, justify="right" if col == "size" else "left")

@@ -1,15 +1,21 @@
-"""The `qbench` command line. Thin: parse, call the library, print."""
+"""The `qbench` command line. Thin: parse, call the library, print.
+
+The library's modules are imported inside the commands that use them: nearly all of them load
+torch, which `qbench --help` and a mistyped option should not wait for.
+"""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
+from qbench.data import DataError
 from qbench.progress import console
 
 app = typer.Typer(
@@ -35,7 +41,7 @@ class Format(str, Enum):
     json = "json"
 
 
-def _fail(msg: str, code: int) -> None:
+def _fail(msg: str, code: int) -> NoReturn:
     console.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
@@ -85,7 +91,6 @@ def run(
         suite = load_suite(recipe, set_)
     except RecipeError as e:
         _fail(str(e), 2)
-    from qbench.data import DataError
     from qbench.device import resolve_device
     from qbench.run import distributed
     from qbench.run.suite import SuiteInterrupted, run_suite
@@ -96,17 +101,14 @@ def run(
         if launcher is not None and launcher not in LAUNCHERS:
             raise ValueError(f"--launcher {launcher!r}: one of {', '.join(LAUNCHERS)}")
         options = parse_options(launcher_option)
-        dev = resolve_device(device) if launcher is None else None
+        where = f"{resolve_device(device)}" if launcher is None else f"{launcher} jobs"
         if distributed.launched():  # torchrun: join the group; each rank takes its own GPU
             if jobs > 1 or launcher is not None:
                 raise ValueError("--jobs and --launcher start processes of their own; not under torchrun")
             dist_env, device = distributed.init(device)
-            dev = resolve_device(device)
+            where = f"{dist_env.world} {resolve_device(device).type} processes ({dist_env.backend})"
     except ValueError as e:
         _fail(str(e), 2)
-    where = f"{dev}" if launcher is None else f"{launcher} jobs"
-    if distributed.launched():
-        where = f"{dist_env.world} {dev.type} processes ({dist_env.backend})"
     console.print(
         f"[bold]{suite.name}[/bold]: {len(suite.runs)} run(s) on {where} -> {results}/runs/{suite.name}"
     )
@@ -330,8 +332,6 @@ def baseline_update(
     results: ResultsOpt = Path("results"),
 ) -> None:
     """Write a suite's baseline from the index after a deliberate change (review the diff before committing)."""
-    import json
-
     from qbench.io import atomic_write_text
     from qbench.report.gate import baseline_from, load_baseline
     from qbench.store import read_results
@@ -411,12 +411,11 @@ def export(
 
     from qbench.quant import model_size_bits, parse_precision, use_precision
     from qbench.quant.export import export_packed, load_packed, packed_size_bytes
+    from qbench.quant.sensitivity import written_maps
     from qbench.run.engine import load_trained
 
     try:
         recipe, task, model, spec = load_trained(run_dir, results)
-        from qbench.quant.sensitivity import written_maps
-
         pmap = parse_precision(precision, written_maps(run_dir, recipe.precisions))
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e), 2)

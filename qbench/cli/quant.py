@@ -1,18 +1,23 @@
-"""`qbench quant ...`: look at what a recipe quantizes, without data or training."""
+"""`qbench quant ...`: look at what a recipe quantizes, without data or training.
+
+The library's modules are imported inside the commands, as in main.py: they load torch.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
+from rich.table import Table
 
 from qbench.progress import console
 
 quant_app = typer.Typer(help="Inspect what a recipe quantizes.", no_args_is_help=True, add_completion=False)
 
 
-def _fail(msg: str, code: int) -> None:
+def _fail(msg: str, code: int) -> NoReturn:
     console.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
@@ -37,8 +42,6 @@ def inspect(
     Built from the recipe alone (no data): with subword units the vocabulary rows are a
     placeholder size. One table per distinct `quant:` setting of the recipe's grid.
     """
-    from rich.table import Table
-
     from qbench.config import RecipeError
     from qbench.quant import model_size_bits
     from qbench.quant.activations import act_target
@@ -138,8 +141,6 @@ def inspect(
 def _precisions_of(recipe, suite_dir: Path):
     """The recipe's evaluation precisions, automatic maps replaced by the map its run chose when
     the run folder has one; and {name: (run id, map report)} of those."""
-    import json
-
     from qbench.quant import parse_precision
     from qbench.quant.sensitivity import written_maps
 
