@@ -10,7 +10,7 @@ RESULTS ?= results
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py constraints.txt qbench/quant/_cpu_kernels.c
+$(STAMP): pyproject.toml constraints.txt
 	@start=$$(date +%s); \
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); \
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]" && \

@@ -2,10 +2,12 @@
 # The GPU checks of one short lease, in order of value, each bounded by `timeout` so one that runs
 # long leaves the others their time. Run from the repository root on a machine with one GPU:
 #   OUT=/tmp/gpu-out bash benchmarks/gpu_check.sh /path/to/multi30k
-# It writes to $OUT: gpu.txt, m30k.log + m30k-compare.txt + m30k-runs.tgz (the Multi30k GPU-size
-# suite, recipes/mt-multi30k-gpu.yaml, checkpoints left out), quant_speed.txt (step time and peak
-# memory of every technique over float) and throughput-*.txt (bf16 and torch.compile speed-ups,
-# QAT step-time ratios, GPU utilisation). Budgets in seconds: M30K_S, SPEED_S, THROUGHPUT_S, COMPILE_S.
+# It writes to $OUT: gpu.txt, quant_cuda.txt (tests/test_quant_cuda.py: round-STE equal to torch's
+# kernel on CUDA, no host sync in a QAT step of any technique), m30k.log + m30k-compare.txt +
+# m30k-runs.tgz (the Multi30k GPU-size suite, recipes/mt-multi30k-gpu.yaml, checkpoints left out),
+# quant_speed.txt (step time and peak memory of every technique over float) and throughput-*.txt
+# (bf16 and torch.compile speed-ups, QAT step-time ratios, GPU utilisation). Budgets in seconds:
+# QUANT_S, M30K_S, SPEED_S, THROUGHPUT_S, COMPILE_S.
 set -u
 OUT=${OUT:-/tmp/qbench-gpu}
 M30K=${1:?usage: gpu_check.sh MULTI30K_FOLDER}
@@ -15,6 +17,9 @@ export PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$OUT/gpu.txt"
+
+echo "== qbench.quant on CUDA (budget ${QUANT_S:-60} s)"
+timeout -k 5 "${QUANT_S:-60}" "$PY" -m pytest -q -p no:cacheprovider tests/test_quant_cuda.py 2>&1 | tee "$OUT/quant_cuda.txt"
 
 echo "== Multi30k en-de at GPU size (budget ${M30K_S:-330} s)"
 start=$(date +%s)

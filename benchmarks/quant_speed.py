@@ -1,6 +1,10 @@
 """One training step of the demo Conformer: float vs every QAT technique, in one run.
 
     .venv/bin/python benchmarks/quant_speed.py [--threads N] [--rounds R] [--device cpu|cuda]
+        [--techniques ste rand absmax+noise ...]
+
+Techniques: float, the presets of qbench.quant.techniques (all of them by default), or parts spelled
+``<scale>+<estimator>`` (a custom technique, e.g. ``learned+noise``).
 
 A step is what the engine does: zero_grad, forward (quantized weights computed in batched groups,
 qbench.quant.batching), CTC loss, backward, gradient clipping, AdamW step (learned lsq/pact
@@ -34,10 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from qbench.config import load_suite  # noqa: E402
 from qbench.quant import QuantSpec, batched_quantization  # noqa: E402
+from qbench.quant.techniques import TECHNIQUE_CONFIGS  # noqa: E402
 from qbench.run.engine import attach_quantizers, make_optimizer  # noqa: E402
 from qbench.tasks.asr import ConformerCTC  # noqa: E402
 
-TECHNIQUES = ("float", "ste", "pqn", "pqn-sg", "rand", "rand-ste", "lsq", "pact", "clip")
+TECHNIQUES = ("float", *TECHNIQUE_CONFIGS)
 VOCAB = 32
 
 
@@ -145,7 +150,7 @@ def main() -> None:
     base = demo_model()
     b = make_batch(device)
     names = ["float", *[t for t in args.techniques if t != "float"]]
-    setups = {n: Setup(n, base, device, QuantSpec(n if n != "float" else "ste", args.bits)) for n in names}
+    setups = {n: Setup(n, base, device, spec_of(n, args.bits)) for n in names}
     for s in setups.values():  # warm-up: lazy init, allocator, optimizer state
         for _ in range(3):
             s.step(b)
@@ -187,6 +192,14 @@ def main() -> None:
             f"{n:<10} {1e3 * statistics.median(times[n]):8.1f} {statistics.median(ratios[n]):10.3f} "
             f"{f'{low:.3f}-{high:.3f}':>13} {mem[n] / 2**20:8.1f} {mem[n] / mem['float']:9.3f}"
         )
+
+
+def spec_of(name: str, bits: int) -> QuantSpec:
+    """A preset's spec, or a custom technique's for ``<scale>+<estimator>`` ("float": unused)."""
+    if "+" in name:
+        scale, _, estimator = name.partition("+")
+        return QuantSpec("custom", bits, scale=scale, estimator=estimator)
+    return QuantSpec(name if name != "float" else "ste", bits)
 
 
 def median_interval(values: list[float]) -> tuple[float, float]:

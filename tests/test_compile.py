@@ -94,33 +94,27 @@ def test_conformer_with_quantizers_is_one_graph(technique):
     assert torch.allclose(compiled_lp, log_probs, atol=1e-5)
 
 
-def test_fused_quantizer_nodes_give_eager_values_and_gradients_when_compiled():
-    """The CPU's fused autograd Functions traced by dynamo: the same values and gradients as eager,
-    bit for bit (in-place ops inside them changed the traced gradients, by up to 549 for an
-    in-place ``+ 0.0``)."""
-    from qbench.quant import quantizers
+def test_quantizers_give_eager_values_and_gradients_when_compiled():
+    """Every scale function and estimator traced by dynamo: the same values and gradients as eager,
+    bit for bit (the noise drawn from the same seed)."""
+    from qbench.quant import QuantSpec
+    from qbench.quant.estimators import round_ste
+    from qbench.quant.quantizers import make_quantizer
 
     torch.manual_seed(0)
     w0 = torch.randn(64, 48)
     scale = w0.abs().amax(1) / 9  # smaller than absmax / 7: some weights clip
-    alpha = w0.abs().amax(1, keepdim=True) * 0.8
-    noise = torch.rand(64, 48) - 0.5
     weights = torch.arange(48.0)
-    cases = {
-        "round-ste": (lambda w, s: quantizers.round_ste(w, s, 7), (w0, scale)),
-        "absmax": (lambda w: quantizers._AbsMaxFakeQuant.apply(w, 7, None), (w0,)),
-        "absmax-noise": (lambda w: quantizers._AbsMaxFakeQuant.apply(w, 7, noise), (w0,)),
-        "topk-lp": (
-            lambda w: quantizers._TopkLpFakeQuant.apply(7, 2, 8.0, 1.0, False, True, (False,), w, noise)[0],
-            (w0,),
-        ),
-        "pact": (lambda w, a: quantizers._PactFakeQuant.apply(w, a, 7), (w0, alpha)),
-    }
+    cases = {"round-ste": (lambda w, s: round_ste(w, s, 7), (w0, scale))}
+    for technique in ("ste", "pqn", "rand", "rand-ste", "lsq", "pact", "clip"):
+        q = make_quantizer(QuantSpec(technique, 4), weight=w0).train()
+        cases[technique] = (q, (w0,))
     for name, (fn, args) in cases.items():
         results = []
         for compiled in (False, True):
             inputs = [a.clone().requires_grad_() for a in args]
             run = torch.compile(fn, backend="eager", fullgraph=True) if compiled else fn
+            torch.manual_seed(1)
             out = run(*inputs)
             (out * weights).sum().backward()
             results.append([out.detach(), *(i.grad for i in inputs)])

@@ -14,15 +14,16 @@ from qbench.quant import (
     PrecisionMap,
     QuantSpec,
     WeightQuantizer,
+    estimators,
     model_size_bits,
     original_name,
     parse_precision,
     quantize_,
     quantized_parameter_names,
-    quantizers,
     use_precision,
 )
-from qbench.quant.quantizers import make_quantizer, round_ste
+from qbench.quant.estimators import noise_like, round_ste
+from qbench.quant.quantizers import make_quantizer
 from qbench.quant.scales import EPS, absmax_scale, topk_lp_scale
 
 QUANT_TECHNIQUES = ("ste", "pqn", "pqn-sg", "rand", "rand-ste")
@@ -88,18 +89,10 @@ def test_ste_matches_fake_quantize_bit_for_bit():
     expected = torch.round(n + 0.5)
     assert torch.equal(steps, expected)
     assert steps.tolist()[7:10] == [0.0, 2.0, 2.0]  # n = 0, 1, 2
-    # same scale, also through autograd: bitwise but for the sign of zero, which a training forward
-    # leaves as round() gave it (-0.0 from below: the same value, one pass over the weight fewer)
+    # same scale, also through autograd: bit for bit, the sign of zero included
     wg = w.clone().requires_grad_()
     trained = q(wg).detach()
-    assert torch.equal(_bits_but_zero_sign(trained), fq(w, s, 4).view(torch.int32))
-    assert torch.equal(trained, fq(w, s, 4))
-    assert (trained.view(torch.int32) == torch.tensor(-0.0).view(torch.int32)).any()  # the case occurs
-
-
-def _bits_but_zero_sign(t: torch.Tensor) -> torch.Tensor:
-    """The bits of fp32 ``t`` with -0.0 counted as +0.0."""
-    return (t + 0.0).view(torch.int32)
+    assert torch.equal(trained.view(torch.int32), fq(w, s, 4).view(torch.int32))
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
@@ -112,8 +105,10 @@ def test_round_ste_bitwise_equal_to_fake_quantize_many_values(bits):
     ref = fq(w, s, bits)
     out = round_ste(w.clone(), s, qp)
     assert torch.equal(out.view(torch.int32), ref.view(torch.int32))
-    out = round_ste(w.clone().requires_grad_(), s, qp).detach()  # training: -0.0 may stay
-    assert torch.equal(_bits_but_zero_sign(out), ref.view(torch.int32))
+    out = round_ste(w.clone().requires_grad_(), s, qp).detach()  # training
+    assert torch.equal(out.view(torch.int32), ref.view(torch.int32))
+    out = round_ste(w.clone().requires_grad_(), s.clone().requires_grad_(), qp).detach()  # and s learned
+    assert torch.equal(out.view(torch.int32), ref.view(torch.int32))
 
 
 def test_round_ste_gradients_are_straight_through_and_lsq():
@@ -159,10 +154,15 @@ def _output_and_grad(fn, w0: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tenso
     return out.detach().view(torch.int32), w.grad
 
 
+def _fixed_noise(monkeypatch, noise: torch.Tensor | None) -> None:
+    if noise is not None:
+        monkeypatch.setattr(estimators, "noise_like", lambda rows, kind: noise)
+
+
 @pytest.mark.parametrize("estimator", ["round-ste", "noise"])
-def test_fused_absmax_node_equals_absmax_scale_then_estimator_bit_for_bit(estimator):
-    """ste and pqn train through one autograd node on the CPU (_AbsMaxFakeQuant); it must give what
-    absmax_scale followed by round-STE or the noise addcmul give, values and gradients."""
+def test_absmax_quantizer_is_absmax_scale_then_estimator_bit_for_bit(estimator, monkeypatch):
+    """ste and pqn train through absmax_scale followed by round-STE or the noise addcmul: values
+    and gradients, with the scale gradient reaching each row's max (split between ties)."""
     torch.manual_seed(14)
     w0 = torch.randn(7, 33)
     w0[1, 3], w0[1, 7] = 2.5, -2.5  # a tie: the scale gradient is split between the two
@@ -170,30 +170,27 @@ def test_fused_absmax_node_equals_absmax_scale_then_estimator_bit_for_bit(estima
     w0[3, 5] = -4.0  # negative max
     g = torch.randn(7, 33)
     noise = torch.rand(7, 33) - 0.5 if estimator == "noise" else None
+    _fixed_noise(monkeypatch, noise)
 
     def composed(w):
         s = absmax_scale(w, 7)
         return round_ste(w, s, 7, clips=False) if noise is None else torch.addcmul(w, s[:, None], noise)
 
-    out_f, grad_f = _output_and_grad(lambda w: quantizers._AbsMaxFakeQuant.apply(w, 7, noise), w0, g)
+    q = make_quantizer(QuantSpec("ste" if noise is None else "pqn", 4)).train()
+    out_q, grad_q = _output_and_grad(q, w0, g)
     out_r, grad_r = _output_and_grad(composed, w0, g)
-    assert torch.equal(out_f, out_r) and torch.equal(grad_f, grad_r)
-    assert grad_f[1, 3] != g[1, 3] and grad_f[1, 7] != g[1, 7]  # the tie got the scale gradient
-    assert torch.equal(grad_f[2], g[2])  # zero row: straight through only
-    # and the quantizer takes this node in CPU training
-    q = make_quantizer(QuantSpec("ste" if noise is None else "pqn", 4))
-    assert q._fuses(w0.clone().requires_grad_())
-    assert not make_quantizer(QuantSpec("pqn-sg", 4))._fuses(w0.clone().requires_grad_())
+    assert torch.equal(out_q, out_r) and torch.equal(grad_q, grad_r)
+    assert grad_q[1, 3] != g[1, 3] and grad_q[1, 7] != g[1, 7]  # the tie got the scale gradient
+    assert torch.equal(grad_q[2], g[2])  # zero row: straight through only
 
 
 @pytest.mark.parametrize(
     "estimator, k, p, c",
     [("noise", 2, 8.0, 1.0), ("round-ste", 2, 8.0, 1.0), ("round-ste", 3, 4.0, 0.6), ("noise", 1, 8.0, 1.5)],
 )
-def test_fused_topk_lp_node_equals_topk_lp_scale_then_estimator_bit_for_bit(estimator, k, p, c):
-    """rand and rand-ste train through one autograd node on the CPU (_TopkLpFakeQuant), whose
-    backward is autograd's written out: values and gradients must be those of topk_lp_scale
-    followed by round-STE (clipping when c < 1) or the noise addcmul."""
+def test_topk_lp_quantizer_is_topk_lp_scale_then_estimator_bit_for_bit(estimator, k, p, c, monkeypatch):
+    """rand and rand-ste train through topk_lp_scale followed by round-STE (clipping when c < 1)
+    or the noise addcmul: values and gradients."""
     torch.manual_seed(16)
     w0 = torch.randn(8, 40)
     w0[1, 3], w0[1, 7] = 2.5, -2.5  # tied largest magnitudes: the first column comes first
@@ -202,70 +199,43 @@ def test_fused_topk_lp_node_equals_topk_lp_scale_then_estimator_bit_for_bit(esti
     w0[4, 5] = -4.0  # negative max
     g = torch.randn(8, 40)
     noise = torch.rand(8, 40) - 0.5 if estimator == "noise" else None
-    noises = [] if noise is None else [noise]
-
-    def fused(w):
-        return quantizers._TopkLpFakeQuant.apply(7, k, p, c, c < 1, noise is not None, (False,), w, *noises)[
-            0
-        ]
+    _fixed_noise(monkeypatch, noise)
 
     def composed(w):
         s = topk_lp_scale(w, 7, k=k, p=p, c=c)
         return round_ste(w, s, 7, clips=c < 1) if noise is None else torch.addcmul(w, s[:, None], noise)
 
-    out_f, grad_f = _output_and_grad(fused, w0, g)
+    q = make_quantizer(QuantSpec("rand" if noise is not None else "rand-ste", 4, k=k, p=p, c=c)).train()
+    out_q, grad_q = _output_and_grad(q, w0, g)
     out_r, grad_r = _output_and_grad(composed, w0, g)
-    assert torch.equal(out_f, out_r) and torch.equal(grad_f, grad_r)
-    assert (grad_f[1, [3, 7]] != g[1, [3, 7]]).all() or k == 1  # both tied weights got scale gradient
+    assert torch.equal(out_q, out_r) and torch.equal(grad_q, grad_r)
+    assert (grad_q[1, [3, 7]] != g[1, [3, 7]]).all() or k == 1  # both tied weights got scale gradient
     if noise is not None:
-        assert torch.equal(grad_f[2], g[2])  # zero row: straight through only
-    q = make_quantizer(QuantSpec("rand" if noise is not None else "rand-ste", 4, k=k, p=p, c=c))
-    assert q._fuses(w0.clone().requires_grad_())
-    assert not make_quantizer(QuantSpec("rand", 4, scale_grad=False))._fuses(w0.clone().requires_grad_())
+        assert torch.equal(grad_q[2], g[2])  # zero row: straight through only
 
 
-@pytest.mark.parametrize("noisy", [True, False])
-def test_fused_topk_lp_node_takes_several_passes_at_once(noisy):
-    """qbench.quant.batching hands the fused RAND node all passes of alike quantizers (rows of other
-    lengths) in one call; each pass gets what it gets alone. Row counts are multiples of 32 so the
-    vectorised pow kernels see each value at the same vector lane in both cases (bit for bit)."""
-    torch.manual_seed(17)
-    shapes = [(32, 40), (64, 24), (96, 7)]
-    w0 = [torch.randn(sh) for sh in shapes]
-    g = [torch.randn(sh) for sh in shapes]
-    noise = [torch.rand(sh) - 0.5 for sh in shapes] if noisy else []
-    together = [x.clone().requires_grad_() for x in w0]
-    outs = quantizers._TopkLpFakeQuant.apply(7, 2, 8.0, 1.0, False, noisy, (False,) * 3, *together, *noise)
-    sum((o * gi).sum() for o, gi in zip(outs, g, strict=True)).backward()
-    for j, x0 in enumerate(w0):
-        alone = x0.clone().requires_grad_()
-        (out,) = quantizers._TopkLpFakeQuant.apply(
-            7, 2, 8.0, 1.0, False, noisy, (False,), alone, *noise[j : j + 1] if noisy else []
-        )
-        (out * g[j]).sum().backward()
-        assert torch.equal(out, outs[j]) and torch.equal(alone.grad, together[j].grad)
-
-
-def test_fused_pact_node_equals_clamp_then_round_ste_bit_for_bit():
+def test_pact_quantizer_is_clamp_then_round_ste_bit_for_bit():
     torch.manual_seed(15)
     w0 = torch.randn(6, 25)
     alpha0 = torch.rand(6) * 1.5 + 0.2  # some weights beyond +-alpha on every row
     g = torch.randn(6, 25)
     results = []
-    for fused in (True, False):
+    for quantizer in (True, False):
         w, alpha = w0.clone().requires_grad_(), alpha0.clone().requires_grad_()
-        if fused:
-            out = quantizers._PactFakeQuant.apply(w, alpha.unsqueeze(1), 7)
+        if quantizer:
+            q = make_quantizer(QuantSpec("pact", 4), weight=w0).train()
+            with torch.no_grad():
+                q.alpha.copy_(alpha0)
+            out = q(w)
+            alpha = q.alpha
         else:
-            clamped = quantizers._ClampToAlpha.apply(w, alpha.unsqueeze(1))
+            clamped = torch.clamp(w, -alpha.unsqueeze(1), alpha.unsqueeze(1))
             out = round_ste(clamped, (alpha / 7).detach(), 7, clips=False)
         (out * g).sum().backward()
         results.append((out.detach().view(torch.int32), w.grad, alpha.grad))
-    for fused_value, reference in zip(results[0], results[1], strict=True):
-        assert torch.equal(fused_value, reference)
+    for value, reference in zip(results[0], results[1], strict=True):
+        assert torch.equal(value, reference)
     assert (results[0][2] != 0).all()  # alpha learns from the clipped weights
-    q = make_quantizer(QuantSpec("pact", 4), weight=w0)
-    assert q._fuses(w0.clone().requires_grad_())
 
 
 def test_rand_scale_formula_and_gradient_reaches_exactly_top_k():
@@ -324,16 +294,14 @@ def test_pqn_noise_within_half_step_fresh_each_forward_and_hard_in_eval():
     assert abs(ratio - 1 / math.sqrt(12)) < 0.01
 
 
-def test_cpu_uniform_noise_is_16_bit_midpoints_seeded_by_torch():
+def test_uniform_noise_is_torchs_draw():
+    """The noise estimator draws torch.rand_like (on any device: the same stream as torch's)."""
     torch.manual_seed(21)
-    u = quantizers.noise_like(torch.empty(300, 1000), "uniform")
-    steps = u * 65536 - 0.5  # the int16 values
-    assert torch.equal(steps, steps.round()) and steps.min() >= -32768 and steps.max() <= 32767
+    u = noise_like(torch.empty(300, 1000), "uniform")
+    torch.manual_seed(21)
+    assert torch.equal(u, torch.rand(300, 1000) - 0.5)
     assert abs(u.mean().item()) < 2e-3 and abs(u.var().item() - 1 / 12) < 1e-3
-    assert len(steps.unique()) > 60000  # the whole range in use
-    torch.manual_seed(21)
-    assert torch.equal(u, quantizers.noise_like(torch.empty(300, 1000), "uniform"))
-    assert not torch.equal(u, quantizers.noise_like(torch.empty(300, 1000), "uniform"))
+    assert not torch.equal(u, noise_like(torch.empty(300, 1000), "uniform"))
 
 
 def test_pqn_sg_stops_scale_gradient_pqn_does_not():
@@ -349,7 +317,7 @@ def test_pqn_sg_stops_scale_gradient_pqn_does_not():
     # d(W + s u)/dW = 1, plus sum_j u_j * ds/dW at the row max when the scale is live
     assert torch.equal(grads["pqn-sg"], torch.ones_like(w0))
     torch.manual_seed(5)
-    u = quantizers.noise_like(w0, "uniform")  # the same draw
+    u = noise_like(w0, "uniform")  # the same draw
     expected = 1 + (u.sum(1, keepdim=True) * w0.sign() / 7) * is_max
     torch.testing.assert_close(grads["pqn"], expected)
     assert (grads["pqn"][is_max] != 1).all()
@@ -661,88 +629,3 @@ def test_rand_scale_of_an_all_zero_row_has_a_finite_gradient():
     s = make_quantizer(QuantSpec("rand", 4)).scale(w)
     s.sum().backward()
     assert s[1] == EPS and w.grad.isfinite().all() and (w.grad[1] == 0).all()
-
-
-# --------------------------------------------------------------------------- RAND's top-k in C
-
-
-def test_cpu_kernels_are_built_where_a_c_compiler_is():
-    """setup.py builds qbench.quant._cpu_kernels (optional: skipped by pip without a compiler)."""
-    import shutil
-
-    from qbench.quant import scales
-
-    if shutil.which("cc") is None and shutil.which("gcc") is None:
-        pytest.skip("no C compiler: the torch fallback is used")
-    assert scales._cpu_kernels is not None
-
-
-def _edge_rows(seed: int, count: int) -> list[torch.Tensor]:
-    """Short rows of ties, signed zeros, infinities, subnormals and NaNs of several bit patterns."""
-    g = torch.Generator().manual_seed(seed)
-    vals = torch.tensor([0.0, -0.0, 1.0, -1.0, 2.0, -2.0, 0.5, 1e-45, -1e-45, math.inf, -math.inf, math.nan])
-    nan_bits = torch.tensor([0x7FC00001, -0x3FFFFF, 0x7F800001], dtype=torch.int32)
-    rows = []
-    for _ in range(count):
-        width = int(torch.randint(3, 40, (), generator=g))  # one to four SIMD blocks of 8 and a tail
-        row = vals[torch.randint(0, len(vals), (1, width), generator=g)]
-        if torch.rand((), generator=g) < 0.3:
-            row.view(torch.int32)[0, torch.randint(0, width, (), generator=g)] = nan_bits[
-                torch.randint(0, 3, (), generator=g)
-            ]
-        rows.append(row)
-    return rows
-
-
-@pytest.mark.parametrize("k", [1, 2, 3])
-def test_cpu_kernels_top_k_gives_the_columns_of_k_max_passes(k):
-    """The C kernel's columns equal those of k passes of torch's max(dim=1) on |W| (the first of equal
-    maxima each pass, a NaN above any number whatever its bits), on wide random rows, strided rows
-    and thousands of short rows full of ties and special values."""
-    from qbench.quant import scales
-
-    if scales._cpu_kernels is None:
-        pytest.skip("qbench.quant._cpu_kernels not built")
-    torch.manual_seed(k)
-    cases = [torch.randn(3104, 96), torch.randn(576, 384), torch.randn(5, 1001), torch.randn(40, 60)[:, 3:50]]
-    cases[0][:, 40] = cases[0][:, 7]  # exact ties at the top of every row
-    cases += _edge_rows(k, 3000)
-    for rows in cases:
-        expected = scales._top_k_indices(rows.abs(), k)
-        assert torch.equal(scales._top_k_magnitudes(rows, k), expected), rows
-
-
-def test_cpu_kernels_top_k_falls_back_to_torch_ops_with_the_same_training(monkeypatch):
-    """Without the extension rand trains through torch's ops: the same values and gradients."""
-    from qbench.quant import scales
-
-    if scales._cpu_kernels is None:
-        pytest.skip("qbench.quant._cpu_kernels not built: both runs would use torch's ops")
-    torch.manual_seed(3)
-    w0 = torch.randn(48, 40)
-    results = []
-    for built in (True, False):
-        if not built:
-            monkeypatch.setattr(scales, "_cpu_kernels", None)
-        w = w0.clone().requires_grad_()
-        out = make_quantizer(QuantSpec("rand-ste", 4))(w)
-        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
-        results.append((out.detach(), w.grad))
-    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
-
-
-def test_cpu_kernels_uniform_noise_equals_numpy_draws_converted_by_torch(monkeypatch):
-    """The C noise repeats numpy's PCG64 draws as torch converts them, bit for bit: shapes whose size is
-    not a multiple of four (the last draw's quarters cut) and that span several of its blocks."""
-    if quantizers._cpu_kernels is None:
-        pytest.skip("qbench.quant._cpu_kernels not built")
-    shapes = [(576, 384), (3, 5), (1,), (0,), (2, 3, 7), (2049 * 4 + 3,)]
-    drawn = {}
-    for built in (True, False):
-        if not built:
-            monkeypatch.setattr(quantizers, "_cpu_kernels", None)
-        torch.manual_seed(9)
-        drawn[built] = [quantizers._uniform_16bit(torch.empty(s)) for s in shapes]
-    for c, reference in zip(drawn[True], drawn[False], strict=True):
-        assert c.shape == reference.shape and torch.equal(c.view(torch.int32), reference.view(torch.int32))
-    assert len(drawn[True][0].unique()) > 60000  # not a constant or a short cycle

@@ -23,8 +23,9 @@ from qbench.quant import (
     use_precision,
 )
 from qbench.quant.activations import fake_quant_per_token, find_act_quantizers
-from qbench.quant.quantizers import make_quantizer, round_ste
-from qbench.quant.scales import mse_clip_scale
+from qbench.quant.estimators import round_ste
+from qbench.quant.quantizers import make_quantizer
+from qbench.quant.scales import grad_scale, mse_clip_scale
 from qbench.quant.techniques import preset_for
 from qbench.tasks import load_suite
 
@@ -84,7 +85,7 @@ def test_round_ste_grad_factor_scales_only_the_scale_gradient():
     grads = []
     for factor in (1.0, 0.25):
         wr, s = w.clone().requires_grad_(), torch.tensor([0.2, 0.1, 0.3], requires_grad=True)
-        (round_ste(wr, s, 7, factor) * g).sum().backward()
+        (round_ste(wr, grad_scale(s, factor), 7) * g).sum().backward()
         grads.append((wr.grad, s.grad))
     assert torch.equal(grads[0][0], grads[1][0])
     torch.testing.assert_close(grads[1][1], grads[0][1] * 0.25)
@@ -412,3 +413,47 @@ def test_quant_inspect_lists_parameters_and_float_kept(tmp_path):
     assert "│ 4 " in row and "f/4" in row  # trained at 4 bits; evaluated float and 4
     bad = CliRunner().invoke(app, ["quant", "inspect", str(write(tmp_path, "  include: ['nothing*']\n"))])
     assert bad.exit_code == 2 and "quant.include" in bad.output
+
+
+# --------------------------------------------------------------------------- the parts' options
+
+
+def test_part_options_are_declared_once_and_reach_spec_recipe_and_run_ids():
+    """Each scale function's and estimator's options (qbench.quant.techniques.OPTIONS) are the
+    fields of QuantSpec and of a recipe's quant section, with their defaults and their checks;
+    those not hashed at their default enter run ids only when set."""
+    from dataclasses import fields
+
+    from qbench.config import QuantConfig
+    from qbench.config.run_ids import HASHED_WHEN_SET
+    from qbench.quant.techniques import ESTIMATORS, OPTIONS, SCALES
+
+    declared = [o.name for part in (*SCALES.values(), *ESTIMATORS.values()) for o in part.options]
+    assert sorted(declared) == sorted(o.name for o in OPTIONS) == ["c", "clip_every", "k", "noise", "p"]
+    spec_fields = {f.name: f.default for f in fields(QuantSpec)}
+    for o in OPTIONS:
+        assert spec_fields[o.name] == o.default == QuantConfig.model_fields[o.name].default
+        assert (("quant", o.name) in HASHED_WHEN_SET) == (not o.hashed_at_default)
+    with pytest.raises(ValueError, match="k must be a positive int"):
+        QuantSpec("rand", k=0)
+    with pytest.raises(ValueError, match="clip_every must be a positive int"):
+        QuantSpec("clip", clip_every=0)
+    with pytest.raises(ValueError, match="unknown noise 'gauss'"):
+        QuantSpec("pqn", noise="gauss")
+    with pytest.raises(ValueError, match="p must be > 0"):
+        QuantSpec("rand", p=0.0)
+
+
+def test_quantizers_differing_in_a_part_option_do_not_share_a_pass():
+    from qbench.quant import batched_quantization
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8))
+    quantize_(model, QuantSpec("rand", 4, include=("0.weight",)))
+    quantize_(model, QuantSpec("rand", 4, k=3, include=("1.weight",)))
+    q0, q1 = model[0].parametrizations.weight[0], model[1].parametrizations.weight[0]
+    assert (q0.scale_fn.k, q1.scale_fn.k) == (2, 3) and q0.batch_key() != q1.batch_key()
+    x = torch.randn(3, 8)
+    with torch.no_grad(), batched_quantization(model.eval()):
+        batched = model(x)
+    torch.testing.assert_close(batched, model(x))

@@ -4,8 +4,11 @@ A run id is ``<technique>-w<bits>-seed<seed>-<hash>``; the hash covers the resol
 what only changes speed (``train.compile``) and keys the model does not use (the transducer's
 ``pred_dim`` and ``joiner_dim`` on a CTC model). Options listed in :data:`HASHED_WHEN_SET` enter
 the hash only when they differ from their default, so adding an option to the schema never moves
-the ids of recipes that do not use it: every new option goes there. ``technique: clip`` hashes all
-of its quant keys. tests/test_run_ids.py pins the ids and keys of every committed recipe.
+the ids of recipes that do not use it: every new option goes there, and so does every option a
+scale function or an estimator declares (qbench.quant.techniques.OPTIONS) but those declared
+``hashed_at_default``. ``technique: clip`` hashes its quant keys at their defaults too, but for the
+options of parts it does not use. tests/test_run_ids.py pins the ids and keys of every committed
+recipe.
 
 The training key names the weights a run trains (its float warm-up, or its whole training), so
 runs that share them (a suite's techniques after a common float warm-up; ptq beside float) train
@@ -20,7 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from qbench.quant.techniques import DEFAULT_EXCLUDE, DEFAULT_INCLUDE
+from qbench.quant.techniques import DEFAULT_EXCLUDE, DEFAULT_INCLUDE, OPTIONS, preset_options
 
 #: (section, key) -> default: hashed only when set to another value
 HASHED_WHEN_SET: dict[tuple[str, str], Any] = {
@@ -32,7 +35,6 @@ HASHED_WHEN_SET: dict[tuple[str, str], Any] = {
     ("quant", "exclude"): list(DEFAULT_EXCLUDE),
     ("quant", "activations"): None,
     ("quant", "float_dtype"): "bfloat16",
-    ("quant", "clip_every"): 32,
     ("quant", "qat_lr"): None,
     ("eval", "long_form"): [],
     ("model", "vtlp"): 0.0,
@@ -40,6 +42,7 @@ HASHED_WHEN_SET: dict[tuple[str, str], Any] = {
     ("eval", "word_score"): 0.0,
     ("eval", "lm_order"): 0,
     ("eval", "lm_weight"): 2.0,
+    **{("quant", o.name): o.default for o in OPTIONS if not o.hashed_at_default},
 }
 
 #: model keys only the transducer uses (left out of a CTC run's hash)
@@ -64,7 +67,13 @@ def _drop_defaults(section: str, d: dict) -> dict:
 
 
 def _filter_quant(q: dict) -> dict:
-    return q if q["technique"] == "clip" else _drop_defaults("quant", q)
+    if q["technique"] != "clip":
+        return _drop_defaults("quant", q)
+    # clip: every key, but the options of parts it does not use where they are at their defaults
+    others = {
+        o.name: o.default for o in OPTIONS if not o.hashed_at_default and o not in preset_options("clip")
+    }
+    return {k: v for k, v in q.items() if not (k in others and v == others[k])}
 
 
 def hashed_quant(quant: BaseModel) -> dict:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import difflib
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from qbench.config import run_ids
 from qbench.quant.precision import parse_precision
@@ -16,11 +16,12 @@ from qbench.quant.techniques import (
     DEFAULT_EXCLUDE,
     DEFAULT_INCLUDE,
     ESTIMATORS,
-    SCALE_ALIASES,
+    OPTIONS,
     SCALE_NAMES,
     TECHNIQUE_CONFIGS,
     TECHNIQUES,
     preset_for,
+    scale_class,
 )
 
 
@@ -213,24 +214,35 @@ ModelConfig = Annotated[ConformerCTCConfig | TransformerConfig, Field(discrimina
 ARCHS = {"asr": ("conformer-ctc", "conformer-transducer"), "mt": ("transformer",)}
 
 
-class QuantConfig(_Strict):
+#: the scale functions' and estimators' options (k, p, c, clip_every, noise, ...) as quant fields,
+#: from their declarations in qbench.quant.techniques.OPTIONS
+_QuantOptions = create_model(
+    "_QuantOptions",
+    __base__=_Strict,
+    **{
+        o.name: (
+            Literal[o.choices] if o.choices else o.type,  # type: ignore[valid-type]
+            Field(o.default, ge=o.ge, gt=o.gt, le=o.le, description=o.help),
+        )
+        for o in OPTIONS
+    },
+)
+
+
+class QuantConfig(_QuantOptions):  # type: ignore[valid-type, misc]
     """`technique` is a preset of (scale, estimator, scale gradient); `scale`/`estimator`/
     `scale_grad` spell one out or change a preset's part. Validation stores the canonical form:
     the preset's name when the parts spell one (`{scale: topk-lp, estimator: noise}` is `rand`),
-    else `technique: custom` with all three parts."""
+    else `technique: custom` with all three parts. The parts' options come from their
+    declarations (`_QuantOptions`)."""
 
     technique: Literal[TECHNIQUES] = "float"  # type: ignore[valid-type]
     scale: Literal[SCALE_NAMES] | None = None  # type: ignore[valid-type]
-    estimator: Literal[ESTIMATORS] | None = None  # type: ignore[valid-type]
+    estimator: Literal[tuple(ESTIMATORS)] | None = None  # type: ignore[valid-type]
     scale_grad: bool | None = None  # false: no gradient through the scale (a frozen learned scale)
     bits: int = Field(4, ge=2, le=8)
     granularity: Literal["per-channel", "per-tensor", "per-group"] = "per-channel"
     group_size: int | None = Field(None, ge=1)  # per-group: weights along the input dimension per scale
-    k: int = Field(2, ge=1)
-    p: float = Field(8.0, gt=0)
-    c: float = Field(1.0, gt=0)
-    noise: Literal["uniform", "normal"] = "uniform"
-    clip_every: int = Field(32, ge=1)  # clip: training steps between two searches of the clip ratios
     # original parameter names (fnmatch globs); tensors under 2 dims always stay float
     include: tuple[str, ...] = DEFAULT_INCLUDE
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE
@@ -261,17 +273,17 @@ class QuantConfig(_Strict):
         grad = data.get("scale_grad")
         if scale not in SCALE_NAMES or estimator not in ESTIMATORS or not isinstance(grad, bool | None):
             return {**data, "technique": "custom"} if tech is None else data
-        scale = SCALE_ALIASES.get(scale, scale)
-        if scale == "mse-clip" and grad:
-            return {**data, "technique": "custom"}  # field_errors: mse-clip has no scale gradient
+        part = scale_class(scale)
+        if not part.has_gradient and grad:
+            return {**data, "technique": "custom"}  # field_errors: this scale has no gradient
         detach = (not grad) if grad is not None else base.get("detach_scale", False)
-        name = preset_for(scale, estimator, detach)
+        name = preset_for(part.name, estimator, detach)
         out = {k: v for k, v in data.items() if k not in ("scale", "estimator", "scale_grad")}
         if name != "custom":
             return {**out, "technique": name}
-        # mse-clip has no scale gradient: a preset's estimator swapped (clip + noise) must not give it one
-        grad = not detach and scale != "mse-clip"
-        return {**out, "technique": "custom", "scale": scale, "estimator": estimator, "scale_grad": grad}
+        # a scale without a gradient (mse-clip) keeps none when a preset's estimator is swapped
+        grad = not detach and part.has_gradient
+        return {**out, "technique": "custom", "scale": part.name, "estimator": estimator, "scale_grad": grad}
 
     def spec(self) -> QuantSpec:
         """The quantization library's spec of this section (what training attaches and how)."""
@@ -280,11 +292,7 @@ class QuantConfig(_Strict):
             technique=self.technique,
             bits=self.bits,
             granularity=granularity,
-            k=self.k,
-            p=self.p,
-            c=self.c,
-            noise=self.noise,
-            clip_every=self.clip_every,
+            **{o.name: getattr(self, o.name) for o in OPTIONS},
             include=tuple(self.include),
             exclude=tuple(self.exclude),
             scale=self.scale,
@@ -310,8 +318,9 @@ class QuantConfig(_Strict):
             for k in ("scale", "estimator"):
                 if getattr(self, k) is None:
                     errors.append(((k,), "a custom technique needs both quant.scale and quant.estimator"))
-            if SCALE_ALIASES.get(self.scale, self.scale) == "mse-clip" and self.scale_grad:
-                errors.append((("scale_grad",), "the mse-clip scale is a search result: it has no gradient"))
+            if self.scale in SCALE_NAMES and not scale_class(self.scale).has_gradient and self.scale_grad:
+                name = scale_class(self.scale).name
+                errors.append((("scale_grad",), f"the {name} scale has no gradient (leave scale_grad unset)"))
         if self.granularity == "per-group" and self.group_size is None:
             errors.append((("group_size",), "required with granularity per-group (weights per scale)"))
         if self.granularity != "per-group" and self.group_size is not None:

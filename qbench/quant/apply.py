@@ -25,7 +25,9 @@ from torch.nn.utils import parametrize
 from .activations import act_target, attach_act_quantizer, detach_act_quantizer, find_act_quantizers
 from .batching import forget_attachments
 from .precision import PrecisionMap, name_matches, parse_precision
-from .quantizers import FLOAT_DTYPES, QuantSpec, WeightQuantizer, make_quantizer
+from .quantizers import QuantSpec, WeightQuantizer, make_quantizer
+from .scales import num_scales
+from .techniques import FLOAT_DTYPES
 
 __all__ = [
     "quantize_",
@@ -34,6 +36,7 @@ __all__ = [
     "original_name",
     "use_precision",
     "find_quantizers",
+    "model_size_bits",
 ]
 
 _ORIGINAL_RE = re.compile(r"(^|\.)parametrizations\.([^.]+)\.original\d*$")
@@ -241,3 +244,59 @@ def use_precision(
                     params[key] = params.pop(key)
         for q, bits, enabled, hard, scale_dtype in saved:
             q.bits, q.enabled, q.hard, q.scale_dtype = bits, enabled, hard, scale_dtype
+
+
+def model_size_bits(
+    model: nn.Module,
+    precision_map: PrecisionMap | str | None,
+    spec,
+) -> dict[str, int]:
+    """True packed size of ``model`` at ``precision_map``.
+
+    Quantized weights cost ``bits * numel + f * n_scales`` (one scale per row: per output
+    channel for per-channel granularity); every other parameter costs ``f * numel``, with
+    ``f`` the width of ``spec.float_dtype`` (16 for bfloat16) when ``precision_map`` quantizes
+    anything (the packed export stores them so) and 32 otherwise (``"float"``, ``None``);
+    learned quantizer scales are not counted twice.  Each parameter is counted once (tied weights too).  The
+    quantized weights are the ones ``use_precision`` would quantize: those with
+    a quantizer attached plus those ``spec`` selects.  ``precision_map=None``
+    means "as trained": attached quantizers at their own bits, the rest float.
+
+    Returns ``total_bits``, ``float32_bits`` (32 x all parameters),
+    ``quantized_params`` and ``float_params`` (numbers of scalars).
+    """
+    pmap = None if precision_map is None else parse_precision(precision_map)
+    fbits = 32
+    if pmap is not None and not pmap.is_float:
+        fbits = torch.finfo(FLOAT_DTYPES[getattr(spec, "float_dtype", "float32")]).bits
+    qinfo: dict[int, tuple[int, int]] = {}  # id(param) -> (bits, n_scales)
+    for name, module, tname, tensor in weight_slots(model):
+        if id(tensor) in qinfo or not isinstance(tensor, nn.Parameter):
+            continue
+        quantizer = find_quantizer(module, tname)
+        if quantizer is not None:
+            bits = quantizer.bits if pmap is None else pmap.bits_for(name)
+            granularity = quantizer.granularity
+        elif pmap is not None and is_selected(name, tensor, spec):
+            bits, granularity = pmap.bits_for(name), spec.granularity
+        else:
+            bits = None
+        if bits is not None:
+            qinfo[id(tensor)] = (bits, num_scales(tensor.shape, granularity))
+
+    # learned scales (LSQ/PACT) are folded into the exported per-row scales already counted
+    learned = {id(p) for _, p in quantizer_parameters(model)}
+    total = float32 = n_q = n_f = 0
+    for p in model.parameters():  # deduplicated
+        if id(p) in learned:
+            continue
+        n = p.numel()
+        float32 += 32 * n
+        if id(p) in qinfo:
+            bits, n_scales = qinfo[id(p)]
+            total += bits * n + fbits * n_scales
+            n_q += n
+        else:
+            total += fbits * n
+            n_f += n
+    return dict(total_bits=total, float32_bits=float32, quantized_params=n_q, float_params=n_f)

@@ -1,7 +1,7 @@
 """Settings that are only wrong for a given model, found before anything trains.
 
 :func:`check_model` returns ``(key, message)`` pairs, ``key`` being the :class:`QuantSpec` field
-at fault (``include``, ``exclude``, ``granularity``, ``k``), so a recipe can name its own key.
+at fault (``include``, ``exclude``, ``granularity``, or a scale function's option such as ``k``), so a recipe can name its own key.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from torch import nn
 
 from .apply import is_selected, weight_slots
 from .precision import name_matches
-from .quantizers import DEFAULT_EXCLUDE, DEFAULT_INCLUDE, QuantSpec
+from .quantizers import QuantSpec
 from .scales import GROUP_RE
+from .techniques import DEFAULT_EXCLUDE, DEFAULT_INCLUDE
 
 __all__ = ["check_model"]
 
@@ -26,8 +27,8 @@ def _closest(pattern: str, names: list[str]) -> str:
 def check_model(model: nn.Module, spec: QuantSpec) -> list[tuple[str, str]]:
     """Problems of ``spec`` on ``model``: a glob of ``include``/``exclude`` (other than the
     defaults) matching no parameter, a selection that quantizes nothing, a group size that does
-    not divide a selected weight's row (its input dimension x kernel), and ``topk-lp``'s ``k``
-    larger than a quantization row."""
+    not divide a selected weight's row (its input dimension x kernel), and a row shorter than the
+    scale function needs (``topk-lp``'s ``k``)."""
     slots = list(weight_slots(model))
     names = [n for n, *_ in slots]
     errors: list[tuple[str, str]] = []
@@ -54,21 +55,23 @@ def check_model(model: nn.Module, spec: QuantSpec) -> list[tuple[str, str]]:
                     f"{n} (shape {tuple(t.shape)}){more}; exclude those weights or pick a divisor",
                 )
             )
-    if spec.attaches and spec.quantizer_options().get("scale_fn") == "topk-lp":
+    need = spec.parts()[0].min_row() if spec.attaches else None
+    if need is not None:
+        option, value = need
 
         def row(t) -> int:
             if spec.granularity == "per-tensor":
                 return t.numel()
             return int(m.group(1)) if m else t.numel() // t.shape[0]
 
-        small = [(n, t, row(t)) for n, t in selected if row(t) < spec.k]
+        small = [(n, t, row(t)) for n, t in selected if row(t) < value]
         if small:
             n, t, r = min(small, key=lambda x: x[2])
             errors.append(
                 (
-                    "k",
-                    f"k={spec.k} is larger than the {r} weights of a quantization row of {n} "
-                    f"(shape {tuple(t.shape)}); use k <= {r}",
+                    option,
+                    f"{option}={value} is larger than the {r} weights of a quantization row of {n} "
+                    f"(shape {tuple(t.shape)}); use {option} <= {r}",
                 )
             )
     return errors

@@ -38,7 +38,8 @@ from torch import Tensor, nn
 
 from .apply import find_quantizer, original_name, use_precision, weight_slots
 from .precision import PrecisionMap, parse_precision
-from .quantizers import FLOAT_DTYPES, QuantSpec
+from .quantizers import QuantSpec
+from .techniques import FLOAT_DTYPES
 
 __all__ = ["export_packed", "load_packed", "packed_size_bytes", "pack_int4", "unpack_int4", "FORMAT"]
 

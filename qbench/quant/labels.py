@@ -12,37 +12,28 @@ from __future__ import annotations
 
 import re
 
-from qbench.quant.techniques import SCALE_ALIASES, TECHNIQUE_CONFIGS
+from .techniques import ESTIMATORS, SCALES, TECHNIQUE_CONFIGS, scale_class
 
 __all__ = ["technique_label", "cell", "topk_options"]
 
-_DEFAULT_KPC = (2, 8.0, 1.0)
-
-
-def _label(technique: str, scale: str | None, estimator: str | None, detach: bool, k, p, c, noise) -> str:
-    if technique in TECHNIQUE_CONFIGS:
-        base = TECHNIQUE_CONFIGS[technique]
-        scale_fn, est = base["scale_fn"], base["estimator"]
-        name = technique
-    elif technique == "custom":
-        scale_fn, est = SCALE_ALIASES.get(scale, scale), estimator
-        sg = "-sg" if detach and scale_fn != "mse-clip" else ""
-        name = f"{scale_fn}{sg}+{est}"
-    else:
-        return technique
-    opts = []
-    if scale_fn == "topk-lp" and (k, float(p), float(c)) != _DEFAULT_KPC:
-        opts += [f"k={k}", f"p={float(p):g}"] + ([f"c={float(c):g}"] if float(c) != 1.0 else [])
-    if est == "noise" and noise != "uniform":
-        opts.append(noise)
-    return f"{name}({','.join(opts)})" if opts else name
-
 
 def technique_label(recipe) -> str:
-    """The index/leaderboard name of a recipe's technique (see the module docstring)."""
+    """The index/leaderboard name of a recipe's technique (see the module docstring): the preset's
+    name or the parts', followed by the parts' options that are not at their defaults (each part
+    says how it shows them)."""
     q = recipe.quant
-    detach = q.scale_grad is False
-    return _label(q.technique, q.scale, q.estimator, detach, q.k, q.p, q.c, q.noise)
+    if q.technique in TECHNIQUE_CONFIGS:
+        base = TECHNIQUE_CONFIGS[q.technique]
+        scale, estimator = SCALES[base["scale_fn"]], ESTIMATORS[base["estimator"]]
+        name = q.technique
+    elif q.technique == "custom":
+        scale, estimator = scale_class(q.scale), ESTIMATORS[q.estimator]
+        sg = "-sg" if q.scale_grad is False and scale.has_gradient else ""
+        name = f"{scale.name}{sg}+{estimator.name}"
+    else:
+        return q.technique
+    opts = scale.from_settings(q).label_options() + estimator.from_settings(q).label_options()
+    return f"{name}({','.join(opts)})" if opts else name
 
 
 _OPTS_RE = re.compile(r"\((.*)\)$")
@@ -67,7 +58,8 @@ def cell(label: str) -> tuple[str, str] | None:
     base = _OPTS_RE.sub("", label)
     if base in TECHNIQUE_CONFIGS:
         cfg = TECHNIQUE_CONFIGS[base]
-        scale = cfg["scale_fn"] + ("-sg" if cfg.get("detach_scale") and cfg["scale_fn"] != "mse-clip" else "")
+        sg = cfg.get("detach_scale") and SCALES[cfg["scale_fn"]].has_gradient
+        scale = cfg["scale_fn"] + ("-sg" if sg else "")
         return scale, cfg["estimator"]
     if "+" in base:
         scale, _, est = base.partition("+")

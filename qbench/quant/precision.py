@@ -17,10 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-import torch
-from torch import nn
-
-__all__ = ["PrecisionMap", "parse_precision", "model_size_bits", "name_matches"]
+__all__ = ["PrecisionMap", "parse_precision", "name_matches", "AutoConfig", "is_auto"]
 
 _WBITS_RE = re.compile(r"w(\d+)")
 _PRECISION_RE = re.compile(r"w(\d+)(?:a(\d+))?")
@@ -63,7 +60,7 @@ class PrecisionMap:
     default: int | None
     rules: tuple[tuple[str, int | None], ...] = ()
     act_bits: int | None = None  # 8: activations of quantized layers fake-quantized per token
-    # an automatic map not resolved yet (qbench.quant.sensitivity.AutoConfig): its bits are chosen
+    # an automatic map not resolved yet (AutoConfig): its bits are chosen
     # for a trained model (resolve_auto_maps); until then bits_for raises
     auto: object | None = None
 
@@ -103,6 +100,77 @@ class PrecisionMap:
         )
 
 
+METHODS = ("hessian", "fisher")
+_AUTO_KEYS = ("budget_bits", "sensitivity", "bits", "samples", "batches")
+
+
+def is_auto(spec) -> bool:
+    """True for a named precision map that is automatic: ``{"auto": {...}}``."""
+    return isinstance(spec, Mapping) and "auto" in spec
+
+
+@dataclass(frozen=True)
+class AutoConfig:
+    """An automatic map's settings (the mapping under ``auto:``)."""
+
+    budget_bits: float
+    sensitivity: str = "hessian"  # "hessian" (Hutchinson trace) | "fisher" (squared gradients)
+    bits: tuple[int, ...] = (4, 8)  # the bit widths a layer may get
+    samples: int = 8  # Rademacher vectors per batch (hessian)
+    batches: int = 2  # training batches the estimate averages over
+
+    @classmethod
+    def parse(cls, name: str, spec: Mapping) -> AutoConfig:
+        """Validate ``{"auto": {...}}``; errors name the map and the key."""
+        extra = [k for k in spec if k != "auto"]
+        if extra:
+            raise ValueError(f"precision map {name!r}: an automatic map has only 'auto:', not {extra}")
+        cfg = spec["auto"]
+        if not isinstance(cfg, Mapping):
+            raise ValueError(
+                f"precision map {name!r}: auto must be a mapping such as "
+                "{budget_bits: 5.0, sensitivity: hessian}, got " + repr(cfg)
+            )
+        unknown = [k for k in cfg if k not in _AUTO_KEYS]
+        if unknown:
+            raise ValueError(f"precision map {name!r}: unknown auto key(s) {unknown}; expected {_AUTO_KEYS}")
+        if "budget_bits" not in cfg:
+            raise ValueError(f"precision map {name!r}: auto needs budget_bits (average bits per weight)")
+        budget = cfg["budget_bits"]
+        if isinstance(budget, bool) or not isinstance(budget, int | float):
+            raise ValueError(f"precision map {name!r}: auto.budget_bits must be a number, got {budget!r}")
+        method = cfg.get("sensitivity", "hessian")
+        if method not in METHODS:
+            raise ValueError(
+                f"precision map {name!r}: auto.sensitivity must be one of {METHODS}, got {method!r}"
+            )
+        bits = cfg.get("bits", (4, 8))
+        if (
+            isinstance(bits, int)
+            or not bits
+            or any(isinstance(b, bool) or not isinstance(b, int) or not 2 <= b <= 8 for b in bits)
+        ):
+            raise ValueError(
+                f"precision map {name!r}: auto.bits must be a list of ints in 2..8, got {bits!r}"
+            )
+        bits = tuple(sorted(set(bits)))
+        if not bits[0] <= budget:
+            raise ValueError(
+                f"precision map {name!r}: auto.budget_bits {budget} is below the smallest choice {bits[0]}"
+            )
+        for key in ("samples", "batches"):
+            v = cfg.get(key, getattr(cls, key))
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"precision map {name!r}: auto.{key} must be a positive int, got {v!r}")
+        return cls(
+            float(budget),
+            method,
+            bits,
+            int(cfg.get("samples", cls.samples)),
+            int(cfg.get("batches", cls.batches)),
+        )
+
+
 def parse_precision(
     name: str | PrecisionMap, named_maps: Mapping[str, Mapping] | None = None
 ) -> PrecisionMap:
@@ -134,8 +202,6 @@ def parse_precision(
                 f"precision map {name!r} must be a mapping of glob -> bits, got {type(spec).__name__}"
             )
         if "auto" in spec:
-            from .sensitivity import AutoConfig
-
             return PrecisionMap(name, None, auto=AutoConfig.parse(name, spec))
         default = spec.get("default")
         act = spec.get("activations")
@@ -149,63 +215,3 @@ def parse_precision(
     raise ValueError(
         f"unknown precision {name!r}; expected 'float', 'w2'..'w8', 'w4a8'/'w8a8' or a named map ({known})"
     )
-
-
-def model_size_bits(
-    model: nn.Module,
-    precision_map: PrecisionMap | str | None,
-    spec,
-) -> dict[str, int]:
-    """True packed size of ``model`` at ``precision_map``.
-
-    Quantized weights cost ``bits * numel + f * n_scales`` (one scale per row: per output
-    channel for per-channel granularity); every other parameter costs ``f * numel``, with
-    ``f`` the width of ``spec.float_dtype`` (16 for bfloat16) when ``precision_map`` quantizes
-    anything (the packed export stores them so) and 32 otherwise (``"float"``, ``None``);
-    learned quantizer scales are not counted twice.  Each parameter is counted once (tied weights too).  The
-    quantized weights are the ones ``use_precision`` would quantize: those with
-    a quantizer attached plus those ``spec`` selects.  ``precision_map=None``
-    means "as trained": attached quantizers at their own bits, the rest float.
-
-    Returns ``total_bits``, ``float32_bits`` (32 x all parameters),
-    ``quantized_params`` and ``float_params`` (numbers of scalars).
-    """
-    from .apply import find_quantizer, is_selected, quantizer_parameters, weight_slots
-    from .quantizers import FLOAT_DTYPES
-    from .scales import num_scales
-
-    pmap = None if precision_map is None else parse_precision(precision_map)
-    fbits = 32
-    if pmap is not None and not pmap.is_float:
-        fbits = torch.finfo(FLOAT_DTYPES[getattr(spec, "float_dtype", "float32")]).bits
-    qinfo: dict[int, tuple[int, int]] = {}  # id(param) -> (bits, n_scales)
-    for name, module, tname, tensor in weight_slots(model):
-        if id(tensor) in qinfo or not isinstance(tensor, nn.Parameter):
-            continue
-        quantizer = find_quantizer(module, tname)
-        if quantizer is not None:
-            bits = quantizer.bits if pmap is None else pmap.bits_for(name)
-            granularity = quantizer.granularity
-        elif pmap is not None and is_selected(name, tensor, spec):
-            bits, granularity = pmap.bits_for(name), spec.granularity
-        else:
-            bits = None
-        if bits is not None:
-            qinfo[id(tensor)] = (bits, num_scales(tensor.shape, granularity))
-
-    # learned scales (LSQ/PACT) are folded into the exported per-row scales already counted
-    learned = {id(p) for _, p in quantizer_parameters(model)}
-    total = float32 = n_q = n_f = 0
-    for p in model.parameters():  # deduplicated
-        if id(p) in learned:
-            continue
-        n = p.numel()
-        float32 += 32 * n
-        if id(p) in qinfo:
-            bits, n_scales = qinfo[id(p)]
-            total += bits * n + fbits * n_scales
-            n_q += n
-        else:
-            total += fbits * n
-            n_f += n
-    return dict(total_bits=total, float32_bits=float32, quantized_params=n_q, float_params=n_f)

@@ -1,4 +1,4 @@
-"""Scale functions and quantization-group layout.
+"""The scale functions' arithmetic and the quantization-group layout.
 
 Every weight is viewed as a 2-D tensor of *rows* ``(G, n)``: one row per
 quantization group, one scale per row.  The granularity decides the view:
@@ -17,18 +17,17 @@ from __future__ import annotations
 
 import math
 import re
-from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 __all__ = [
-    "SCALE_FUNCTIONS",
     "EPS",
     "absmax_scale",
     "topk_lp_scale",
     "mse_clip_scale",
     "lsq_init_scale",
+    "grad_scale",
     "CLIP_GRID",
     "fake_quant_rows",
     "check_granularity",
@@ -90,73 +89,20 @@ def rows_view(w: Tensor, granularity: str) -> Tensor:
     return w.reshape(-1, group_size(w.shape, granularity))
 
 
-class _AbsMax(torch.autograd.Function):
-    """Row-wise ``max |W|`` with a lean backward (autograd's abs + amax backward
-    costs ~6 full-size passes with bool masks on CPU; this is 4 float passes).
-    Same gradient as ``rows.abs().amax(1)``: split evenly between exact ties."""
-
-    @staticmethod
-    def forward(ctx, rows: Tensor) -> Tensor:
-        amax = rows.abs().amax(dim=1)
-        ctx.save_for_backward(rows, amax)
-        return amax
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        rows, amax = ctx.saved_tensors
-        at_max = rows.abs().eq_(amax.unsqueeze(1))  # in place: 0./1. floats, no bool mask
-        coef = grad / at_max.sum(dim=1)
-        # sign(W) * grad / n_ties (sign and mul_: copysign is twice as slow on the CPU)
-        return at_max.mul_(rows.sign()).mul_(coef.unsqueeze(1))
-
-
 def absmax_scale(rows: Tensor, qp: int, *, detach: bool = False) -> Tensor:
     """``s_i = max_j |W_ij| / Qp``, shape ``(G,)``.
 
     The gradient flows to the largest-magnitude weight of each row (split evenly
-    between exact ties); ``detach=True`` stops it (the scale is a constant).
+    between exact ties, as autograd's ``amax``); ``detach=True`` stops it (the scale is a constant).
     """
-    if detach or not (rows.requires_grad and torch.is_grad_enabled()):
-        amax = rows.detach().abs().amax(dim=1)
-    else:
-        amax = _AbsMax.apply(rows)
-    return (amax / qp).clamp_min(EPS)
-
-
-try:  # compiled at install where a C compiler is at hand (setup.py); else torch's ops below
-    from . import _cpu_kernels
-except ImportError:  # pragma: no cover - depends on the install
-    _cpu_kernels = None
-
-
-def _top_k_magnitudes(rows: Tensor, k: int) -> Tensor:
-    """Columns of the k largest ``|W|`` of each row of ``rows`` (not changed), largest first: what
-    :func:`_top_k_indices` of ``rows.abs()`` gives, the same columns for ties and NaN. For k <= 3 on
-    fp32 CPU rows, one pass of qbench.quant._cpu_kernels (C, SIMD) instead of abs and k ``max`` passes:
-    0.3 vs 1.0 ms for the demo Conformer's two passes isolated, 0.3-0.5 ms of a rand step."""
-    if (
-        _cpu_kernels is not None
-        and k <= 3
-        and rows.dtype == torch.float32
-        and rows.device.type == "cpu"
-        and rows.dim() == 2
-        and rows.stride(1) == 1
-        and rows.stride(0) >= rows.shape[1] >= k
-        and not torch.compiler.is_compiling()
-    ):
-        out = torch.empty(rows.shape[0], k, dtype=torch.int64)
-        _cpu_kernels.top_k_rows(
-            rows.data_ptr(), out.data_ptr(), rows.shape[0], rows.shape[1], rows.stride(0), k
-        )
-        return out
-    return _top_k_indices(rows.detach().abs(), k)
+    if detach:
+        rows = rows.detach()
+    return (rows.abs().amax(dim=1) / qp).clamp_min(EPS)
 
 
 def _top_k_indices(a: Tensor, k: int) -> Tensor:
     """Columns of the k largest entries of each row of ``a`` (a fresh tensor: it is overwritten),
-    largest first. For k <= 3, k max passes: on the CPU ``torch.topk(2)`` of 2912 rows of 96
-    took 1.7 ms, two ``max(dim)`` passes 0.4 ms (2 threads; ``argmax`` is twice as slow as
-    ``max``); from k = 4 on topk is as fast."""
+    largest first. For k <= 3, k ``max`` passes (on the CPU faster than ``topk`` for so few)."""
     if k > 3:
         return a.topk(k, dim=1, sorted=True).indices
     cols = []
@@ -178,7 +124,7 @@ def topk_lp_scale(
 ) -> Tensor:
     """RAND scale ``s_i = c * ||top_k(|W_i|)||_p / Qp``, shape ``(G,)``.
 
-    Plain autograd through ``topk`` and the norm: the gradient reaches exactly
+    Plain autograd through the gather and the norm: the gradient reaches exactly
     the k largest-magnitude weights of each row, weighted by
     ``(|W| / ||.||_p)^(p-1) * sign(W) * c / Qp``.
     """
@@ -187,55 +133,35 @@ def topk_lp_scale(
     k = min(k, rows.shape[1])
     # select on a detached |W|, then gather the k weights: autograd only sees the
     # (G, k) gather (backward = one scatter) instead of abs/topk over the full tensor
-    idx = _top_k_magnitudes(rows, k)  # column 0 = argmax
-    return _topk_lp_norm(rows.gather(1, idx).abs(), qp, p, c).scale
-
-
-class _TopkLpNorm(NamedTuple):
-    """The steps of RAND's scale from the k largest ``|W|`` of each row, kept for its backward."""
-
-    m: Tensor  # (G, 1) the largest, detached
-    ratio: Tensor  # (G, k) top / m
-    total: Tensor  # (G,) sum of ratio^p
-    clamped: Tensor  # (G,) total, at least 1
-    unclamped_scale: Tensor  # (G,) c * norm / Qp
-    scale: Tensor  # (G,) at least EPS
-
-
-def _topk_lp_norm(top: Tensor, qp: int, p: float, c: float) -> _TopkLpNorm:
-    """``c * ||top||_p / Qp`` for ``(G, k)`` magnitudes ``top``, largest first, and its steps."""
+    idx = _top_k_indices(rows.detach().abs(), k)  # column 0 = argmax
+    top = rows.gather(1, idx).abs()
     # ||v||_p = m * ||v / m||_p with m = max (a constant: the identity holds for any
     # m, so the gradient is unchanged) avoids under/overflow of |v|^p for p = 8.
     m = top[:, :1].detach().clamp_min(torch.finfo(top.dtype).tiny)
-    # Written out: linalg.vector_norm over rows of k values costs 4x as much on the CPU (forward
-    # and backward). The sum is >= 1 (its first term is (m/m)^p) but for an all-zero row, whose
-    # clamp keeps pow's gradient at 0 finite.
-    ratio = top / m
-    total = ratio.pow(p).sum(dim=1)
-    clamped = total.clamp_min(1.0)
-    norm = m.squeeze(1) * clamped.pow(1.0 / p)
+    # Written out (rows of k values need no general norm kernel). The sum is >= 1 (its first term
+    # is (m/m)^p) but for an all-zero row, whose clamp keeps pow's gradient at 0 finite.
+    norm = m.squeeze(1) * (top / m).pow(p).sum(dim=1).clamp_min(1.0).pow(1.0 / p)
     if c != 1.0:
         norm = norm * c
-    unclamped = norm / qp
-    return _TopkLpNorm(m, ratio, total, clamped, unclamped, unclamped.clamp_min(EPS))
+    return (norm / qp).clamp_min(EPS)
 
 
-def _topk_lp_scale_backward(
-    grad: Tensor, steps: _TopkLpNorm, top_signs: Tensor, qp: int, p: float, c: float
-) -> Tensor:
-    """The gradient of :func:`_topk_lp_norm`'s scale to the ``(G, k)`` top weights (signed by
-    ``top_signs``, their ``sgn``), from ``grad`` ``(G,)``: autograd's backward of each step,
-    written out with the same operations in the same order (bit for bit)."""
-    g = torch.where(steps.unclamped_scale >= EPS, grad, 0.0)  # clamp_min
-    g = g / qp
-    if c != 1.0:
-        g = g * c
-    g = g * steps.m.squeeze(1)
-    g = g * ((1.0 / p) * steps.clamped.pow(1.0 / p - 1))  # pow
-    g = torch.where(steps.total >= 1.0, g, 0.0)  # clamp_min
-    g = g.unsqueeze(1).expand(steps.ratio.shape)  # sum
-    g = g * (p * steps.ratio.pow(p - 1))  # pow
-    return g / steps.m * top_signs  # division by m, abs
+class _GradScale(torch.autograd.Function):
+    """Identity forward (bit-exact, unlike LSQ's ``(s - s g).detach() + s g``), gradient times ``g``."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, g: float) -> Tensor:
+        ctx.g = g
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return grad * ctx.g, None
+
+
+def grad_scale(x: Tensor, g: float) -> Tensor:
+    """``x`` with its gradient multiplied by ``g``."""
+    return _GradScale.apply(x, g)
 
 
 #: Clipping ratios the mse-clip search tries (0.50 .. 1.00 in 0.01 steps; 1.0 exactly = absmax).
@@ -246,8 +172,8 @@ _CLIP_CHUNK_ELEMS = 1 << 22
 
 
 def fake_quant_rows(rows: Tensor, scale: Tensor, qp: int) -> Tensor:
-    """``s * clamp(round(W / s))`` with the arithmetic of ``_RoundSTE`` (scales broadcast
-    against rows from the right: ``(..., G)`` scales for ``(G, n)`` rows)."""
+    """``s * clamp(round(W / s))`` with round-STE's arithmetic (qbench.quant.estimators), scales
+    broadcast against rows from the right: ``(..., G)`` scales for ``(G, n)`` rows."""
     s = scale.unsqueeze(-1)
     return torch.round(rows * s.reciprocal()).clamp_(-qp, qp).mul_(s)
 
@@ -275,12 +201,3 @@ def mse_clip_scale(rows: Tensor, qp: int, *, detach: bool = True, grid: Tensor |
 def lsq_init_scale(rows: Tensor, qp: int) -> Tensor:
     """LSQ initial step size ``2 * mean|W_i| / sqrt(Qp)``, shape ``(G,)``, detached fp32."""
     return (2.0 * rows.detach().abs().float().mean(dim=1) / math.sqrt(qp)).clamp_min(EPS)
-
-
-#: name -> function(rows, qp, **options) -> (G,) scales (functions of W; the learned
-#: "learned" (LSQ) and "pact" scales are parameters of the quantizer instead)
-SCALE_FUNCTIONS = {
-    "absmax": absmax_scale,
-    "topk-lp": topk_lp_scale,
-    "mse-clip": mse_clip_scale,
-}

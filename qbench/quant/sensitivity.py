@@ -27,6 +27,7 @@ of gradients, ``Hv ~ (g(w + e v) - g(w - e v)) / 2e``; the map file records whic
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -36,6 +37,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from qbench.io import atomic_write_json
+
+from .apply import find_quantizer, is_selected, use_precision, weight_slots
+from .precision import AutoConfig, is_auto, parse_precision
 
 __all__ = [
     "AutoConfig",
@@ -48,77 +54,6 @@ __all__ = [
     "auto_precision_map",
     "resolve_auto_maps",
 ]
-
-METHODS = ("hessian", "fisher")
-_AUTO_KEYS = ("budget_bits", "sensitivity", "bits", "samples", "batches")
-
-
-def is_auto(spec) -> bool:
-    """True for a named precision map that is automatic: ``{"auto": {...}}``."""
-    return isinstance(spec, Mapping) and "auto" in spec
-
-
-@dataclass(frozen=True)
-class AutoConfig:
-    """An automatic map's settings (the mapping under ``auto:``)."""
-
-    budget_bits: float
-    sensitivity: str = "hessian"  # "hessian" (Hutchinson trace) | "fisher" (squared gradients)
-    bits: tuple[int, ...] = (4, 8)  # the bit widths a layer may get
-    samples: int = 8  # Rademacher vectors per batch (hessian)
-    batches: int = 2  # training batches the estimate averages over
-
-    @classmethod
-    def parse(cls, name: str, spec: Mapping) -> AutoConfig:
-        """Validate ``{"auto": {...}}``; errors name the map and the key."""
-        extra = [k for k in spec if k != "auto"]
-        if extra:
-            raise ValueError(f"precision map {name!r}: an automatic map has only 'auto:', not {extra}")
-        cfg = spec["auto"]
-        if not isinstance(cfg, Mapping):
-            raise ValueError(
-                f"precision map {name!r}: auto must be a mapping such as "
-                "{budget_bits: 5.0, sensitivity: hessian}, got " + repr(cfg)
-            )
-        unknown = [k for k in cfg if k not in _AUTO_KEYS]
-        if unknown:
-            raise ValueError(f"precision map {name!r}: unknown auto key(s) {unknown}; expected {_AUTO_KEYS}")
-        if "budget_bits" not in cfg:
-            raise ValueError(f"precision map {name!r}: auto needs budget_bits (average bits per weight)")
-        budget = cfg["budget_bits"]
-        if isinstance(budget, bool) or not isinstance(budget, int | float):
-            raise ValueError(f"precision map {name!r}: auto.budget_bits must be a number, got {budget!r}")
-        method = cfg.get("sensitivity", "hessian")
-        if method not in METHODS:
-            raise ValueError(
-                f"precision map {name!r}: auto.sensitivity must be one of {METHODS}, got {method!r}"
-            )
-        bits = cfg.get("bits", (4, 8))
-        if (
-            isinstance(bits, int)
-            or not bits
-            or any(isinstance(b, bool) or not isinstance(b, int) or not 2 <= b <= 8 for b in bits)
-        ):
-            raise ValueError(
-                f"precision map {name!r}: auto.bits must be a list of ints in 2..8, got {bits!r}"
-            )
-        bits = tuple(sorted(set(bits)))
-        if not bits[0] <= budget:
-            raise ValueError(
-                f"precision map {name!r}: auto.budget_bits {budget} is below the smallest choice {bits[0]}"
-            )
-        for key in ("samples", "batches"):
-            v = cfg.get(key, getattr(cls, key))
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"precision map {name!r}: auto.{key} must be a positive int, got {v!r}")
-        return cls(
-            float(budget),
-            method,
-            bits,
-            int(cfg.get("samples", cls.samples)),
-            int(cfg.get("batches", cls.batches)),
-        )
-
 
 # ------------------------------------------------------------------ trace estimates
 
@@ -231,8 +166,6 @@ class Layer:
 def quantized_layers(model: nn.Module, spec) -> list[Layer]:
     """Every weight tensor that a quantized precision quantizes (an attached quantizer, or
     selected by ``spec`` on a float/ptq model), once per tensor."""
-    from .apply import find_quantizer, is_selected, weight_slots
-
     out: dict[int, Layer] = {}
     for name, module, tname, tensor in weight_slots(model):
         if find_quantizer(module, tname) is None and not is_selected(name, tensor, spec):
@@ -248,8 +181,6 @@ def quantized_layers(model: nn.Module, spec) -> list[Layer]:
 def quantization_perturbations(model: nn.Module, spec, layers: Sequence[Layer], bits: Sequence[int]):
     """``||Q_b(W_l) - W_l||^2`` per layer and bit width, with ``Q_b`` what ``use_precision(model,
     "w<b>")`` evaluates (the technique's scale function, stored-scale rounding included)."""
-    from .apply import use_precision
-
     out = [dict() for _ in layers]
     for b in bits:
         with use_precision(model, f"w{b}", spec):
@@ -358,8 +289,6 @@ def auto_precision_map(
     The estimate is taken at the float (latent) weights with quantizers disabled and the model in
     eval mode (no dropout); ``loss_fns`` are deterministic closures over training batches.
     Returns a JSON-ready report whose ``"map"`` is a named precision map (``parse_precision``)."""
-    from .apply import use_precision
-
     t0 = time.perf_counter()
     layers = quantized_layers(model, spec)
     if not layers:
@@ -457,10 +386,6 @@ def resolve_auto_maps(
     """``named_maps`` with every automatic map in ``wanted`` replaced by the concrete map chosen
     for this trained model; each choice is written to ``out_dir/<name>.json`` (and read back from
     there when the same settings were resolved before, so a re-evaluation uses the same map)."""
-    import json
-
-    from qbench.io import atomic_write_json
-
     out = dict(named_maps)
     for name in wanted:
         spec_map = named_maps.get(name)
@@ -490,8 +415,6 @@ def resolve_auto_maps(
 def average_bits(model: nn.Module, spec, precision) -> float | None:
     """Average bits per quantized weight (weighted by parameter count) of a precision map on
     ``model``; None when it quantizes nothing."""
-    from .precision import parse_precision
-
     pmap = parse_precision(precision)
     num = den = 0
     for layer in quantized_layers(model, spec):
@@ -505,8 +428,6 @@ def average_bits(model: nn.Module, spec, precision) -> float | None:
 def written_maps(run_dir: Path, named_maps: Mapping[str, Mapping]) -> dict[str, Mapping]:
     """``named_maps`` with each automatic map replaced by the one a finished run chose (its
     ``precision_maps/<name>.json``); automatic maps the run did not resolve stay as they are."""
-    import json
-
     out = dict(named_maps)
     for name, spec in named_maps.items():
         f = Path(run_dir) / "precision_maps" / f"{name}.json"

@@ -1,29 +1,27 @@
-"""The technique registry: every technique preset as a (scale function, estimator, scale
-gradient) triple, the names a recipe may use for scales and estimators, and the defaults of what
-gets quantized. Adding a preset is one entry in :data:`TECHNIQUE_CONFIGS` (and its name in
-:data:`TECHNIQUES`)."""
+"""The technique registry: the scale functions and estimators (one class each, each declaring its
+own options), the presets that name a (scale function, estimator, scale gradient) triple, and the
+defaults of what gets quantized.
+
+Adding a scale function or an estimator is its class (in :mod:`.scale_fns` or :mod:`.estimators`)
+and its entry in :data:`SCALES` or :data:`ESTIMATORS`: a recipe can then name it as
+``quant.scale`` / ``quant.estimator`` and set its options as ``quant.<option>``. Adding a preset is
+one entry in :data:`TECHNIQUE_CONFIGS`.
+"""
 
 from __future__ import annotations
 
 import torch
 
-from .scales import SCALE_FUNCTIONS
+from .estimators import Noise, RoundSTE
+from .parts import Estimator, Option, Scale
+from .scale_fns import AbsMax, Learned, MseClip, Pact, TopkLp
 
-TECHNIQUES: tuple[str, ...] = (
-    "float",
-    "ptq",
-    "ste",
-    "pqn",
-    "pqn-sg",
-    "rand",
-    "rand-ste",
-    "lsq",
-    "pact",
-    "clip",
-    "custom",
-)
+#: scale function name -> its class
+SCALES: dict[str, type[Scale]] = {cls.name: cls for cls in (AbsMax, TopkLp, MseClip, Learned, Pact)}
+#: estimator name -> its class
+ESTIMATORS: dict[str, type[Estimator]] = {cls.name: cls for cls in (RoundSTE, Noise)}
 
-#: technique -> WeightQuantizer options. "float" and "ptq" attach nothing.
+#: technique -> WeightQuantizer parts. "float" and "ptq" attach nothing; "custom" names its parts.
 TECHNIQUE_CONFIGS: dict[str, dict] = {
     "ste": dict(scale_fn="absmax", estimator="round-ste"),
     "pqn": dict(scale_fn="absmax", estimator="noise"),
@@ -34,28 +32,51 @@ TECHNIQUE_CONFIGS: dict[str, dict] = {
     "pact": dict(scale_fn="pact", estimator="round-ste"),
     "clip": dict(scale_fn="mse-clip", estimator="round-ste"),
 }
+TECHNIQUES: tuple[str, ...] = ("float", "ptq", *TECHNIQUE_CONFIGS, "custom")
 
-#: scale kinds that are parameters of the quantizer (attribute name of the parameter)
-LEARNED_SCALES: dict[str, str] = {"learned": "step", "pact": "alpha"}
-SCALE_KINDS: tuple[str, ...] = (*SCALE_FUNCTIONS, *LEARNED_SCALES)
-#: the names a recipe may use for a scale: the kinds, and the technique names of two of them
-SCALE_ALIASES: dict[str, str] = {"lsq": "learned", "clip": "mse-clip"}
-SCALE_NAMES: tuple[str, ...] = (*SCALE_KINDS, *SCALE_ALIASES)
+#: the other names a recipe may use for a scale (the technique names of two of them)
+SCALE_ALIASES: dict[str, str] = {alias: cls.name for cls in SCALES.values() for alias in cls.aliases}
+SCALE_NAMES: tuple[str, ...] = (*SCALES, *SCALE_ALIASES)
 
-ESTIMATORS = ("round-ste", "noise")
-NOISES = ("uniform", "normal")
+
+def _options() -> tuple[Option, ...]:
+    out: dict[str, Option] = {}
+    for part in (*SCALES.values(), *ESTIMATORS.values()):
+        for o in part.options:
+            if o.name in out:
+                raise TypeError(f"option {o.name!r} of {part.name} is declared by another part too")
+            out[o.name] = o
+    return tuple(out.values())
+
+
+#: every part's options, each declared once: a recipe's flat ``quant.<name>`` keys
+OPTIONS: tuple[Option, ...] = _options()
+
 #: dtypes a quantized model may store its scales and its float-kept tensors in
 FLOAT_DTYPES: dict[str, torch.dtype] = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 DEFAULT_INCLUDE: tuple[str, ...] = ("*.weight", "*in_proj_weight")
 DEFAULT_EXCLUDE: tuple[str, ...] = ("*norm*", "*bias*")
 
 
+def scale_class(name: str) -> type[Scale]:
+    """The scale function class of a name or alias."""
+    return SCALES[SCALE_ALIASES.get(name, name)]
+
+
+def preset_options(technique: str) -> tuple[Option, ...]:
+    """The options of a preset's parts (none for float, ptq and custom)."""
+    cfg = TECHNIQUE_CONFIGS.get(technique)
+    if cfg is None:
+        return ()
+    return (*SCALES[cfg["scale_fn"]].options, *ESTIMATORS[cfg["estimator"]].options)
+
+
 def preset_for(scale_fn: str, estimator: str, detach_scale: bool) -> str:
     """The technique preset spelled by these parts, or ``"custom"`` when none is."""
-    scale_fn = SCALE_ALIASES.get(scale_fn, scale_fn)
+    scale = scale_class(scale_fn)
     for name, cfg in TECHNIQUE_CONFIGS.items():
-        detach = cfg.get("detach_scale", False)
-        if cfg["scale_fn"] == scale_fn and cfg["estimator"] == estimator:
-            if scale_fn == "mse-clip" or detach == detach_scale:  # mse-clip has no scale gradient at all
+        if cfg["scale_fn"] == scale.name and cfg["estimator"] == estimator:
+            # a scale without a gradient is the same with or without scale_grad
+            if not scale.has_gradient or cfg.get("detach_scale", False) == detach_scale:
                 return name
     return "custom"
