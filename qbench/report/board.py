@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 import pandas as pd
+from rich.table import Table
 
 from qbench.quant import TECHNIQUES
 from qbench.tasks.metrics import Metric, metric
@@ -229,9 +230,7 @@ def render(board: Leaderboard, fmt: str) -> str:
     raise ValueError(f"unknown format {fmt!r}")
 
 
-def rich_table(board: Leaderboard, title: str):
-    from rich.table import Table
-
+def rich_table(board: Leaderboard, title: str) -> Table:
     t = Table(title=title, caption=_legend(board))
     t.add_column("technique", style="bold")
     for c in board.table.columns:

@@ -34,7 +34,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from qbench.io import atomic_write_text
 from qbench.quant.labels import cell, topk_options
+from qbench.store import suite_sessions
 from qbench.tasks.metrics import Metric, metric
 
 __all__ = ["Finding", "findings", "render_findings", "write_findings"]
@@ -289,8 +291,9 @@ def _rand_default_kp(t: _Table) -> tuple[str, str] | None:
     ]
     if len(sweep) < 3 or "rand" not in sweep:
         return None
-    stats = {x: t.stat(x, "w4") for x in sweep}
-    stats = {x: st for x, st in stats.items() if st}
+    stats = {x: st for x in sweep if (st := t.stat(x, "w4"))}
+    if "rand" not in stats:  # the default was trained but not evaluated at w4: nothing to compare
+        return None
     best = t.metric.best(stats, key=lambda x: stats[x].mean)
     d = abs(stats["rand"].mean - stats[best].mean)
     s = t.metric.scale
@@ -398,8 +401,6 @@ def render_findings(items: list[Finding], suites: Sequence[str], results: Path |
     ``runs/<suite>/suite.json`` under ``results`` when recorded) and the rows."""
     commands = {}
     if results is not None:
-        from qbench.store import suite_sessions
-
         for s in suites:
             cmds = list(dict.fromkeys(x["command"] for x in suite_sessions(results, s) if x.get("command")))
             if cmds:
@@ -439,8 +440,6 @@ def render_findings(items: list[Finding], suites: Sequence[str], results: Path |
 def write_findings(text: str, path: Path) -> None:
     """Put the section into ``path`` between the FINDINGS markers (replacing an older one, or
     appended), keeping the rest of the file."""
-    from qbench.io import atomic_write_text
-
     block = f"{BEGIN}\n{text}{END}\n"
     old = path.read_text() if path.is_file() else ""
     if BEGIN in old and END in old:

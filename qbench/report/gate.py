@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -60,8 +62,8 @@ def load_baseline(path: Path) -> list[dict]:
         raise ValueError(f"{path}: baseline file not found")
     try:
         data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}:{err.lineno}: invalid JSON: {err.msg}") from None
     entries = data.get("entries") if isinstance(data, dict) else None
     if not isinstance(entries, list):
         raise ValueError(f"{path}: expected an object with an 'entries' list")
@@ -118,7 +120,7 @@ def check(df: pd.DataFrame, entries: list[dict]) -> list[CheckOutcome]:
     """One outcome per baseline entry, then one `unbaselined` outcome per result of a checked
     suite and metric that no entry covers (a technique or precision added since the baseline)."""
     out = []
-    covered = set()
+    covered: set[Hashable] = set()  # index labels of the rows some entry matched
     for e in entries:
         sub = _matching(df, e)
         if sub.empty:
@@ -134,9 +136,11 @@ def check(df: pd.DataFrame, entries: list[dict]) -> list[CheckOutcome]:
             [(s, m) in checked for s, m in zip(df.suite, df.metric, strict=True)] & ~df.index.isin(covered)
         ]
         g = rest.groupby(["suite", "task", "technique", "train_bits", "precision", "metric"], as_index=False)
-        for r in g.value.mean().itertuples():
-            e = {k: getattr(r, k) for k in KEY_FIELDS}
-            out.append(CheckOutcome({**e, "train_bits": int(r.train_bits)}, float(r.value), "unbaselined"))
+        for r in g.agg(value=("value", "mean")).to_dict("records"):
+            e = {k: r[k] for k in KEY_FIELDS}
+            out.append(
+                CheckOutcome({**e, "train_bits": int(r["train_bits"])}, float(r["value"]), "unbaselined")
+            )
     return out
 
 
@@ -167,19 +171,19 @@ def baseline_from(
         return None
 
     entries = []
-    for r in g.itertuples():
-        e = {
+    for r in g.to_dict("records"):
+        e: dict[str, Any] = {
             "suite": suite,
-            "task": r.task,
-            "technique": r.technique,
-            "train_bits": int(r.train_bits),
-            "precision": r.precision,
-            "metric": r.metric,
-            "value": round(float(r.value), 4),
+            "task": r["task"],
+            "technique": r["technique"],
+            "train_bits": int(r["train_bits"]),
+            "precision": r["precision"],
+            "metric": r["metric"],
+            "value": round(float(r["value"]), 4),
         }
         tol = tolerance if tolerance is not None else old_tolerance(e)
         e["tolerance"] = 0.05 if tol is None else tol
-        e["higher_is_better"] = metric(str(r.metric)).higher_is_better
+        e["higher_is_better"] = metric(str(r["metric"])).higher_is_better
         entries.append(e)
     others = [p for p in previous if p["suite"] != suite]
     entries.sort(

@@ -4,9 +4,11 @@ a <failure>, a result without a baseline entry is <skipped> with the reason."""
 
 from __future__ import annotations
 
+import io
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from qbench.io import atomic_write_bytes
 from qbench.report.gate import CheckOutcome
 
 
@@ -37,7 +39,6 @@ def junit_xml(outcomes: list[CheckOutcome], name: str = "qbench check") -> ET.El
 
 
 def write_junit(outcomes: list[CheckOutcome], path: Path) -> None:
-    from qbench.io import atomic_write_bytes
-
-    tree = junit_xml(outcomes)
-    atomic_write_bytes(path, ET.tostring(tree.getroot(), encoding="utf-8", xml_declaration=True) + b"\n")
+    buf = io.BytesIO()
+    junit_xml(outcomes).write(buf, encoding="utf-8", xml_declaration=True)
+    atomic_write_bytes(path, buf.getvalue() + b"\n")

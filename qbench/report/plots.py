@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from qbench.report.board import precision_key, technique_key
 from qbench.tasks.metrics import metric
@@ -52,8 +53,6 @@ def _curve(run_dir: Path, metric: str, loss: bool = False) -> tuple[pd.DataFrame
 
 
 def _warmup(run_dir: Path) -> int:
-    import yaml
-
     f = run_dir / "config.yaml"
     try:
         return int(yaml.safe_load(f.read_text())["quant"].get("float_warmup_steps", 0))
@@ -62,7 +61,7 @@ def _warmup(run_dir: Path) -> int:
 
 
 def _styles(labels: list[str]) -> dict[str, dict]:
-    import matplotlib
+    import matplotlib  # local: only plotting needs it, and it is slow to import
 
     cmap = matplotlib.colormaps["tab10" if len(labels) <= 10 else "tab20"]
     markers = "osD^vP*Xh<>p"
@@ -74,6 +73,8 @@ def _styles(labels: list[str]) -> dict[str, dict]:
 
 def plot_suite(df: pd.DataFrame, out: Path, title: str | None = None, results: Path | None = None) -> None:
     """Write the figure for the (already filtered, one-metric) index rows `df` to `out` (PNG)."""
+    # local: only plotting needs matplotlib, and it is slow to import; the Agg backend (files,
+    # no display) must be chosen before pyplot is imported
     import matplotlib
 
     matplotlib.use("Agg")
@@ -145,7 +146,7 @@ def _pareto(ax, df, order, style, scale, unit, higher) -> None:
             color="0.3",
         )
     ax.set_xscale("log")
-    from matplotlib.ticker import FuncFormatter, LogLocator
+    from matplotlib.ticker import FuncFormatter, LogLocator  # local: as in plot_suite
 
     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))

@@ -16,6 +16,7 @@ import yaml
 
 from qbench.io import atomic_write_text
 from qbench.report.board import failed_runs, filter_results, leaderboard, render
+from qbench.report.plots import plot_suite
 from qbench.store import read_results, read_runs, suite_sessions
 
 
@@ -122,8 +123,6 @@ def suite_section(results: Path, suite: str, out_dir: Path, metrics: list[str] |
             board.failed = failed
         lines += [f"### {m.upper()}", "", render(board, "markdown"), ""]
     if plot:
-        from qbench.report.plots import plot_suite
-
         png = out_dir / f"{suite}.png"
         plot_suite(filter_results(all_rows, suite=suite, metric=wanted[0]), png, title=suite, results=results)
         lines += [f"![{suite}: accuracy vs packed size, and training curves]({png.name})", ""]

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import yaml
+from rich.table import Table
 
 from qbench.report.board import precision_key
 from qbench.tasks.metrics import METRICS, metric
@@ -97,8 +98,6 @@ def curve_summary(run_dir: Path, metrics: dict) -> list[str]:
 
 
 def show_run(run_dir: Path, console, worst: int = 5, precisions: list[str] | None = None) -> None:
-    from rich.table import Table
-
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     status = json.loads((run_dir / "status.json").read_text()) if (run_dir / "status.json").is_file() else {}
     metrics = (
