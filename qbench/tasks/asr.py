@@ -342,8 +342,9 @@ class ASRTask:
         for idx in progress_bar(batches, f"decode {split}", enabled=progress and self.progress):
             b = self._collate(split, idx, device)
             if transducer:
+                transducer_model = cast(ConformerTransducer, model)  # what build_model makes for this arch
                 with autocast(device):
-                    best = cast(ConformerTransducer, model).greedy_decode(b["feats"], b["lengths"])
+                    best = transducer_model.greedy_decode(b["feats"], b["lengths"])
                 for i, ids in zip(idx, best, strict=True):
                     greedy[i] = self.tokenizer.decode(ids)
                 continue

@@ -414,11 +414,12 @@ class MTTask:
         if shard is not None:
             batches = shard.take(batches)
         hyps: dict[int, str] = {}
+        mt_model = cast(TransformerMT, model)  # what build_model makes
         # decoding reads every weight once per generated token: quantize each weight once instead
         with parametrize.cached():
             for idx in progress_bar(batches, f"decode {split}", enabled=progress and self.progress):
                 with autocast(device):
-                    out = self.translate(cast(TransformerMT, model), self._sources(split, idx, device))
+                    out = self.translate(mt_model, self._sources(split, idx, device))
                 for i, ids in zip(idx, out, strict=True):
                     hyps[i] = self.tokenizer.decode(ids)
         model.train(was_training)
