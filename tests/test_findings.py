@@ -2,6 +2,7 @@
 
 import time
 
+import pandas as pd
 from typer.testing import CliRunner
 
 from qbench.cli.main import app
@@ -127,3 +128,14 @@ def test_findings_cli_writes_its_section_into_results_md(tmp_path):
     assert first.startswith("# Results\n\nboards\n") and "## Findings" in first
     CliRunner().invoke(app, args)  # again: replaced, not appended twice
     assert md.read_text().count("## Findings") == 1
+
+
+def test_rand_default_kp_without_a_w4_default_row_is_not_tested():
+    """rand has results, but none at w4: the claim cannot be judged (not a KeyError)."""
+    rows = []
+    for seed in (0, 1):
+        rows.append(_row("s", "rand", "float", 0.2, seed))
+        for technique, value in (("rand(k=1,p=8)", 0.27), ("rand(k=4,p=8)", 0.25)):
+            rows.append(_row("s", technique, "w4", value, seed))
+    (claim,) = [f for f in findings(pd.DataFrame(rows), ["s"]) if f.key == "rand-default-kp"]
+    assert claim.verdict == "not tested"
