@@ -43,9 +43,35 @@ class Suite:
 # ---------------------------------------------------------------- YAML with line numbers
 
 
+#: deepest nesting a recipe may have, and how many values it may expand to (aliases included):
+#: a real recipe is 3-4 levels deep and a few hundred values
+MAX_DEPTH = 50
+MAX_VALUES = 100_000
+
+
+def _check_depth(text: str, source: str) -> None:
+    """Refuse deep nesting before PyYAML's composer, which recurses once per level, sees it (the
+    event stream is read iteratively)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = event.start_mark.line + 1 if event.start_mark else "?"
+                raise RecipeError(f"{source}:{line}: nested more than {MAX_DEPTH} levels deep")
+        elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+            depth -= 1
+
+
 def _compose_with_lines(text: str, source: str) -> tuple[Any, dict[tuple, int]]:
-    """Parse YAML safely, also returning the line of every key path (1-based)."""
+    """Parse YAML safely, also returning the line of every key path (1-based).
+
+    Also refused here, each naming its line: a key given twice in one mapping (YAML loaders keep
+    the last one silently), and a document that nests deeper than MAX_DEPTH or expands to more
+    than MAX_VALUES values: an alias stands for a whole subtree, so a few hundred bytes of nested
+    aliases expand exponentially. The walk is iterative and stops at the first excess."""
     try:
+        _check_depth(text, source)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -53,20 +79,34 @@ def _compose_with_lines(text: str, source: str) -> tuple[Any, dict[tuple, int]]:
         where = f"{source}:{mark.line + 1}" if mark else source
         raise RecipeError(f"{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
     lines: dict[tuple, int] = {}
-
-    def walk(n: yaml.Node, path: tuple) -> None:
-        lines.setdefault(path, n.start_mark.line + 1)
+    stack: list[tuple[yaml.Node, tuple]] = [(node, ())] if node is not None else []
+    visited = 0
+    while stack:
+        n, path = stack.pop()
+        visited += 1
+        line = n.start_mark.line + 1
+        if visited > MAX_VALUES or len(path) > MAX_DEPTH:
+            what = (
+                f"more than {MAX_VALUES} values"
+                if visited > MAX_VALUES
+                else f"deeper than {MAX_DEPTH} levels"
+            )
+            raise RecipeError(f"{source}:{line}: the recipe expands to {what} (through aliases)")
+        lines.setdefault(path, line)
         if isinstance(n, yaml.MappingNode):
+            seen: dict[Any, int] = {}
             for k, v in n.value:
-                key = k.value
-                lines[path + (key,)] = k.start_mark.line + 1
-                walk(v, path + (key,))
+                key, key_line = k.value, k.start_mark.line + 1
+                if key in seen and key != "<<":
+                    dotted = ".".join(str(p) for p in (*path, key))
+                    raise RecipeError(
+                        f"{source}:{key_line}: {dotted}: given twice (first at line {seen[key]})"
+                    )
+                seen[key] = key_line
+                lines[path + (key,)] = key_line
+                stack.append((v, path + (key,)))
         elif isinstance(n, yaml.SequenceNode):
-            for i, v in enumerate(n.value):
-                walk(v, path + (i,))
-
-    if node is not None:
-        walk(node, ())
+            stack += [(v, path + (i,)) for i, v in enumerate(n.value)]
     return data, lines
 
 
@@ -178,6 +218,19 @@ def _set_dotted(d: dict, dotted: str, value: Any) -> None:
     d[keys[-1]] = value
 
 
+def _override_value(key: str, value: str) -> Any:
+    """A `--set` value parsed as YAML (empty: null), with the recipe file's limits."""
+    where = f"--set {key}={value}"
+    if not value.strip():
+        return None
+    try:
+        _check_depth(value, where)
+        yaml.compose(value, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{where}: not a YAML value ({getattr(e, 'problem', e)})") from None
+    return _compose_with_lines(value, where)[0]
+
+
 def parse_overrides(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:
@@ -207,10 +260,17 @@ def load_suite(
         raise RecipeError(f"{source}:1: a recipe is a YAML mapping (name:, task:, data:, ...)")
 
     sets = parse_overrides(overrides or [])
-    for key, value in sets.items():
-        _set_dotted(raw, key, yaml.safe_load(value) if value.strip() else None)
+    values = {key: _override_value(key, value) for key, value in sets.items()}
+    grid_sets = {k.removeprefix("grid."): v for k, v in values.items() if k.startswith("grid.")}
+    for key, value in values.items():
+        if not key.startswith("grid."):
+            _set_dotted(raw, key, value)
 
     grid = raw.pop("grid", None) or {}
+    if isinstance(grid, dict):
+        grid = {**grid, **grid_sets}
+        # a --set of a key the grid varies replaces that axis by the one value
+        grid.update({k: [v] for k, v in values.items() if k in grid and k not in grid_sets})
     if not isinstance(grid, dict) or any(not isinstance(v, list) or not v for v in grid.values()):
         line = lines.get(("grid",), 1)
         raise RecipeError(f"{source}:{line}: grid: expected a mapping of dotted keys to non-empty lists")

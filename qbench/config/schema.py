@@ -24,9 +24,28 @@ from qbench.quant.techniques import (
     scale_class,
 )
 
+#: bounds that catch a typo (10**30 steps) before it allocates or loops for ever
+MAX_STEPS = 10_000_000
+MAX_BATCH = 65_536
+
+#: the numeric types a YAML `true`/`false` must not pass for (pydantic's lax mode reads true as 1)
+_NUMBERS = (int, float, int | None, float | None)
+
 
 class _Strict(BaseModel):
+    """A recipe section: unknown keys are errors, values are frozen, a boolean is no number."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, data: Any) -> Any:
+        """A boolean given for a number is handed on as its YAML spelling, so the field's own
+        validation rejects it with the field's location ("unable to parse string ... 'true'")."""
+        if not isinstance(data, dict):
+            return data
+        numbers = {k for k, f in cls.model_fields.items() if f.annotation in _NUMBERS}
+        return {k: str(v).lower() if isinstance(v, bool) and k in numbers else v for k, v in data.items()}
 
 
 class SyntheticSpeechData(_Strict):
@@ -331,8 +350,8 @@ class QuantConfig(_QuantOptions):  # type: ignore[valid-type, misc]
 
 
 class TrainConfig(_Strict):
-    steps: int = Field(1000, ge=1)
-    batch_size: int = Field(32, ge=1)
+    steps: int = Field(1000, ge=1, le=MAX_STEPS)
+    batch_size: int = Field(32, ge=1, le=MAX_BATCH)
     lr: float = Field(1.0e-3, gt=0)
     warmup: int = Field(100, ge=0)
     min_lr_ratio: float = Field(0.05, ge=0, le=1)
@@ -353,7 +372,7 @@ class TrainConfig(_Strict):
 
 class EvalConfig(_Strict):
     precisions: tuple[str, ...] = ("float", "w8", "w4")
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(32, ge=1, le=MAX_BATCH)
     hypotheses: bool = True
     beam_size: int = Field(1, ge=1)  # MT: 1 is greedy
     length_penalty: float = Field(1.0, ge=0.0)
