@@ -82,3 +82,21 @@ def test_set_of_a_grid_key_replaces_that_axis(tmp_path):
     assert [r.quant.technique for r in load_suite(recipe, ["quant.technique=rand"]).runs] == ["rand"]
     grid = load_suite(recipe, ["grid.quant.technique=[float,ste]"]).runs
     assert [r.quant.technique for r in grid] == ["float", "ste"]
+
+
+@pytest.mark.parametrize("name", ["../../evil", "a/b", ".hidden", "x" * 65])
+def test_a_precision_name_that_would_leave_the_run_folder_is_refused(tmp_path, name):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(CI + f"precisions:\n  {name!r}: {{'*': 8}}\n")
+    results = tmp_path / "results"
+    out = CliRunner().invoke(app, ["run", str(recipe), "--results", str(results), "--no-progress"])
+    assert out.exit_code == 2, out.output
+    assert "becomes a file name" in out.output and len(out.output.strip().splitlines()) == 1
+    assert not results.exists()
+
+
+def test_a_suite_name_of_300_characters_is_refused(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(CI.replace("name: ci", "name: " + "n" * 300))
+    out = CliRunner().invoke(app, ["run", str(recipe), "--results", str(tmp_path / "results")])
+    assert out.exit_code == 2 and "name: String should have at most 100 characters" in out.output

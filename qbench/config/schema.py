@@ -5,6 +5,7 @@ point at its line (qbench.config.loading)."""
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
@@ -27,6 +28,10 @@ from qbench.quant.techniques import (
 #: bounds that catch a typo (10**30 steps) before it allocates or loops for ever
 MAX_STEPS = 10_000_000
 MAX_BATCH = 65_536
+
+#: names that become file or folder names (a suite, a named precision map): no separators, no
+#: leading dot, so every path made from them stays inside its results folder
+SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 #: the numeric types a YAML `true`/`false` must not pass for (pydantic's lax mode reads true as 1)
 _NUMBERS = (int, float, int | None, float | None)
@@ -397,7 +402,7 @@ class EvalConfig(_Strict):
 
 
 class Recipe(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=SAFE_NAME, max_length=100)  # the suite: a folder name
     task: Literal["asr", "mt"] = "asr"
     seed: int = Field(0, ge=0)
     data: DataConfig = Field(default_factory=SyntheticSpeechData)
@@ -461,6 +466,15 @@ class Recipe(_Strict):
                     "with eval.decoder: greedy",
                 )
             )
+        for name in self.precisions:
+            if not re.fullmatch(SAFE_NAME, name) or len(name) > 64:
+                errors.append(
+                    (
+                        ("precisions", name),
+                        f"{name!r}: a precision's name becomes a file name: letters, digits, '.', '_' "
+                        "and '-', starting with a letter or digit, at most 64 characters",
+                    )
+                )
         known = ["float", *(f"w{b}" for b in range(2, 9)), *self.precisions]
         for i, p in enumerate(self.eval.precisions):
             try:
