@@ -3,11 +3,13 @@ warm-up trained once, and a killed suite that a rerun finishes."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
+import torch
 from typer.testing import CliRunner
 
 import qbench.run.engine
@@ -150,3 +152,26 @@ def test_workers_share_one_gpu_and_pin_one_each_of_several(monkeypatch):
         for _ in devices:
             suite._init_worker(q, threads=1)
         assert pinned == expected_pins
+
+
+def test_shared_warmup_gives_every_run_what_it_would_train_alone(tmp_path, results):
+    """A QAT run's `quant.qat_lr` restart must not leak into the float run that loads the warm-up
+    it saved (nor the float run's rate into the QAT run): the grid in either order trains every
+    run to the same weights, bit for bit."""
+    weights = {}
+    for order in (["rand", "float"], ["float", "rand"]):
+        path = grid_recipe(tmp_path, order, steps=8, warmup=4)
+        path.write_text(
+            path.read_text().replace("float_warmup_steps: 4", "float_warmup_steps: 4, qat_lr: 1.0e-2")
+        )
+        root = tmp_path / "-".join(order)
+        shutil.copytree(results, root, symlinks=True)
+        out = CliRunner().invoke(app, ["run", str(path), "--results", str(root), "--no-progress"])
+        assert out.exit_code == 0, out.output
+        for r in load_suite(path).runs:
+            ckpt = torch.load(root / "runs/tiny" / r.run_id / "checkpoint.pt", weights_only=True)
+            weights.setdefault(r.run_id, []).append(ckpt["model"])
+    assert len(weights) == 2
+    for run_id, (first, second) in weights.items():
+        assert first.keys() == second.keys()
+        assert all(torch.equal(first[k], second[k]) for k in first), run_id

@@ -124,6 +124,14 @@ class TrainState:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
+        # The rate of the next step comes from this run's own schedule: a shared float warm-up
+        # was saved by whichever run trained it, after its scheduler stepped into its own rate
+        # (a quant.qat_lr restart, or float's cosine), which is not this run's.
+        sched = self.scheduler
+        for group, base, factor in zip(
+            self.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas, strict=True
+        ):
+            group["lr"] = base * factor(sched.last_epoch)
         torch.set_rng_state(ckpt["rng"])
         if ckpt["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
