@@ -8,7 +8,9 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -134,6 +136,7 @@ def test_workers_share_one_gpu_and_pin_one_each_of_several(monkeypatch):
     from qbench.run import suite
 
     monkeypatch.setattr(console, "quiet", console.quiet)  # _init_worker silences this process's console
+    monkeypatch.setattr(suite, "_die_with_parent", lambda parent: None)  # not for the test process
     monkeypatch.setattr(suite, "_WORKER", dict(suite._WORKER))  # and records its device
     pinned = []
     monkeypatch.setattr(torch.cuda, "set_device", lambda d: pinned.append(str(d)))
@@ -150,7 +153,7 @@ def test_workers_share_one_gpu_and_pin_one_each_of_several(monkeypatch):
             q.put(d)
         pinned.clear()
         for _ in devices:
-            suite._init_worker(q, threads=1)
+            suite._init_worker(q, threads=1, parent=os.getpid())
         assert pinned == expected_pins
 
 
@@ -175,3 +178,67 @@ def test_shared_warmup_gives_every_run_what_it_would_train_alone(tmp_path, resul
     for run_id, (first, second) in weights.items():
         assert first.keys() == second.keys()
         assert all(torch.equal(first[k], second[k]) for k in first), run_id
+
+
+def test_two_processes_of_one_suite_train_and_evaluate_each_run_once(tmp_path, results):
+    path = grid_recipe(tmp_path, ["float", "ste"], steps=30, warmup=20)
+    runs = load_suite(path).runs
+    procs = [
+        subprocess.Popen(
+            qbench_cmd(path, results), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    for r in runs:
+        log = (results / "runs/tiny" / r.run_id / "train.log").read_text()
+        assert log.count("training ") == 1, log
+    evaluated = read_results(results).groupby(["run_id", "precision", "metric"]).size()
+    assert evaluated.max() == 1 and read_results(results).run_id.nunique() == 2
+    assert any("done, skipped" in e for e in errors)
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (Linux /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_killing_the_suite_process_leaves_no_worker_alive(tmp_path, results):
+    path = grid_recipe(tmp_path, ["float", "ste"], steps=2000, warmup=1000)
+    proc = subprocess.Popen(
+        qbench_cmd(path, results, "--jobs", "2"),
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    workers: list[int] = []
+    while time.time() < deadline and proc.poll() is None:
+        workers = _children(proc.pid)  # the worker processes (and multiprocessing's resource tracker)
+        if len(workers) >= 2 and list((results / "runs" / "tiny").glob("*/train.log")):
+            break
+        time.sleep(0.2)
+    assert len(workers) >= 2, "the workers did not start"
+    proc.kill()
+    proc.wait()
+    time.sleep(5)
+    alive = [w for w in workers if _running(w)]
+    assert not alive, f"workers still running after their parent was killed: {alive}"

@@ -13,8 +13,10 @@ of step t are a pure function of (seed, t) and the RNG state saved in the checkp
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
@@ -457,24 +459,46 @@ def run_recipe(
     task: Task | None = None,
     progress: bool = True,
 ) -> dict:
-    """Run one grid point unless it already finished; returns its metrics."""
+    """Run one grid point unless it already finished; returns its metrics. One process owns a run
+    at a time: another `qbench run` of the same suite waits here for it, then finds it done."""
     runner = Runner(recipe, suite, results, device, progress=progress and distributed.current().is_main)
-    if runner.dist.broadcast(runner.run.status().get("state") == "done"):  # rank 0's folder decides
-        console.print(f"[dim]{recipe.run_id}: done, skipped[/dim]")
-        return {**(runner.run.metrics() if runner.dist.is_main else {}), "skipped": True}
-    t0 = time.perf_counter()
-    if task is None:
-        task = build_task(recipe, results / "cache", progress=progress)
-        if not runner.dist.is_main:  # data-parallel: rank 0 builds the caches, the others then read them
-            runner.dist.barrier()
-        task.build_data()
-        if runner.dist.is_main:
-            runner.dist.barrier()
-    data_seconds = time.perf_counter() - t0
-    console.print(
-        f"[bold]{recipe.run_id}[/bold] ({recipe.quant.technique}, {recipe.quant.bits}-bit, seed {recipe.seed})"
-    )
-    return runner.execute(task, data_seconds)
+    with _run_lock(results / "runs" / suite / f"{recipe.run_id}.lock", enabled=not runner.dist.enabled):
+        if runner.dist.broadcast(runner.run.status().get("state") == "done"):  # rank 0's folder decides
+            console.print(f"[dim]{recipe.run_id}: done, skipped[/dim]")
+            return {**(runner.run.metrics() if runner.dist.is_main else {}), "skipped": True}
+        t0 = time.perf_counter()
+        if task is None:
+            task = build_task(recipe, results / "cache", progress=progress)
+            if not runner.dist.is_main:  # data-parallel: rank 0 builds the caches, the others then read them
+                runner.dist.barrier()
+            task.build_data()
+            if runner.dist.is_main:
+                runner.dist.barrier()
+        data_seconds = time.perf_counter() - t0
+        console.print(
+            f"[bold]{recipe.run_id}[/bold] ({recipe.quant.technique}, {recipe.quant.bits}-bit, seed {recipe.seed})"
+        )
+        return runner.execute(task, data_seconds)
+
+
+@contextlib.contextmanager
+def _run_lock(path: Path, enabled: bool) -> Iterator[None]:
+    """Hold `path` (an OS file lock, released if the process dies) while a run trains and
+    evaluates; data-parallel ranks share their run and take no lock."""
+    if not enabled:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        console.print(f"  {path.stem}: another process is running it; waiting", highlight=False)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def load_trained(

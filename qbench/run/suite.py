@@ -17,10 +17,13 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import multiprocessing as mp
 import os
 import shlex
+import signal
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -63,7 +66,23 @@ def worker_devices(device: str, jobs: int) -> list[str]:
 _WORKER: dict = {}
 
 
-def _init_worker(devices, threads: int) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to kill this worker when the suite's process dies (kill -9 included), so no worker
+    goes on training and writing for a parent that is gone. Elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the request was made
+        os._exit(1)
+
+
+#: prctl(2) option: the signal this process gets when its parent dies
+_PR_SET_PDEATHSIG = 1
+
+
+def _init_worker(devices, threads: int, parent: int) -> None:
+    _die_with_parent(parent)
     console.quiet = True  # lines of parallel runs would interleave; the parent announces each run
     device = devices.get()
     _WORKER["device"] = torch.device(device)
@@ -89,7 +108,9 @@ def _run_parallel(
     threads = default_threads(jobs)
     console.print(f"{jobs} worker processes, {threads} torch thread(s) each")
     outcomes: list[RunOutcome] = []
-    pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(devices, threads))
+    pool = ProcessPoolExecutor(
+        jobs, mp_context=ctx, initializer=_init_worker, initargs=(devices, threads, os.getpid())
+    )
     try:
         pending = {pool.submit(_worker_run, r.model_dump(mode="json"), suite, str(results)): r for r in runs}
         stopping = False
