@@ -242,3 +242,20 @@ def test_killing_the_suite_process_leaves_no_worker_alive(tmp_path, results):
     time.sleep(5)
     alive = [w for w in workers if _running(w)]
     assert not alive, f"workers still running after their parent was killed: {alive}"
+
+
+def test_sigterm_interrupts_like_ctrl_c_and_the_run_resumes(tmp_path, results):
+    path = grid_recipe(tmp_path, ["float"], steps=2000, warmup=1000)
+    (run,) = load_suite(path).runs
+    proc = subprocess.Popen(
+        qbench_cmd(path, results), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    checkpoint = results / "runs/tiny" / run.run_id / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert status(results, run.run_id)["state"] == "interrupted"

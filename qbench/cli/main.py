@@ -7,6 +7,7 @@ torch, which `qbench --help` and a mistyped option should not wait for.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from enum import Enum
@@ -39,6 +40,16 @@ class Format(str, Enum):
     markdown = "markdown"
     csv = "csv"
     json = "json"
+
+
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM (a scheduler's preemption, `kill`) stops a suite as Ctrl-C does: the run under way is
+    marked interrupted, keeps its checkpoint, and the same command resumes it."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def _fail(msg: str, code: int) -> NoReturn:
@@ -113,6 +124,7 @@ def run(
         f"[bold]{suite.name}[/bold]: {len(suite.runs)} run(s) on {where} -> {results}/runs/{suite.name}"
     )
     t0 = time.perf_counter()
+    _interrupt_on_sigterm()
     try:
         outcomes = run_suite(
             suite,
