@@ -259,3 +259,13 @@ def test_sigterm_interrupts_like_ctrl_c_and_the_run_resumes(tmp_path, results):
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert status(results, run.run_id)["state"] == "interrupted"
+
+
+def test_off_a_terminal_training_prints_a_plain_progress_line_every_so_often(tmp_path, results, monkeypatch):
+    monkeypatch.setenv("QBENCH_HEARTBEAT_SECONDS", "0")
+    path = grid_recipe(tmp_path, ["float"], steps=6, warmup=3)
+    (run,) = load_suite(path).runs
+    out = CliRunner().invoke(app, ["run", str(path), "--results", str(results)])
+    assert out.exit_code == 0, out.output
+    beats = [line for line in out.output.splitlines() if line.startswith(f"train {run.run_id}: ")]
+    assert len(beats) >= 5 and "6/6" in beats[-1] and "loss" in beats[-1], out.output
