@@ -6,6 +6,7 @@ torch, which `qbench --help` and a mistyped option should not wait for.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import signal
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
+from rich.text import Text
 
 from qbench.data import DataError
 from qbench.progress import console
@@ -23,9 +25,26 @@ app = typer.Typer(
     help="Benchmark quantization-aware training techniques on sequence-to-sequence models.\n\n"
     "Start with: qbench run recipes/demo.yaml, then qbench compare.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"qbench {importlib.metadata.version('qbench')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Benchmark quantization-aware training techniques on sequence-to-sequence models.
+
+    Start with: qbench run recipes/demo.yaml, then qbench compare."""
+
 
 ResultsOpt = Annotated[
     Path,
@@ -53,7 +72,9 @@ def _interrupt_on_sigterm() -> None:
 
 
 def _fail(msg: str, code: int) -> NoReturn:
-    console.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
+    """One line (the message's own), `error:` in red; the message is printed as it is, never read
+    as Rich markup (a path may hold brackets)."""
+    console.print(Text.assemble(("error: ", "red"), msg), highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -102,7 +123,7 @@ def run(
         suite = load_suite(recipe, set_)
     except RecipeError as e:
         _fail(str(e), 2)
-    from qbench.device import resolve_device
+    from qbench.device import resolve_device, threads_from_env
     from qbench.run import distributed
     from qbench.run.suite import SuiteInterrupted, run_suite
 
@@ -112,6 +133,7 @@ def run(
         if launcher is not None and launcher not in LAUNCHERS:
             raise ValueError(f"--launcher {launcher!r}: one of {', '.join(LAUNCHERS)}")
         options = parse_options(launcher_option)
+        threads_from_env()  # a bad QBENCH_THREADS is found before anything runs
         where = f"{resolve_device(device)}" if launcher is None else f"{launcher} jobs"
         if distributed.launched():  # torchrun: join the group; each rank takes its own GPU
             if jobs > 1 or launcher is not None:
@@ -182,7 +204,14 @@ def _print_board(
     by_length: str | None = None,
 ) -> None:
     from qbench.report.board import by_length as length_view
-    from qbench.report.board import failed_runs, filter_results, leaderboard, render, rich_table
+    from qbench.report.board import (
+        failed_runs,
+        filter_results,
+        leaderboard,
+        no_match_reason,
+        render,
+        rich_table,
+    )
     from qbench.store import read_results, read_runs
 
     raw = read_results(results)
@@ -194,6 +223,8 @@ def _print_board(
         metric = None
     df = filter_results(raw, suite=suite, task=task, technique=technique, dataset=dataset, metric=metric)
     failed = failed_runs(read_runs(results), suite=suite, task=task, technique=technique)
+    if df.empty and failed.empty:
+        _fail(no_match_reason(raw, suite, task, technique, dataset, metric), 1)
     reference = filter_results(read_results(results), suite=suite, task=task, dataset=dataset, metric=metric)
     try:
         board = leaderboard(df, sort=sort, reference=reference, relative_to_best=relative_to_best)

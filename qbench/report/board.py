@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass
 
@@ -43,6 +44,37 @@ def filter_results(
     if technique:
         df = df[df.technique.isin(technique)]
     return df
+
+
+def no_match_reason(
+    df: pd.DataFrame,
+    suite: str | None = None,
+    task: str | None = None,
+    technique: list[str] | None = None,
+    dataset: str | None = None,
+    metric: str | None = None,
+) -> str:
+    """Why :func:`filter_results` selected nothing from `df` (every row of the index), naming
+    what does exist: the suites, a suite's metrics, techniques, tasks or datasets."""
+    if df.empty:
+        return "no results yet: run a recipe first (qbench run recipes/demo.yaml)"
+    for column, wanted in (("suite", suite), ("task", task), ("dataset", dataset)):
+        if wanted and wanted not in set(df[column]):
+            have = sorted(set(df[column]))
+            hint = difflib.get_close_matches(wanted, have, n=1)
+            did = f"; did you mean {hint[0]!r}?" if hint else ""
+            return f"no {column} {wanted!r} in the results ({column}s: {', '.join(have)}){did}"
+        if wanted:
+            df = df[df[column] == wanted]
+    if metric and metric not in set(df.metric):
+        where = f"suite {suite!r}" if suite else "the results"
+        return f"{where} has no metric {metric!r} (metrics: {', '.join(sorted(set(df.metric)))})"
+    if technique:
+        have = sorted(set(df.technique))
+        return (
+            f"no technique {', '.join(technique)} in {suite or 'the results'} (techniques: {', '.join(have)})"
+        )
+    return "no results match"
 
 
 def split_by_model(df: pd.DataFrame) -> pd.DataFrame:

@@ -49,7 +49,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from qbench.config import stable_hash
-from qbench.device import resolve_device
+from qbench.device import resolve_device, threads_from_env
 from qbench.progress import console
 from qbench.quant.batching import batched_quantization
 
@@ -218,8 +218,9 @@ def init(device: str = "auto") -> tuple[DistEnv, str]:
     if not dist.is_initialized():
         device_id = dev if backend == "nccl" else None
         dist.init_process_group(backend, timeout=timedelta(minutes=30), device_id=device_id)
-    if os.environ.get("QBENCH_THREADS") and dev.type == "cpu":
-        torch.set_num_threads(max(1, int(os.environ["QBENCH_THREADS"])))
+    threads = threads_from_env()
+    if threads and dev.type == "cpu":
+        torch.set_num_threads(threads)
     _ENV = DistEnv(rank, world, local, backend)
     if rank != 0:
         console.quiet = True  # one console: rank 0's

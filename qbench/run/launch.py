@@ -14,7 +14,6 @@ a file system every node sees; the shared float warm-up is trained once through 
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +22,7 @@ import torch
 import yaml
 
 from qbench.config import Recipe
-from qbench.device import resolve_device
+from qbench.device import resolve_device, threads_from_env
 from qbench.progress import console
 from qbench.run.runner import RunOutcome, announce, prepare_data, run_one, schedule
 
@@ -63,8 +62,9 @@ def executor(
 
 def _job(recipe: dict, suite: str, results: str, device: str):
     """One run inside a job (a fresh process on some node)."""
-    if os.environ.get("QBENCH_THREADS"):
-        torch.set_num_threads(max(1, int(os.environ["QBENCH_THREADS"])))
+    threads = threads_from_env()
+    if threads:
+        torch.set_num_threads(threads)
     return run_one(
         Recipe.model_validate(recipe), suite, Path(results), resolve_device(device), progress=False
     )

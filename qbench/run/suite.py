@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from qbench.config import Recipe, Suite
-from qbench.device import resolve_device
+from qbench.device import resolve_device, threads_from_env
 from qbench.io import atomic_write_json
 from qbench.progress import console
 from qbench.run import distributed
@@ -47,9 +47,7 @@ class SuiteInterrupted(Exception):
 
 
 def default_threads(jobs: int) -> int:
-    if os.environ.get("QBENCH_THREADS"):
-        return max(1, int(os.environ["QBENCH_THREADS"]))
-    return max(1, (os.cpu_count() or 1) // max(1, jobs))
+    return threads_from_env() or max(1, (os.cpu_count() or 1) // max(1, jobs))
 
 
 def worker_devices(device: str, jobs: int) -> list[str]:
@@ -184,8 +182,9 @@ def run_suite(
                 )
         elif jobs == 1:
             dev = resolve_device(device)
-            if dev.type == "cpu" and os.environ.get("QBENCH_THREADS"):
-                torch.set_num_threads(default_threads(1))
+            threads = threads_from_env()
+            if dev.type == "cpu" and threads:
+                torch.set_num_threads(threads)
             for r in todo:
                 o = run_one(r, suite.name, results, dev, progress)
                 outcomes.append(o)
