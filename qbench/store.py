@@ -25,7 +25,7 @@ import torch
 import torchaudio
 
 from qbench.config import Recipe, resolved_yaml
-from qbench.io import atomic_write_json, atomic_write_text
+from qbench.io import CorruptFile, atomic_write_json, atomic_write_text
 from qbench.quant.labels import technique_label
 
 
@@ -260,11 +260,25 @@ def record_run_state(root: Path, recipe: Recipe, suite: str, state: str, reason:
 
 
 def _read_table(root: Path, table: str) -> pd.DataFrame:
+    """A table of the index, opened read-only: reading changes nothing (no WAL switch, no schema
+    migration) and works where the results are not writable."""
     db = index_path(root)
     if not db.is_file():
         return pd.DataFrame()
-    with closing(_connect(db)) as con:
-        return _retrying(lambda: pd.read_sql_query(f"SELECT * FROM {table}", con))
+    try:
+        try:
+            con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=_BUSY_MS / 1000)
+            with closing(con):
+                return _retrying(lambda: pd.read_sql_query(f"SELECT * FROM {table}", con))
+        except sqlite3.OperationalError:  # a WAL index in a folder this process may not write
+            con = sqlite3.connect(f"{db.resolve().as_uri()}?immutable=1", uri=True)
+            with closing(con):
+                return pd.read_sql_query(f"SELECT * FROM {table}", con)
+    except (sqlite3.DatabaseError, pd.errors.DatabaseError) as e:
+        raise CorruptFile(
+            f"{db}: not a readable qbench results index ({str(e).splitlines()[0][:120]}); "
+            "move it aside and rerun the suites to rebuild it"
+        ) from None
 
 
 def read_results(root: Path, latest_only: bool = True):

@@ -4,6 +4,7 @@ code, no traceback, nothing written."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 from pathlib import Path
 
@@ -96,3 +97,37 @@ def test_a_checkpoint_that_is_not_a_dict_is_refused(tmp_path):
     torch.save([1, 2], path)
     with pytest.raises(CorruptFile, match="not a qbench checkpoint"):
         load_checkpoint(Path(path))
+
+
+def test_compare_reads_the_index_without_changing_it(tmp_path):
+    fill(tmp_path)
+    index = tmp_path / "index.sqlite"
+    before = index.read_bytes()
+    assert cli("compare", "--results", tmp_path).exit_code == 0
+    assert index.read_bytes() == before
+
+
+@pytest.mark.parametrize("content", [b"garbage that is not sqlite" * 100, b""])
+def test_a_corrupt_or_foreign_index_is_one_line_and_exit_2(tmp_path, content):
+    index = tmp_path / "index.sqlite"
+    if content:
+        index.write_bytes(content)
+    else:  # a SQLite database of something else
+        con = sqlite3.connect(index)
+        con.execute("CREATE TABLE other (x)")
+        con.commit()
+        con.close()
+    before = index.read_bytes()
+    out = cli("compare", "--results", tmp_path)
+    assert out.exit_code == 2
+    assert "index.sqlite: not a readable qbench results index" in one_error_line(out)
+    assert index.read_bytes() == before
+
+
+def test_a_results_path_that_is_a_file_is_one_line_and_exit_2(tmp_path):
+    recipe = tiny_recipe(tmp_path / "r.yaml")
+    results = tmp_path / "results"
+    results.write_text("not a folder")
+    out = cli("run", recipe, "--results", results, "--no-progress")
+    assert out.exit_code == 2
+    assert str(results) in one_error_line(out)

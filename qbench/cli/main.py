@@ -17,11 +17,28 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.text import Text
+from typer.core import TyperGroup
 
 from qbench.data import DataError
+from qbench.io import CorruptFile
 from qbench.progress import console
 
+
+class _Commands(TyperGroup):
+    """Every command's expected failures on bad state or bad paths (an unreadable checkpoint or
+    index, a results path that is a file or not writable) end as one line and exit code 2."""
+
+    def invoke(self, ctx):  # ctx: the Context of the click that typer vendors
+        try:
+            return super().invoke(ctx)
+        except CorruptFile as e:
+            _fail(str(e), 2)
+        except (PermissionError, NotADirectoryError, FileExistsError, IsADirectoryError) as e:
+            _fail(f"{e.filename}: {e.strerror}", 2)
+
+
 app = typer.Typer(
+    cls=_Commands,
     help="Benchmark quantization-aware training techniques on sequence-to-sequence models.\n\n"
     "Start with: qbench run recipes/demo.yaml, then qbench compare.",
     no_args_is_help=True,
@@ -142,8 +159,12 @@ def run(
             where = f"{dist_env.world} {resolve_device(device).type} processes ({dist_env.backend})"
     except ValueError as e:
         _fail(str(e), 2)
+    if results.exists() and not results.is_dir():
+        _fail(f"{results}: not a folder (--results names the results root)", 2)
     console.print(
-        f"[bold]{suite.name}[/bold]: {len(suite.runs)} run(s) on {where} -> {results}/runs/{suite.name}"
+        Text.assemble(
+            (suite.name, "bold"), f": {len(suite.runs)} run(s) on {where} -> {results}/runs/{suite.name}"
+        )
     )
     t0 = time.perf_counter()
     _interrupt_on_sigterm()
