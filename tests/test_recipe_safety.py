@@ -100,3 +100,19 @@ def test_a_suite_name_of_300_characters_is_refused(tmp_path):
     recipe.write_text(CI.replace("name: ci", "name: " + "n" * 300))
     out = CliRunner().invoke(app, ["run", str(recipe), "--results", str(tmp_path / "results")])
     assert out.exit_code == 2 and "name: String should have at most 100 characters" in out.output
+
+
+def test_unusable_data_stops_the_suite_before_anything_is_written(tmp_path):
+    manifest = tmp_path / "train.tsv"
+    manifest.write_text("missing.wav\thello\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "name: m\ntask: asr\n"
+        f"data: {{source: manifest, train: {manifest}, valid: {manifest}, test: {manifest}}}\n"
+        "model: {d_model: 16, layers: 1, heads: 2, conv_kernel: 3}\ntrain: {steps: 2}\n"
+    )
+    results = tmp_path / "results"
+    out = CliRunner().invoke(app, ["run", str(recipe), "--results", str(results), "--no-progress"])
+    assert out.exit_code == 2, out.output
+    assert "missing.wav" in out.output and "Traceback" not in out.output
+    assert not (results / "runs").exists()

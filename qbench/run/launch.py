@@ -24,7 +24,7 @@ import yaml
 from qbench.config import Recipe
 from qbench.device import resolve_device, threads_from_env
 from qbench.progress import console
-from qbench.run.runner import RunOutcome, announce, prepare_data, run_one, schedule
+from qbench.run.runner import RunOutcome, announce, run_one, schedule
 
 if TYPE_CHECKING:
     import submitit
@@ -81,7 +81,6 @@ def run_jobs(
     progress: bool,
     poll_seconds: float = 1.0,
 ) -> list:
-    prepare_data(runs, results, progress)
     ex = executor(launcher, results / "jobs" / suite, options)
     jobs = {}
     for r in schedule(runs):  # one run per shared warm-up first, as for --jobs

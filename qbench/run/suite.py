@@ -3,8 +3,10 @@
 - A run that already finished is skipped; an interrupted one resumes from its checkpoint
   (engine.py), so rerunning the same command after a kill finishes only what was left.
 - `jobs > 1` runs independent runs in spawned worker processes, each with `cores / jobs` torch
-  threads (or `QBENCH_THREADS`), and one GPU per worker when there are several. The data is built
-  once, in this process, before any worker starts. Runs that share a float warm-up (or, for ptq,
+  threads (or `QBENCH_THREADS`), and one GPU per worker when there are several.
+- Each distinct data set is built (or loaded from its cache) once, in this process, before the
+  suite's record is written or any run starts: unusable data stops the suite with nothing
+  written under runs/. Runs that share a float warm-up (or, for ptq,
   the whole float training) wait on a file lock for the run that trains it (engine.py), so the
   shared part is trained once; the schedule starts one run of each such group first so that
   nobody waits needlessly.
@@ -98,7 +100,6 @@ def _worker_run(recipe: dict, suite: str, results: str) -> RunOutcome:
 def _run_parallel(
     runs: list[Recipe], suite: str, results: Path, device: str, jobs: int, keep_going: bool, progress: bool
 ) -> list[RunOutcome]:
-    prepare_data(runs, results, progress)
     ctx = mp.get_context("spawn")  # no fork after torch has started threads
     devices = ctx.Queue()
     for d in worker_devices(device, jobs):
@@ -172,6 +173,8 @@ def run_suite(
         raise ValueError("--jobs runs suites in separate processes; under torchrun use --jobs 1")
     jobs = max(1, min(jobs, len(todo)))
     interrupted = False
+    if todo and not dist.enabled:  # under torchrun rank 0 builds the data (engine.run_recipe)
+        prepare_data(todo, results, progress)  # unusable data fails here, before the suite's record
     if dist.is_main:
         _log_session(results, suite, command, started, jobs, keep_going, outcomes, None)
     try:
