@@ -37,7 +37,7 @@ bench: setup
 # The 4-bit suite (10 techniques x 2 seeds, 30-45 min on 2 cores), its plot and results/RESULTS.md.
 asr-4bit: setup
 	$(BIN)/qbench run benchmarks/asr-4bit.yaml --jobs 2 --keep-going --results $(RESULTS)
-	$(BIN)/qbench results --suite asr-4bit --results $(RESULTS) --out $(RESULTS)/RESULTS.md
+	$(BIN)/qbench results --suite asr-4bit --results $(RESULTS) --out $(RESULTS)/RESULTS.md --force
 
 lint: setup
 	$(BIN)/ruff check qbench tests

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,17 @@ def test_a_results_path_that_is_a_file_is_one_line_and_exit_2(tmp_path):
     out = cli("run", recipe, "--results", results, "--no-progress")
     assert out.exit_code == 2
     assert str(results) in one_error_line(out)
+
+
+def test_results_refuses_to_overwrite_a_committed_page_without_force(tmp_path):
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    page = tmp_path / "RESULTS.md"
+    page.write_text("committed\n")
+    subprocess.run(["git", "-C", str(tmp_path), "add", "RESULTS.md"], check=True)
+    fill(tmp_path)
+    out = cli("results", "--suite", "s", "--out", page, "--no-plot", "--results", tmp_path)
+    assert out.exit_code == 2 and "--force" in one_error_line(out)
+    assert page.read_text() == "committed\n"
+    out = cli("results", "--suite", "s", "--out", page, "--no-plot", "--force", "--results", tmp_path)
+    assert out.exit_code == 0, out.output
+    assert page.read_text() != "committed\n"

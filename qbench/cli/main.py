@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import signal
+import subprocess
 import sys
 import time
 from enum import Enum
@@ -86,6 +87,20 @@ def _interrupt_on_sigterm() -> None:
         raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
     signal.signal(signal.SIGTERM, handler)
+
+
+def _tracked_by_git(path: Path) -> bool:
+    """True when `path` is a file of a git checkout's index (no git, no checkout: False)."""
+    try:
+        done = subprocess.run(
+            ["git", "ls-files", "--error-unmatch", path.name],
+            cwd=path.resolve().parent,
+            capture_output=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0
 
 
 def _fail(msg: str, code: int) -> NoReturn:
@@ -446,11 +461,16 @@ def results_md(
         typer.Option(help="Metrics to tabulate (default: the headline metric, and CER for ASR)."),
     ] = None,
     plot: Annotated[bool, typer.Option(help="Also write <out dir>/<suite>.png and link it.")] = True,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite OUT even when it is a file committed to git.")
+    ] = False,
     results: ResultsOpt = Path("results"),
 ) -> None:
     """Write RESULTS.md: each suite's leaderboards plus the hardware, versions and command behind them."""
     from qbench.report.results_page import write_results_md
 
+    if out.is_file() and not force and _tracked_by_git(out):
+        _fail(f"{out} is a file committed to git: pass --force to overwrite it, or --out elsewhere", 2)
     try:
         write_results_md(results, suite, out, metrics=metric, plot=plot)
     except ValueError as e:
