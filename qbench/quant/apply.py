@@ -1,4 +1,4 @@
-"""Attach quantizers to a model, and evaluate it at another precision.
+"""Attach quantizers to a model, evaluate it at another precision, and count its packed size.
 
 Why ``torch.nn.utils.parametrize``: it wraps *any* tensor attribute of *any*
 module (torchaudio's Conformer, ``nn.MultiheadAttention``'s fused

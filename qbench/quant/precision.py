@@ -1,4 +1,5 @@
-"""Evaluation precisions: bits per parameter name, and the packed model size.
+"""Evaluation precisions: bits per parameter name (the packed size they give:
+``qbench.quant.apply.model_size_bits``).
 
 A precision is ``"float"``, ``"w2"`` .. ``"w8"`` (uniform bits), ``"w4a8"`` / ``"w8a8"``
 (also 8-bit dynamic per-token activations) or a named mixed map from a recipe, e.g.
@@ -7,7 +8,8 @@ Parameter names are the *original* names (``encoder.layers.0.ffn.0.weight``),
 never the parametrize names (``...parametrizations.weight.original``).
 
 Glob matching (``fnmatch``, case-sensitive) also tries ``"." + name``, so
-``"*.weight"`` selects a top-level ``weight`` too.
+``"*.weight"`` selects a top-level ``weight`` too. An automatic map (``{"auto": {...}}``,
+:class:`AutoConfig`) gets its bits after training (qbench.quant.sensitivity).
 """
 
 from __future__ import annotations

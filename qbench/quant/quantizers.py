@@ -221,8 +221,10 @@ class WeightQuantizer(nn.Module):
 
     def rows_and_scales(self, rows: Tensor, group: Sequence[WeightQuantizer] = ()) -> tuple[Tensor, Tensor]:
         """The ``(G, n)`` rows the estimator quantizes (PACT clamps them) and their ``(G,)`` scales,
-        rounded to ``scale_dtype``. ``group``: see :meth:`fake_quant_rows`."""
-        self._init_lazily(rows)
+        rounded to ``scale_dtype``. ``group``: see :meth:`fake_quant_rows` (batching prepared its
+        members, each from its own rows)."""
+        if not group:
+            self._init_lazily(rows)
         rows = self.scale_fn.clip_rows(self, rows, group)
         return rows, self._stored(self.scale_fn.scales(self, rows, group))
 
