@@ -151,7 +151,7 @@ def synthesize_many(requests: Sequence[SpeechRequest]) -> tuple[list[np.ndarray]
 
     The batch runs in one child process, so a request's audio depends on the
     requests before it in the same batch, but not on anything else.  Batching
-    amortises the fork (about 2 ms, or 20 ms in a process that imported torch).
+    amortises the fork of a child process over the batch.
     """
     with _lock:
         engine = _loaded_engine()
