@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
 
 from .scales import EPS
 
@@ -43,7 +44,7 @@ class ActQuantizer:
     def __init__(self, bits: int = 8) -> None:
         self.bits = bits
         self.enabled = True
-        self.handle = None
+        self.handle: RemovableHandle | None = None  # set when attached to a module
 
     def _q(self, x, seen: dict):
         if not (torch.is_tensor(x) and x.is_floating_point()):

@@ -15,12 +15,14 @@ Cost: parametrize renames state_dict keys to ``<module>.parametrizations.<name>.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
+from typing import cast
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
+from torch.nn.utils.parametrize import ParametrizationList
 
 from .activations import act_target, attach_act_quantizer, detach_act_quantizer, find_act_quantizers
 from .batching import forget_attachments
@@ -64,9 +66,15 @@ def weight_slots(model: nn.Module) -> Iterator[tuple[str, nn.Module, str, Tensor
                 yield prefix + tname, module, tname, p
 
 
+def _plist(module: nn.Module, tname: str) -> ParametrizationList:
+    """``module.parametrizations[tname]`` of a parametrized tensor (parametrize sets the attribute at
+    run time, a ModuleDict of ParametrizationLists: nn.Module's type does not declare it)."""
+    return cast(Mapping[str, ParametrizationList], module.parametrizations)[tname]
+
+
 def find_quantizer(module: nn.Module, tname: str) -> WeightQuantizer | None:
     if parametrize.is_parametrized(module, tname):
-        for m in module.parametrizations[tname]:
+        for m in _plist(module, tname):
             if isinstance(m, WeightQuantizer):
                 return m
     return None
@@ -112,7 +120,7 @@ def quantize_(model: nn.Module, spec: QuantSpec) -> list[str]:
         q.train(module.training)
         old = find_quantizer(module, tname)
         if old is not None:
-            plist = module.parametrizations[tname]
+            plist = _plist(module, tname)
             plist[list(plist).index(old)] = q
         else:
             # unsafe=True: skip parametrize's trial forward (shape/dtype are preserved,
@@ -182,7 +190,7 @@ def use_precision(
         return
     pmap = parse_precision(precision)
     store = None if pmap.is_float else FLOAT_DTYPES[spec.float_dtype]
-    saved: list[tuple[WeightQuantizer, int, bool, bool, object]] = []
+    saved: list[tuple[WeightQuantizer, int, bool, bool, torch.dtype | None]] = []
     temporary: list[tuple[nn.Module, str, WeightQuantizer, list[str] | None]] = []
     acts = find_act_quantizers(model)
     saved_acts = [(aq, aq.enabled, aq.bits) for aq in acts.values()]
@@ -234,7 +242,7 @@ def use_precision(
             aq.enabled, aq.bits = enabled, bits
         for module, tname, tq, order in reversed(temporary):
             if order is None:  # keep the user's own parametrizations
-                plist = module.parametrizations[tname]
+                plist = _plist(module, tname)
                 del plist[list(plist).index(tq)]
             else:
                 parametrize.remove_parametrizations(module, tname, leave_parametrized=False)

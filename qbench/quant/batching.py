@@ -26,9 +26,9 @@ block enters. Changing a weight in place inside the block is not seen until the 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -68,7 +68,8 @@ def _attached(model: nn.Module) -> Iterator[tuple[nn.Module, str, WeightQuantize
             (module, name, plist)
             for module in model.modules()
             if parametrize.is_parametrized(module)
-            for name, plist in module.parametrizations.items()
+            # parametrize sets module.parametrizations at run time: nn.Module's type does not declare it
+            for name, plist in cast(Mapping[str, ParametrizationList], module.parametrizations).items()
             if plist.is_tensor
         ]
         cached = _SLOTS[model] = (_generation, slots)

@@ -16,10 +16,38 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
-#: the quantizer a part belongs to (qbench.quant.quantizers.WeightQuantizer, which imports this module)
-WeightQuantizer = nn.Module
+__all__ = ["Option", "Part", "Scale", "Estimator", "QuantizerBase"]
 
-__all__ = ["Option", "Part", "Scale", "Estimator"]
+
+class QuantizerBase(nn.Module):
+    """The state of a quantizer that its parts read and write, declared: the base of
+    qbench.quant.quantizers.WeightQuantizer (which imports this module, so a part cannot import it).
+    Its own state is set in WeightQuantizer.__init__; a scale function's per-weight state is
+    registered by the scale function (:meth:`Scale.attach`), so each of those is present only on a
+    quantizer with that scale function."""
+
+    bits: int  # the current bit width
+    train_bits: int  # the bit width it was made for (a learned scale is trained at it)
+    detach_scale: bool  # no gradient through the scale
+    hard: bool  # hard rounding even in training mode
+    prepared: bool  # the per-forward work of qbench.quant.batching is done for this forward
+    # learned (LSQ) / pact: the per-row parameter (Scale.param)
+    step: nn.Parameter
+    alpha: nn.Parameter
+    # mse-clip: the cached per-row ratios and the training forwards counted (buffers), the count
+    # as a Python int and the bit width the ratios were searched at
+    clip_ratio: Tensor
+    clip_calls: Tensor
+    clip_count: int
+    clip_bits: int
+
+    @property
+    def qp(self) -> int:
+        return 2 ** (self.bits - 1) - 1
+
+
+#: the quantizer a part belongs to (qbench.quant.quantizers.WeightQuantizer is one)
+WeightQuantizer = QuantizerBase
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from typing import TypeGuard
 
 __all__ = ["PrecisionMap", "parse_precision", "name_matches", "AutoConfig", "is_auto"]
 
@@ -106,7 +107,7 @@ METHODS = ("hessian", "fisher")
 _AUTO_KEYS = ("budget_bits", "sensitivity", "bits", "samples", "batches")
 
 
-def is_auto(spec) -> bool:
+def is_auto(spec: object) -> TypeGuard[Mapping]:
     """True for a named precision map that is automatic: ``{"auto": {...}}``."""
     return isinstance(spec, Mapping) and "auto" in spec
 

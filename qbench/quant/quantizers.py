@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, make_dataclass
 import torch
 from torch import Tensor, nn
 
-from .parts import Estimator, Scale
+from .parts import Estimator, QuantizerBase, Scale
 from .scales import EPS, check_granularity, rows_view
 from .techniques import (
     DEFAULT_EXCLUDE,
@@ -150,7 +150,7 @@ def _part(kind: str, registry: dict, value, aliases: dict[str, str], options: di
     return cls(**{o.name: options.pop(o.name) for o in cls.options if o.name in options})
 
 
-class WeightQuantizer(nn.Module):
+class WeightQuantizer(QuantizerBase):
     """Fake-quantizes one weight tensor: ``forward(W) -> Wq`` (same shape/dtype).
 
     ``scale_fn`` and ``estimator``: parts (qbench.quant.parts) or their registered names, the
@@ -189,10 +189,6 @@ class WeightQuantizer(nn.Module):
         # True between prepare() and the end of that forward: the per-forward work is done
         self.prepared = False
         self.scale_fn.attach(self)
-
-    @property
-    def qp(self) -> int:
-        return 2 ** (self.bits - 1) - 1
 
     @property
     def learned(self) -> nn.Parameter | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -140,6 +141,8 @@ class _LearnedScale(Scale):
     """A scale that is a parameter of its quantizer (``param``), one value per row: empty until
     initialised from a weight (``init_from``, or lazily on the first forward), as only then is
     the number of rows known; ``train_bits`` is the bit width it is trained at."""
+
+    param: ClassVar[str]  # every learned scale names its parameter
 
     def attach(self, q: WeightQuantizer) -> None:
         q.train_bits = q.bits

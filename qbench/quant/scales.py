@@ -64,6 +64,7 @@ def group_size(shape: torch.Size | tuple[int, ...], granularity: str) -> int:
     m = GROUP_RE.fullmatch(granularity)
     if m is None:
         check_granularity(granularity)  # raises
+        raise AssertionError(f"check_granularity accepted {granularity!r}")  # unreachable
     n = int(m.group(1))
     row = numel // shape[0] if shape[0] else 0
     if row % n:

@@ -181,7 +181,7 @@ def quantized_layers(model: nn.Module, spec) -> list[Layer]:
 def quantization_perturbations(model: nn.Module, spec, layers: Sequence[Layer], bits: Sequence[int]):
     """``||Q_b(W_l) - W_l||^2`` per layer and bit width, with ``Q_b`` what ``use_precision(model,
     "w<b>")`` evaluates (the technique's scale function, stored-scale rounding included)."""
-    out = [dict() for _ in layers]
+    out: list[dict[int, float]] = [dict() for _ in layers]
     for b in bits:
         with use_precision(model, f"w{b}", spec):
             for i, layer in enumerate(layers):
@@ -324,7 +324,7 @@ def auto_precision_map(
             "total_sensitivity": sum(s[b] for s, b in zip(sens, assignment, strict=True)),
         }
 
-    named = {"default": None}
+    named: dict[str, int | None] = {"default": None}
     for layer, b in zip(layers, bits, strict=True):
         for n in layer.names:
             named[n] = b
@@ -359,7 +359,7 @@ def _task_loss_fns(
 ) -> list[Callable[[], Tensor]]:
     """Deterministic loss closures over the task's first training batches: any augmentation the
     task's loss draws is drawn from a fixed seed each call (finite differences need that)."""
-    fns = []
+    fns: list[Callable[[], Tensor]] = []
     for i in range(n_batches):
         batch = task.train_batch(i, device)
 
