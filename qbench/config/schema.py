@@ -240,20 +240,17 @@ ARCHS = {"asr": ("conformer-ctc", "conformer-transducer"), "mt": ("transformer",
 
 #: the scale functions' and estimators' options (k, p, c, clip_every, noise, ...) as quant fields,
 #: from their declarations in qbench.quant.techniques.OPTIONS
-_QuantOptions = create_model(
-    "_QuantOptions",
-    __base__=_Strict,
-    **{
-        o.name: (
-            Literal[o.choices] if o.choices else o.type,  # type: ignore[valid-type]
-            Field(o.default, ge=o.ge, gt=o.gt, le=o.le, description=o.help),
-        )
-        for o in OPTIONS
-    },
-)
+_OPTION_FIELDS: dict[str, Any] = {  # (annotation, field) each: an annotation computed at run time
+    o.name: (
+        Literal[o.choices] if o.choices else o.type,
+        Field(o.default, ge=o.ge, gt=o.gt, le=o.le, description=o.help),
+    )
+    for o in OPTIONS
+}
+_QuantOptions = create_model("_QuantOptions", __base__=_Strict, **_OPTION_FIELDS)
 
 
-class QuantConfig(_QuantOptions):  # type: ignore[valid-type, misc]
+class QuantConfig(_QuantOptions):
     """`technique` is a preset of (scale, estimator, scale gradient); `scale`/`estimator`/
     `scale_grad` spell one out or change a preset's part. Validation stores the canonical form:
     the preset's name when the parts spell one (`{scale: topk-lp, estimator: noise}` is `rand`),
@@ -291,7 +288,7 @@ class QuantConfig(_QuantOptions):  # type: ignore[valid-type, misc]
         tech = data.get("technique")
         if tech is not None and tech not in TECHNIQUE_CONFIGS:
             return data  # float/ptq/custom/unknown: field_errors or the schema says what is wrong
-        base = TECHNIQUE_CONFIGS.get(tech, {})
+        base = TECHNIQUE_CONFIGS[tech] if tech is not None else {}  # tech is a preset here, or unset
         scale = data.get("scale") or base.get("scale_fn")
         estimator = data.get("estimator") or base.get("estimator")
         grad = data.get("scale_grad")
