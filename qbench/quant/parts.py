@@ -46,10 +46,6 @@ class QuantizerBase(nn.Module):
         return 2 ** (self.bits - 1) - 1
 
 
-#: the quantizer a part belongs to (qbench.quant.quantizers.WeightQuantizer is one)
-WeightQuantizer = QuantizerBase
-
-
 @dataclass(frozen=True)
 class Option:
     """One option of a part, as a recipe spells it (``quant.<name>``).
@@ -160,27 +156,27 @@ class Scale(Part):
     #: computes (qbench.quant.batching may then put rows of several lengths in one pass)
     pads: ClassVar[bool] = False
 
-    def attach(self, q: WeightQuantizer) -> None:
+    def attach(self, q: QuantizerBase) -> None:
         """Register the per-weight state this scale keeps on its quantizer (parameters, buffers)."""
 
-    def initialized(self, q: WeightQuantizer) -> bool:
+    def initialized(self, q: QuantizerBase) -> bool:
         return True
 
-    def init_from(self, q: WeightQuantizer, rows: Tensor) -> None:
+    def init_from(self, q: QuantizerBase, rows: Tensor) -> None:
         """(Re-)initialise the state from a weight's rows (detached), in place."""
 
-    def prepare(self, q: WeightQuantizer, rows: Tensor) -> None:
+    def prepare(self, q: QuantizerBase, rows: Tensor) -> None:
         """Per-forward work that cannot sit in a compiled graph, done before a training forward."""
 
-    def clips(self, q: WeightQuantizer) -> bool:
+    def clips(self, q: QuantizerBase) -> bool:
         """Whether some ``W / s`` may round beyond ``+-Qp`` (else round-STE skips the clamp)."""
         return True
 
-    def clip_rows(self, q: WeightQuantizer, rows: Tensor, group: Sequence[WeightQuantizer]) -> Tensor:
+    def clip_rows(self, q: QuantizerBase, rows: Tensor, group: Sequence[QuantizerBase]) -> Tensor:
         """The rows the estimator quantizes (PACT clamps them); ``rows`` itself by default."""
         return rows
 
-    def scales(self, q: WeightQuantizer, rows: Tensor, group: Sequence[WeightQuantizer] = ()) -> Tensor:
+    def scales(self, q: QuantizerBase, rows: Tensor, group: Sequence[QuantizerBase] = ()) -> Tensor:
         """``(G,)`` fp32 scales of ``rows`` at ``q.bits``; detached where ``q.detach_scale``."""
         raise NotImplementedError
 
@@ -188,7 +184,7 @@ class Scale(Part):
         """``(option, value)`` when a quantization row must hold at least ``value`` weights."""
         return None
 
-    def load_state(self, q: WeightQuantizer, state_dict: dict, prefix: str) -> None:
+    def load_state(self, q: QuantizerBase, state_dict: dict, prefix: str) -> None:
         """Adapt ``state_dict`` before ``q`` loads it (e.g. fill in state an older checkpoint lacks)."""
 
 

@@ -21,7 +21,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from .parts import Option, Scale, WeightQuantizer
+from .parts import Option, QuantizerBase, Scale
 from .scales import EPS, absmax_scale, grad_scale, lsq_init_scale, mse_clip_scale, topk_lp_scale
 
 __all__ = ["AbsMax", "TopkLp", "MseClip", "Learned", "Pact"]
@@ -31,10 +31,10 @@ class AbsMax(Scale):
     name = "absmax"
     pads = True
 
-    def clips(self, q: WeightQuantizer) -> bool:
+    def clips(self, q: QuantizerBase) -> bool:
         return False  # |W / s| <= Qp
 
-    def scales(self, q: WeightQuantizer, rows: Tensor, group: Sequence[WeightQuantizer] = ()) -> Tensor:
+    def scales(self, q: QuantizerBase, rows: Tensor, group: Sequence[QuantizerBase] = ()) -> Tensor:
         return absmax_scale(rows, q.qp, detach=q.detach_scale).float()
 
 
@@ -50,10 +50,10 @@ class TopkLp(Scale):
     p: float
     c: float
 
-    def clips(self, q: WeightQuantizer) -> bool:
+    def clips(self, q: QuantizerBase) -> bool:
         return self.c < 1  # the norm is at least the row's max
 
-    def scales(self, q: WeightQuantizer, rows: Tensor, group: Sequence[WeightQuantizer] = ()) -> Tensor:
+    def scales(self, q: QuantizerBase, rows: Tensor, group: Sequence[QuantizerBase] = ()) -> Tensor:
         s = topk_lp_scale(rows, q.qp, k=self.k, p=self.p, c=self.c, detach=q.detach_scale)
         return s.float()
 
@@ -82,28 +82,28 @@ class MseClip(Scale):
     options = (Option("clip_every", int, 32, "mse-clip: training forwards between two ratio searches", ge=1),)
     clip_every: int
 
-    def attach(self, q: WeightQuantizer) -> None:
+    def attach(self, q: QuantizerBase) -> None:
         q.clip_bits = q.bits  # the bit width the cached ratios were searched at
         q.clip_count = 0  # clip_calls as a Python int: the due check reads no device tensor (no sync)
         q.register_buffer("clip_ratio", torch.empty(0))
         q.register_buffer("clip_calls", torch.zeros((), dtype=torch.long))
 
-    def init_from(self, q: WeightQuantizer, rows: Tensor) -> None:
+    def init_from(self, q: QuantizerBase, rows: Tensor) -> None:
         q.clip_ratio = self._ratio(q, rows)
 
     @staticmethod
-    def _ratio(q: WeightQuantizer, rows: Tensor) -> Tensor:
+    def _ratio(q: QuantizerBase, rows: Tensor) -> Tensor:
         amax = rows.detach().abs().amax(dim=1).float().clamp_min(EPS)
         return (mse_clip_scale(rows, q.qp) * q.qp / amax).clamp(max=1.0)
 
-    def _cached(self, q: WeightQuantizer) -> bool:
+    def _cached(self, q: QuantizerBase) -> bool:
         return self.clip_every > 1 and q.training and not q.hard and torch.is_grad_enabled()
 
-    def prepare(self, q: WeightQuantizer, rows: Tensor) -> None:
+    def prepare(self, q: QuantizerBase, rows: Tensor) -> None:
         if self._cached(q):
             self._count_forward(q, rows)
 
-    def _count_forward(self, q: WeightQuantizer, rows: Tensor) -> None:
+    def _count_forward(self, q: QuantizerBase, rows: Tensor) -> None:
         """One training forward: the ratio search if due (a branch on data: outside a compiled
         graph), then the count."""
         due = q.clip_ratio.numel() != rows.shape[0] or q.clip_count % self.clip_every == 0
@@ -117,7 +117,7 @@ class MseClip(Scale):
         q.clip_calls.add_(1)
         q.clip_count += 1
 
-    def scales(self, q: WeightQuantizer, rows: Tensor, group: Sequence[WeightQuantizer] = ()) -> Tensor:
+    def scales(self, q: QuantizerBase, rows: Tensor, group: Sequence[QuantizerBase] = ()) -> Tensor:
         if not self._cached(q):
             return mse_clip_scale(rows, q.qp)
         if not q.prepared:  # a forward outside qbench.quant.batching: counted per read
@@ -129,7 +129,7 @@ class MseClip(Scale):
     def label_options(self) -> list[str]:
         return []  # the search's cadence: runs at another cadence share the technique's leaderboard row
 
-    def load_state(self, q: WeightQuantizer, state_dict: dict, prefix: str) -> None:
+    def load_state(self, q: QuantizerBase, state_dict: dict, prefix: str) -> None:
         # a state_dict without the clip state searches on the next training forward
         state_dict.setdefault(prefix + "clip_ratio", q.clip_ratio.new_zeros(0))
         state_dict.setdefault(prefix + "clip_calls", q.clip_calls.new_zeros(()))
@@ -144,21 +144,21 @@ class _LearnedScale(Scale):
 
     param: ClassVar[str]  # every learned scale names its parameter
 
-    def attach(self, q: WeightQuantizer) -> None:
+    def attach(self, q: QuantizerBase) -> None:
         q.train_bits = q.bits
         q.register_parameter(self.param, nn.Parameter(torch.empty(0)))
 
-    def initialized(self, q: WeightQuantizer) -> bool:
+    def initialized(self, q: QuantizerBase) -> bool:
         return getattr(q, self.param).numel() > 0
 
-    def init_from(self, q: WeightQuantizer, rows: Tensor) -> None:
+    def init_from(self, q: QuantizerBase, rows: Tensor) -> None:
         # in place: the same Parameter object, so it can already sit in an optimizer
         getattr(q, self.param).data = self.initial(rows, 2 ** (q.train_bits - 1) - 1).to(rows.device)
 
     def initial(self, rows: Tensor, qp: int) -> Tensor:
         raise NotImplementedError
 
-    def _rows(self, q: WeightQuantizer, group: Sequence[WeightQuantizer]) -> Tensor:
+    def _rows(self, q: QuantizerBase, group: Sequence[QuantizerBase]) -> Tensor:
         if len(group) <= 1:
             return getattr(q, self.param)
         return torch.cat([getattr(m, self.param) for m in group])
@@ -173,7 +173,7 @@ class Learned(_LearnedScale):
     def initial(self, rows: Tensor, qp: int) -> Tensor:
         return lsq_init_scale(rows, qp)
 
-    def scales(self, q: WeightQuantizer, rows: Tensor, group: Sequence[WeightQuantizer] = ()) -> Tensor:
+    def scales(self, q: QuantizerBase, rows: Tensor, group: Sequence[QuantizerBase] = ()) -> Tensor:
         s = self._rows(q, group)
         if q.bits != q.train_bits:  # the same clipping range s * Qp at the other width
             s = s * ((2 ** (q.train_bits - 1) - 1) / q.qp)
@@ -193,16 +193,16 @@ class Pact(_LearnedScale):
     def initial(self, rows: Tensor, qp: int) -> Tensor:
         return rows.abs().amax(dim=1).float().clamp_min(EPS)
 
-    def clips(self, q: WeightQuantizer) -> bool:
+    def clips(self, q: QuantizerBase) -> bool:
         return False  # the rows are clamped to +-alpha = +-Qp s
 
-    def _alpha(self, q: WeightQuantizer, group: Sequence[WeightQuantizer]) -> Tensor:
+    def _alpha(self, q: QuantizerBase, group: Sequence[QuantizerBase]) -> Tensor:
         a = self._rows(q, group).clamp_min(EPS)
         return a.detach() if q.detach_scale else a
 
-    def clip_rows(self, q: WeightQuantizer, rows: Tensor, group: Sequence[WeightQuantizer] = ()) -> Tensor:
+    def clip_rows(self, q: QuantizerBase, rows: Tensor, group: Sequence[QuantizerBase] = ()) -> Tensor:
         a = self._alpha(q, group).unsqueeze(1).to(rows.dtype)
         return torch.clamp(rows, -a, a)
 
-    def scales(self, q: WeightQuantizer, rows: Tensor, group: Sequence[WeightQuantizer] = ()) -> Tensor:
+    def scales(self, q: QuantizerBase, rows: Tensor, group: Sequence[QuantizerBase] = ()) -> Tensor:
         return (self._alpha(q, group) / q.qp).detach()
