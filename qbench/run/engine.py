@@ -460,7 +460,9 @@ def run_recipe(
     """Run one grid point unless it already finished; returns its metrics. One process owns a run
     at a time: another `qbench run` of the same suite waits here for it, then finds it done."""
     runner = Runner(recipe, suite, results, device, progress=progress and distributed.current().is_main)
-    with _run_lock(results / "runs" / suite / f"{recipe.run_id}.lock", enabled=not runner.dist.enabled):
+    with _run_lock(
+        results / "runs" / suite / ".locks" / f"{recipe.run_id}.lock", enabled=not runner.dist.enabled
+    ):
         if runner.dist.broadcast(runner.run.status().get("state") == "done"):  # rank 0's folder decides
             console.print(f"[dim]{recipe.run_id}: done, skipped[/dim]")
             return {**(runner.run.metrics() if runner.dist.is_main else {}), "skipped": True}
