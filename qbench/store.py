@@ -74,7 +74,12 @@ class RunDir:
 
     def status(self) -> dict:
         f = self.path / "status.json"
-        return json.loads(f.read_text()) if f.is_file() else {"state": "new"}
+        if not f.is_file():
+            return {"state": "new"}
+        status = _read_json(f, "delete it and the run resumes from its checkpoint")
+        if not isinstance(status, dict):
+            raise CorruptFile(f"{f}: not a run's status; delete it and the run resumes from its checkpoint")
+        return status
 
     def set_status(self, state: str, **extra: Any) -> None:
         atomic_write_json(self.path / "status.json", {"state": state, "time": time.time(), **extra})
@@ -97,7 +102,16 @@ class RunDir:
         atomic_write_json(self.path / "metrics.json", metrics)
 
     def metrics(self) -> dict:
-        return json.loads((self.path / "metrics.json").read_text())
+        return _read_json(self.path / "metrics.json", "delete it and status.json to evaluate the run again")
+
+
+def _read_json(path: Path, remedy: str) -> Any:
+    """A JSON file qbench wrote; one that cannot be parsed (truncated, edited) raises CorruptFile
+    naming it and what to do."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CorruptFile(f"{path}: unreadable ({type(e).__name__}); {remedy}") from None
 
 
 # ---------------------------------------------------------------- index

@@ -146,3 +146,25 @@ def test_results_refuses_to_overwrite_a_committed_page_without_force(tmp_path):
     out = cli("results", "--suite", "s", "--out", page, "--no-plot", "--force", "--results", tmp_path)
     assert out.exit_code == 0, out.output
     assert page.read_text() != "committed\n"
+
+
+def test_a_truncated_status_file_is_one_line_and_exit_2(tmp_path):
+    name = "status.json"
+    recipe = tiny_recipe(tmp_path / "r.yaml", steps=2, warmup=1)
+    results = tmp_path / "results"
+    assert cli("run", recipe, "--results", results, "--no-progress").exit_code == 0
+    (run_dir,) = (results / "runs" / "tiny").glob("rand-*")
+    (run_dir / name).write_text('{"state": "do')
+    out = cli("run", recipe, "--results", results, "--no-progress")
+    assert out.exit_code == 2 and "Traceback" not in out.output
+    last = out.output.strip().splitlines()[-1]
+    assert last.startswith(f"error: {run_dir / name}: unreadable (JSONDecodeError); delete it"), out.output
+
+
+def test_an_unparsable_launcher_option_is_one_line_and_exit_2(tmp_path):
+    recipe = tiny_recipe(tmp_path / "r.yaml")
+    out = cli(
+        "run", recipe, "--results", tmp_path / "results", "--launcher", "local", "--launcher-option", "x=[1"
+    )
+    assert out.exit_code == 2
+    assert "--launcher-option 'x=[1': not a YAML value" in one_error_line(out)

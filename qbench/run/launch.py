@@ -40,7 +40,12 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ValueError(f"--launcher-option {pair!r}: expected KEY=VALUE, e.g. slurm_partition=gpu")
-        options[key.strip()] = yaml.safe_load(value)
+        try:
+            options[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ValueError(
+                f"--launcher-option {pair!r}: not a YAML value ({getattr(e, 'problem', e)})"
+            ) from None
     return options
 
 
