@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from qbench.cli.errors import fail
 from qbench.data.download import DownloadError, download, status
 from qbench.progress import console
 
@@ -38,8 +39,7 @@ def download_cmd(
     try:
         folder = download(name, dest, mirror=mirror, force=force, progress=progress)
     except DownloadError as e:
-        console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        fail(str(e), 2)
     console.print(f"{name}: complete in {folder}")
 
 

@@ -14,12 +14,13 @@ import sys
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 from rich.text import Text
 from typer.core import TyperGroup
 
+from qbench.cli.errors import fail
 from qbench.data import DataError
 from qbench.io import CorruptFile
 from qbench.progress import console
@@ -33,9 +34,9 @@ class _Commands(TyperGroup):
         try:
             return super().invoke(ctx)
         except CorruptFile as e:
-            _fail(str(e), 2)
+            fail(str(e), 2)
         except (PermissionError, NotADirectoryError, FileExistsError, IsADirectoryError) as e:
-            _fail(f"{e.filename}: {e.strerror}", 2)
+            fail(f"{e.filename}: {e.strerror}", 2)
 
 
 app = typer.Typer(
@@ -103,13 +104,6 @@ def _tracked_by_git(path: Path) -> bool:
     return done.returncode == 0
 
 
-def _fail(msg: str, code: int) -> NoReturn:
-    """One line (the message's own), `error:` in red; the message is printed as it is, never read
-    as Rich markup (a path may hold brackets)."""
-    console.print(Text.assemble(("error: ", "red"), msg), highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
 @app.command()
 def run(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML file (a single run or a grid of runs).")],
@@ -154,7 +148,7 @@ def run(
     try:
         suite = load_suite(recipe, set_)
     except RecipeError as e:
-        _fail(str(e), 2)
+        fail(str(e), 2)
     from qbench.device import resolve_device, threads_from_env
     from qbench.run import distributed
     from qbench.run.suite import SuiteInterrupted, run_suite
@@ -173,9 +167,9 @@ def run(
             dist_env, device = distributed.init(device)
             where = f"{dist_env.world} {resolve_device(device).type} processes ({dist_env.backend})"
     except ValueError as e:
-        _fail(str(e), 2)
+        fail(str(e), 2)
     if results.exists() and not results.is_dir():
-        _fail(f"{results}: not a folder (--results names the results root)", 2)
+        fail(f"{results}: not a folder (--results names the results root)", 2)
     console.print(
         Text.assemble(
             (suite.name, "bold"), f": {len(suite.runs)} run(s) on {where} -> {results}/runs/{suite.name}"
@@ -195,9 +189,9 @@ def run(
             launcher_options=options,
         )
     except DataError as e:  # unusable data: nothing was trained; the message names file and line
-        _fail(str(e), 2)
+        fail(str(e), 2)
     except SuiteInterrupted:
-        _fail(
+        fail(
             "interrupted; finished runs are kept and the others keep their last checkpoint: "
             "rerun the same command to resume",
             130,
@@ -222,7 +216,7 @@ def run(
     if failed:
         lines = "\n".join(f"  {o.run_id}: {o.reason}" for o in failed)
         rest = f"; {not_run} run(s) not started (--keep-going runs them anyway)" if not_run else ""
-        _fail(
+        fail(
             f"{len(failed)} run(s) failed{rest} (train.log in their run folders has the details):\n{lines}", 1
         )
 
@@ -255,18 +249,18 @@ def _print_board(
         try:
             raw = length_view(raw, by_length)
         except ValueError as e:
-            _fail(str(e), 1)
+            fail(str(e), 1)
         metric = None
     df = filter_results(raw, suite=suite, task=task, technique=technique, dataset=dataset, metric=metric)
     failed = failed_runs(read_runs(results), suite=suite, task=task, technique=technique)
     if df.empty and failed.empty:
-        _fail(no_match_reason(raw, suite, task, technique, dataset, metric), 1)
+        fail(no_match_reason(raw, suite, task, technique, dataset, metric), 1)
     reference = filter_results(read_results(results), suite=suite, task=task, dataset=dataset, metric=metric)
     try:
         board = leaderboard(df, sort=sort, reference=reference, relative_to_best=relative_to_best)
     except ValueError as e:
         _print_failed(failed)
-        _fail(str(e), 1)
+        fail(str(e), 1)
     board.failed = failed
     if fmt == Format.table:
         console.print(rich_table(board, title=f"qbench leaderboard{': ' + suite if suite else ''}"))
@@ -282,7 +276,9 @@ def _print_failed(failed) -> None:
         return
     console.print(f"[red]{len(failed)} failed run(s), not in the table:[/red]")
     for r in failed.itertuples():
-        console.print(f"  [red]failed[/red] {r.suite}/{r.run_id}: {r.reason}", highlight=False)
+        console.print(
+            Text.assemble(("  failed ", "red"), f"{r.suite}/{r.run_id}: {r.reason}"), highlight=False
+        )
 
 
 @app.command()
@@ -335,7 +331,7 @@ def compare(
         try:
             plot_suite(df, plot, title=suite, results=results)
         except ValueError as e:
-            _fail(str(e), 1)
+            fail(str(e), 1)
         console.print(f"wrote {plot}")
 
 
@@ -361,7 +357,7 @@ def check(
     try:
         entries = load_baseline(baseline)
     except ValueError as e:
-        _fail(str(e), 2)
+        fail(str(e), 2)
     outcomes = run_check(read_results(results), entries)
     colors = {
         "ok": "green",
@@ -419,7 +415,7 @@ def baseline_update(
         previous = load_baseline(out) if out.is_file() else []
         data = baseline_from(read_results(results), suite, tolerance, metric, previous)
     except ValueError as e:
-        _fail(str(e), 1)
+        fail(str(e), 1)
     atomic_write_text(out, json.dumps(data, indent=2) + "\n")
     old = {_entry_key(e): e["value"] for e in previous if e["suite"] == suite}
     changed = sum(1 for e in data["entries"] if e["suite"] == suite and old.get(_entry_key(e)) != e["value"])
@@ -448,7 +444,7 @@ def show(
     try:
         run_dir = find_run(run, results)
     except ValueError as e:
-        _fail(str(e), 2)
+        fail(str(e), 2)
     show_run(run_dir, console, worst=worst, precisions=precision)
 
 
@@ -470,11 +466,11 @@ def results_md(
     from qbench.report.results_page import write_results_md
 
     if out.is_file() and not force and _tracked_by_git(out):
-        _fail(f"{out} is a file committed to git: pass --force to overwrite it, or --out elsewhere", 2)
+        fail(f"{out} is a file committed to git: pass --force to overwrite it, or --out elsewhere", 2)
     try:
         write_results_md(results, suite, out, metrics=metric, plot=plot)
     except ValueError as e:
-        _fail(str(e), 1)
+        fail(str(e), 1)
     console.print(f"wrote {out}")
 
 
@@ -502,7 +498,7 @@ def export(
         recipe, task, model, spec = load_trained(run_dir, results)
         pmap = parse_precision(precision, written_maps(run_dir, recipe.precisions))
     except (FileNotFoundError, ValueError) as e:
-        _fail(str(e), 2)
+        fail(str(e), 2)
     out = out or run_dir / f"model-{precision}.safetensors"
     export_packed(model, pmap, spec, out)
     size = packed_size_bytes(out)
@@ -543,7 +539,7 @@ def findings(
 
     df = read_results(results)
     if df.empty:
-        _fail(f"no results in {results}/index.sqlite: run the suites first", 1)
+        fail(f"no results in {results}/index.sqlite: run the suites first", 1)
     text = render_findings(find(df, suite), suite, results)
     sys.stdout.write(text)
     if out is not None:

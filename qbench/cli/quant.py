@@ -7,19 +7,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
+from qbench.cli.errors import fail
 from qbench.progress import console
 
 quant_app = typer.Typer(help="Inspect what a recipe quantizes.", no_args_is_help=True, add_completion=False)
-
-
-def _fail(msg: str, code: int) -> NoReturn:
-    console.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 @quant_app.command()
@@ -54,7 +50,7 @@ def inspect(
     try:
         suite = load_suite(recipe, set_)
     except RecipeError as e:
-        _fail(str(e), 2)
+        fail(str(e), 2)
     seen = set()
     for r in suite.runs:
         key = (r.quant.model_dump_json(exclude={"float_warmup_steps"}), r.model.model_dump_json())

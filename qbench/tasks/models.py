@@ -18,7 +18,7 @@ from qbench.config import Recipe
 from qbench.quant import parse_precision
 from qbench.quant.check import check_model
 from qbench.tasks.asr import build_asr_model
-from qbench.tasks.mt import TransformerMT
+from qbench.tasks.mt import build_mt_model
 from qbench.tasks.tokenizers import CharTokenizer
 
 #: QuantSpec field -> recipe key under `quant.`
@@ -33,16 +33,7 @@ def skeleton_model(recipe: Recipe) -> nn.Module:
             vocab = CharTokenizer().size if m.units == "chars" else m.vocab_size
             return build_asr_model(m, vocab)
         if m.arch == "transformer":
-            return TransformerMT(
-                m.vocab_size,
-                m.d_model,
-                m.encoder_layers,
-                m.decoder_layers,
-                m.heads,
-                m.ffn_mult,
-                m.dropout,
-                m.max_len,
-            )
+            return build_mt_model(m, m.vocab_size)
     raise ValueError(f"no skeleton for model arch {m.arch!r}")
 
 

@@ -305,17 +305,7 @@ class MTTask:
     # ------------------------------------------------------------------ model
 
     def build_model(self) -> nn.Module:
-        m = self.model_cfg
-        return TransformerMT(
-            self.tokenizer.size,
-            m.d_model,
-            m.encoder_layers,
-            m.decoder_layers,
-            m.heads,
-            m.ffn_mult,
-            m.dropout,
-            m.max_len,
-        )
+        return build_mt_model(self.model_cfg, self.tokenizer.size)
 
     # ------------------------------------------------------------------ batches
 
@@ -437,3 +427,10 @@ class MTTask:
             [hyps[i] for i in range(len(pairs))],
             decoding,
         )
+
+
+def build_mt_model(m: TransformerConfig, vocab: int) -> TransformerMT:
+    """The untrained model of a recipe's `model:` section with a vocabulary of `vocab` tokens."""
+    return TransformerMT(
+        vocab, m.d_model, m.encoder_layers, m.decoder_layers, m.heads, m.ffn_mult, m.dropout, m.max_len
+    )
