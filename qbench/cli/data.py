@@ -30,14 +30,41 @@ def download_cmd(
     ],
     dest: DestOpt = Path("data"),
     mirror: Annotated[
-        str | None, typer.Option(help="Base URL serving the same files by name, instead of the official one.")
+        str | None,
+        typer.Option(
+            metavar="URL",
+            help="https base URL serving the same files by name, instead of the official one "
+            "(files are verified against the pinned checksums).",
+        ),
+    ] = None,
+    insecure_mirror: Annotated[
+        str | None,
+        typer.Option(
+            "--insecure-mirror",
+            metavar="URL",
+            help="Like --mirror, but plain http is allowed (e.g. a local copy served on 127.0.0.1); "
+            "checksums are still verified.",
+        ),
     ] = None,
     force: Annotated[bool, typer.Option(help="Download again even if complete.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
-    """Download, verify (where the publisher gives checksums) and unpack a dataset; rerun to resume."""
+    """Download, verify against pinned checksums and unpack a dataset; rerun to resume.
+
+    Every file is checked before it is unpacked or marked complete (LibriSpeech: the publisher's MD5;
+    Multi30k: SHA-256 per file; FSDD: SHA-256 per recording). Mirrors must be https unless given with
+    --insecure-mirror."""
+    if mirror is not None and insecure_mirror is not None:
+        fail("give --mirror or --insecure-mirror, not both", 2)
     try:
-        folder = download(name, dest, mirror=mirror, force=force, progress=progress)
+        folder = download(
+            name,
+            dest,
+            mirror=insecure_mirror if insecure_mirror is not None else mirror,
+            force=force,
+            progress=progress,
+            insecure_mirror=insecure_mirror is not None,
+        )
     except DownloadError as e:
         fail(str(e), 2)
     console.print(f"{name}: complete in {folder}")
