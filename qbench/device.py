@@ -45,3 +45,19 @@ def threads_from_env() -> int | None:
     if not value.isdigit() or int(value) < 1:
         raise ValueError(f"QBENCH_THREADS={value!r}: expected a whole number of threads, at least 1")
     return int(value)
+
+
+def busy_machine_warning(jobs: int = 1) -> str | None:
+    """A warning when the machine is already busier than its cores (1-minute load average): torch's
+    threads then spin against other processes and training runs several times slower."""
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not available on this platform
+        return None
+    if load <= cores:
+        return None
+    return (
+        f"warning: this machine's load ({load:.1f}) already exceeds its {cores} cores; training will be "
+        f"slow (torch threads compete): wait, lower --jobs ({jobs}) or set QBENCH_THREADS=1"
+    )

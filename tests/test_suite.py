@@ -159,25 +159,32 @@ def test_workers_share_one_gpu_and_pin_one_each_of_several(monkeypatch):
 
 def test_shared_warmup_gives_every_run_what_it_would_train_alone(tmp_path, results):
     """A QAT run's `quant.qat_lr` restart must not leak into the float run that loads the warm-up
-    it saved (nor the float run's rate into the QAT run): the grid in either order trains every
-    run to the same weights, bit for bit."""
+    it saved (nor the float run's rate into the QAT run): the grid in either order, and with two
+    workers racing for the warm-up, trains every run to the same weights, bit for bit."""
     weights = {}
-    for order in (["rand", "float"], ["float", "rand"]):
+    for order, jobs in ((["rand", "float"], 1), (["float", "rand"], 1), (["rand", "float"], 2)):
         path = grid_recipe(tmp_path, order, steps=8, warmup=4)
         path.write_text(
             path.read_text().replace("float_warmup_steps: 4", "float_warmup_steps: 4, qat_lr: 1.0e-2")
         )
-        root = tmp_path / "-".join(order)
+        root = tmp_path / f"{'-'.join(order)}-jobs{jobs}"
         shutil.copytree(results, root, symlinks=True)
-        out = CliRunner().invoke(app, ["run", str(path), "--results", str(root), "--no-progress"])
-        assert out.exit_code == 0, out.output
+        if jobs == 1:
+            out = CliRunner().invoke(app, ["run", str(path), "--results", str(root), "--no-progress"])
+            assert out.exit_code == 0, out.output
+        else:
+            done = subprocess.run(
+                qbench_cmd(path, root, "--jobs", "2"), env=ENV, capture_output=True, text=True
+            )
+            assert done.returncode == 0, done.stderr
         for r in load_suite(path).runs:
             ckpt = torch.load(root / "runs/tiny" / r.run_id / "checkpoint.pt", weights_only=True)
             weights.setdefault(r.run_id, []).append(ckpt["model"])
     assert len(weights) == 2
-    for run_id, (first, second) in weights.items():
-        assert first.keys() == second.keys()
-        assert all(torch.equal(first[k], second[k]) for k in first), run_id
+    for run_id, (first, *others) in weights.items():
+        for other in others:
+            assert first.keys() == other.keys()
+            assert all(torch.equal(first[k], other[k]) for k in first), run_id
 
 
 def test_two_processes_of_one_suite_train_and_evaluate_each_run_once(tmp_path, results):
@@ -259,6 +266,30 @@ def test_sigterm_interrupts_like_ctrl_c_and_the_run_resumes(tmp_path, results):
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert status(results, run.run_id)["state"] == "interrupted"
+
+
+def test_sigterm_to_a_parallel_suite_marks_every_run_under_way_interrupted(tmp_path, results):
+    path = grid_recipe(tmp_path, ["float", "ste"], steps=2000, warmup=1000)
+    runs = load_suite(path).runs
+    proc = subprocess.Popen(
+        qbench_cmd(path, results, "--jobs", "2"),
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    logs = [results / "runs/tiny" / r.run_id / "train.log" for r in runs]
+    deadline = time.time() + 120
+    while not all(f.exists() for f in logs) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert all(f.exists() for f in logs), "the runs did not start"
+    workers = _children(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert {status(results, r.run_id)["state"] for r in runs} == {"interrupted"}
+    assert not [w for w in workers if _running(w)]
 
 
 def test_off_a_terminal_training_prints_a_plain_progress_line_every_so_often(tmp_path, results, monkeypatch):

@@ -214,11 +214,14 @@ def run(
     if len(outcomes) > len(failed):
         _print_board(results, suite.name, None, None, Format.table)
     if failed:
-        lines = "\n".join(f"  {o.run_id}: {o.reason}" for o in failed)
+
+        def details(run_id: str) -> str:  # a run that failed before its folder existed has no log
+            log = results / "runs" / suite.name / run_id / "train.log"
+            return f" (details: {log})" if log.is_file() else ""
+
+        lines = "\n".join(f"  {o.run_id}: {o.reason}{details(o.run_id)}" for o in failed)
         rest = f"; {not_run} run(s) not started (--keep-going runs them anyway)" if not_run else ""
-        fail(
-            f"{len(failed)} run(s) failed{rest} (train.log in their run folders has the details):\n{lines}", 1
-        )
+        fail(f"{len(failed)} run(s) failed{rest}:\n{lines}", 1)
 
 
 def _print_board(

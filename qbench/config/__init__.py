@@ -1,7 +1,15 @@
 """Recipes: the schema (:mod:`.schema`), loading YAML into it with errors that point at a line
 (:mod:`.loading`), and the run ids that name what a recipe trains (:mod:`.run_ids`)."""
 
-from qbench.config.loading import RecipeCheck, RecipeError, Suite, load_suite, parse_overrides, resolved_yaml
+from qbench.config.loading import (
+    RecipeCheck,
+    RecipeError,
+    Suite,
+    load_run_config,
+    load_suite,
+    parse_overrides,
+    resolved_yaml,
+)
 from qbench.config.run_ids import run_id, stable_hash, training_key
 from qbench.config.schema import (
     ARCHS,
@@ -43,6 +51,7 @@ __all__ = [
     "SyntheticSpeechData",
     "TrainConfig",
     "TransformerConfig",
+    "load_run_config",
     "load_suite",
     "parse_overrides",
     "resolved_yaml",

@@ -22,6 +22,7 @@ from qbench.config.schema import (
     Recipe,
     nearest,
 )
+from qbench.io import CorruptFile
 
 #: a further check of a validated recipe: (location, message) pairs, empty when all is well
 RecipeCheck = Callable[[Recipe], list[tuple[tuple, str]]]
@@ -291,3 +292,18 @@ def load_suite(
 
 def resolved_yaml(recipe: Recipe) -> str:
     return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+
+
+def load_run_config(path: Path) -> Recipe:
+    """The recipe a run folder's ``config.yaml`` (written by :func:`resolved_yaml`) holds. A file
+    that is truncated, overwritten or from an incompatible qbench raises CorruptFile naming it."""
+    remedy = "delete the run folder and run its suite again"
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return Recipe.model_validate(raw)
+    except (UnicodeDecodeError, yaml.YAMLError) as e:
+        raise CorruptFile(f"{path}: not a readable run config ({type(e).__name__}); {remedy}") from None
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "(top level)"
+        raise CorruptFile(f"{path}: not a valid run config ({where}: {first['msg']}); {remedy}") from None

@@ -16,8 +16,9 @@ import re
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
+from qbench.config import load_run_config
+from qbench.io import CorruptFile
 from qbench.report.board import precision_key, technique_key
 from qbench.tasks.metrics import metric
 
@@ -53,10 +54,9 @@ def _curve(run_dir: Path, metric: str, loss: bool = False) -> tuple[pd.DataFrame
 
 
 def _warmup(run_dir: Path) -> int:
-    f = run_dir / "config.yaml"
     try:
-        return int(yaml.safe_load(f.read_text())["quant"].get("float_warmup_steps", 0))
-    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
+        return load_run_config(run_dir / "config.yaml").quant.float_warmup_steps or 0
+    except (OSError, CorruptFile):  # a plot still draws the curve, without the warm-up mark
         return 0
 
 

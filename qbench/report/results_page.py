@@ -12,9 +12,8 @@ import json
 import time
 from pathlib import Path
 
-import yaml
-
-from qbench.io import atomic_write_text
+from qbench.config import load_run_config
+from qbench.io import CorruptFile, atomic_write_text
 from qbench.report.board import failed_runs, filter_results, leaderboard, render
 from qbench.report.plots import plot_suite
 from qbench.store import read_results, read_runs, suite_sessions
@@ -63,8 +62,8 @@ def _environment(dirs: list[Path]) -> tuple[str, str]:
 def _settings(dirs: list[Path]) -> str:
     for d in dirs:
         try:
-            c = yaml.safe_load((d / "config.yaml").read_text())
-        except (OSError, yaml.YAMLError):
+            c = load_run_config(d / "config.yaml").model_dump(mode="json")
+        except (OSError, CorruptFile):
             continue
         data, m, t, q = c["data"], c["model"], c["train"], c["quant"]
         sizes = ", ".join(

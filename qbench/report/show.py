@@ -8,13 +8,13 @@ hyp/<precision>.tsv ranked by word error rate (per sentence, so also for MT).
 from __future__ import annotations
 
 import csv
-import json
 import re
 from pathlib import Path
 
-import yaml
 from rich.table import Table
 
+from qbench.config import load_run_config
+from qbench.io import read_json
 from qbench.report.board import precision_key
 from qbench.tasks.metrics import METRICS, metric
 
@@ -98,11 +98,10 @@ def curve_summary(run_dir: Path, metrics: dict) -> list[str]:
 
 
 def show_run(run_dir: Path, console, worst: int = 5, precisions: list[str] | None = None) -> None:
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    status = json.loads((run_dir / "status.json").read_text()) if (run_dir / "status.json").is_file() else {}
-    metrics = (
-        json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
-    )
+    config = load_run_config(run_dir / "config.yaml").model_dump(mode="json")
+    remedy = "delete it (and metrics.json) and run the suite again to evaluate the run anew"
+    status = read_json(run_dir / "status.json", remedy) if (run_dir / "status.json").is_file() else {}
+    metrics = read_json(run_dir / "metrics.json", remedy) if (run_dir / "metrics.json").is_file() else {}
     console.print(f"[bold]{run_dir.parent.name}/{run_dir.name}[/bold]  ({run_dir})", highlight=False)
     state = status.get("state", "unknown")
     console.print(

@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import cast
 
 import torch
-import yaml
 from filelock import FileLock, Timeout
 from torch import nn
 
-from qbench.config import Recipe, training_key, trains_quantized
+from qbench.config import Recipe, load_run_config, training_key, trains_quantized
 from qbench.device import autocast
 from qbench.io import atomic_torch_save, load_checkpoint
 from qbench.progress import console, make_progress
@@ -508,7 +507,7 @@ def load_trained(
     config, ckpt_file = run_dir / "config.yaml", run_dir / "checkpoint.pt"
     if not config.is_file() or not ckpt_file.is_file():
         raise FileNotFoundError(f"{run_dir}: not a run folder (needs config.yaml and checkpoint.pt)")
-    recipe = Recipe.model_validate(yaml.safe_load(config.read_text()))
+    recipe = load_run_config(config)
     task = build_task(recipe, results / "cache", progress=progress)
     task.build_data()
     model = task.build_model()

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import json
@@ -33,9 +34,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 
 from qbench.config import Recipe, Suite
-from qbench.device import resolve_device, threads_from_env
+from qbench.device import busy_machine_warning, resolve_device, threads_from_env
 from qbench.io import atomic_write_json
 from qbench.progress import console
 from qbench.run import distributed
@@ -81,8 +83,35 @@ def _die_with_parent(parent: int) -> None:
 _PR_SET_PDEATHSIG = 1
 
 
+def _stop_once(signum: int, frame: object) -> None:
+    """A worker's SIGINT/SIGTERM: the run under way stops as on Ctrl-C (marked interrupted, its
+    checkpoint kept); a second signal (Ctrl-C reaches the worker, then the parent forwards its
+    SIGTERM) is ignored so it cannot cut that bookkeeping short."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+#: how long a suite stopped by a signal waits for its workers to mark their runs interrupted
+_STOP_GRACE_S = 60
+
+
+def _stop_workers() -> None:
+    """Forward the stop to the worker processes and wait for them to finish their bookkeeping."""
+    workers = mp.active_children()
+    for w in workers:
+        if w.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(w.pid, signal.SIGTERM)
+    deadline = time.monotonic() + _STOP_GRACE_S
+    for w in workers:
+        w.join(max(0.0, deadline - time.monotonic()))
+
+
 def _init_worker(devices, threads: int, parent: int) -> None:
     _die_with_parent(parent)
+    signal.signal(signal.SIGINT, _stop_once)
+    signal.signal(signal.SIGTERM, _stop_once)
     console.quiet = True  # lines of parallel runs would interleave; the parent announces each run
     device = devices.get()
     _WORKER["device"] = torch.device(device)
@@ -131,6 +160,7 @@ def _run_parallel(
                         console.print(f"stopping: waiting for {running} run(s) already under way")
     except KeyboardInterrupt:
         pool.shutdown(wait=False, cancel_futures=True)
+        _stop_workers()
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -177,6 +207,9 @@ def run_suite(
         prepare_data(todo, results, progress)  # unusable data fails here, before the suite's record
     if dist.is_main:
         _log_session(results, suite, command, started, jobs, keep_going, outcomes, None)
+    if todo and launcher is None and resolve_device(device).type == "cpu":
+        if busy := busy_machine_warning(jobs):
+            console.print(busy, style="yellow", markup=False, highlight=False)
     try:
         if launcher is not None:
             if todo:
@@ -220,23 +253,26 @@ def _log_session(
     """Record this invocation in suite.json, replacing its earlier record (same start time).
     `interrupted` None: still running (if the process is killed, the record stays so)."""
     f = results / "runs" / suite.name / "suite.json"
-    try:
-        data = json.loads(f.read_text()) if f.is_file() else {}
-    except json.JSONDecodeError:
-        data = {}
-    sessions = [x for x in data.get("sessions", []) if x.get("started") != started]
-    sessions.append(
-        {
-            "command": command,
-            "recipe": str(suite.path),
-            "started": started,
-            "finished": None if interrupted is None else time.time(),
-            "wall_seconds": round(time.time() - started, 1),
-            "jobs": jobs,
-            "keep_going": keep_going,
-            "interrupted": interrupted,  # None: running, or killed without a chance to say so
-            "runs": len(suite.runs),
-            "outcomes": [asdict(o) for o in outcomes],
-        }
-    )
-    atomic_write_json(f, {"suite": suite.name, "sessions": sessions})
+    lock = results / "runs" / suite.name / ".locks" / "suite.json.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock)):  # two processes of one suite each add their session, none lost
+        try:
+            data = json.loads(f.read_text()) if f.is_file() else {}
+        except json.JSONDecodeError:
+            data = {}
+        sessions = [x for x in data.get("sessions", []) if x.get("started") != started]
+        sessions.append(
+            {
+                "command": command,
+                "recipe": str(suite.path),
+                "started": started,
+                "finished": None if interrupted is None else time.time(),
+                "wall_seconds": round(time.time() - started, 1),
+                "jobs": jobs,
+                "keep_going": keep_going,
+                "interrupted": interrupted,  # None: running, or killed without a chance to say so
+                "runs": len(suite.runs),
+                "outcomes": [asdict(o) for o in outcomes],
+            }
+        )
+        atomic_write_json(f, {"suite": suite.name, "sessions": sessions})
