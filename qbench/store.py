@@ -2,16 +2,18 @@
 
 Layout under the results root (default `results/`):
     runs/<suite>/<run-id>/   config.yaml, status.json, metrics.json, env.json, train.log,
-                             hyp/<precision>.tsv, checkpoint.pt
+                             hyp/<precision>.tsv, items/<precision>.csv.gz, checkpoint.pt
     cache/                   data, features and shared training checkpoints
     index.sqlite             one row per run x eval precision x metric (WAL: several writers are safe)
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import platform
+import re
 import sqlite3
 import subprocess
 import time
@@ -25,7 +27,8 @@ import torch
 import torchaudio
 
 from qbench.config import Recipe, resolved_yaml
-from qbench.io import CorruptFile, atomic_write_json, atomic_write_text
+from qbench.config.schema import SAFE_NAME
+from qbench.io import CorruptFile, atomic_write_bytes, atomic_write_json, atomic_write_text
 from qbench.quant.labels import technique_label
 
 
@@ -98,11 +101,56 @@ class RunDir:
         text = "id\treference\thypothesis\n" + "".join(f"{i}\t{r}\t{h}\n" for i, r, h in rows)
         atomic_write_text(self.path / "hyp" / f"{precision}.tsv", text)
 
+    def write_items(self, precision: str, items: list[dict[str, Any]]) -> None:
+        """The per-item scores of an evaluation at `precision` (EvalResult.items), in items/."""
+        write_items(self.path, precision, items)
+
+    def read_items(self, precision: str) -> pd.DataFrame | None:
+        """The per-item scores at `precision`; None for a run that predates them."""
+        return read_items(self.path, precision)
+
     def write_metrics(self, metrics: dict) -> None:
         atomic_write_json(self.path / "metrics.json", metrics)
 
     def metrics(self) -> dict:
         return _read_json(self.path / "metrics.json", "delete it and status.json to evaluate the run again")
+
+
+# ---------------------------------------------------------------- per-item scores
+
+#: columns of an items file read as text whatever they hold (a speaker "19", a hypothesis "NA")
+_ITEM_TEXT = ("test_set", "id", "cluster", "reference", "hypothesis")
+
+
+def items_path(run_dir: Path | str, precision: str) -> Path:
+    """items/<precision>.csv.gz of a run folder. The precision is a recipe's name, checked as a
+    file name (SAFE_NAME) when the recipe loaded; checked again here, as a reader may pass any."""
+    if not re.fullmatch(SAFE_NAME, precision):
+        raise ValueError(f"{precision!r} is not a precision name")
+    return Path(run_dir) / "items" / f"{precision}.csv.gz"
+
+
+def write_items(run_dir: Path | str, precision: str, items: list[dict[str, Any]]) -> None:
+    """Per-item scores as gzipped CSV, one row per item, written atomically (gzip without a
+    timestamp: the same scores give the same bytes)."""
+    text = pd.DataFrame(items).to_csv(index=False)
+    atomic_write_bytes(items_path(run_dir, precision), gzip.compress(text.encode("utf-8"), mtime=0))
+
+
+def read_items(run_dir: Path | str, precision: str) -> pd.DataFrame | None:
+    """The per-item scores of a run folder (the index's `run_dir`) at `precision`, as written by
+    :func:`write_items`: text columns as str, counts as int. None where the run has none (it
+    predates them): such a run still shows, without intervals."""
+    path = items_path(run_dir, precision)
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_csv(path, dtype=dict.fromkeys(_ITEM_TEXT, str), keep_default_na=False)
+    except (OSError, EOFError, ValueError, UnicodeDecodeError) as e:  # truncated gzip, bad CSV
+        raise CorruptFile(
+            f"{path}: unreadable ({type(e).__name__}); delete it and the run shows without intervals, "
+            "or delete status.json too to evaluate the run again"
+        ) from None
 
 
 def _read_json(path: Path, remedy: str) -> Any:

@@ -353,6 +353,8 @@ class Runner:
             }
             if r.eval.hypotheses:
                 self.run.write_hypotheses(name, res.rows)
+            if res.items and self.dist.is_main:  # every rank holds all items: rank 0 writes them
+                self.run.write_items(name, res.items)
             # One index row per metric: the task's headline metric and its secondary ones (CER, chrF).
             metrics = {res.metric.name: (res.value, res.metric.higher_is_better, 1)}
             for m in getattr(task, "secondary_metrics", ()):

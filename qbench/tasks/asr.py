@@ -26,7 +26,7 @@ from torch.nn import functional as F
 
 from qbench.config import ConformerCTCConfig, Recipe, stable_hash
 from qbench.data import speech
-from qbench.data.synthetic_speech import SyntheticSpeechConfig, load_synthetic_speech
+from qbench.data.synthetic_speech import SyntheticSpeechConfig, load_synthetic_speech, plan_utterances
 from qbench.device import autocast, to_device
 from qbench.io import atomic_torch_save, atomic_write_bytes, load_checkpoint
 from qbench.progress import console, progress_bar
@@ -84,10 +84,38 @@ def ctc_greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, tokenizer)
 
 
 def word_error_details(refs: list[str], hyps: list[str]) -> dict[str, Any]:
+    return scored_utterances(refs, hyps)[0]
+
+
+def _sentence_counts(output: jiwer.WordOutput | jiwer.CharacterOutput) -> list[tuple[int, int]]:
+    """(errors, reference length) of each sentence of a jiwer alignment: the substitutions +
+    deletions + insertions and the hits + substitutions + deletions that its corpus rate sums."""
+    counts = []
+    for ref, chunks in zip(output.references, output.alignments, strict=True):
+        errors = sum(
+            (c.hyp_end_idx - c.hyp_start_idx) if c.type == "insert" else (c.ref_end_idx - c.ref_start_idx)
+            for c in chunks
+            if c.type != "equal"
+        )
+        counts.append((errors, len(ref)))
+    return counts
+
+
+def scored_utterances(
+    refs: list[str], hyps: list[str]
+) -> tuple[dict[str, Any], list[tuple[int, int, int, int]]]:
+    """Corpus WER/CER details (jiwer) and, from the same alignments, each utterance's (word errors,
+    reference words, char errors, reference chars): their sums over the utterances divide to the
+    corpus WER and CER exactly."""
     words = jiwer.process_words(refs, hyps)
+    chars = jiwer.process_characters(refs, hyps)  # what jiwer.cer computes
+    per_utterance = [
+        (w, nw, c, nc)
+        for (w, nw), (c, nc) in zip(_sentence_counts(words), _sentence_counts(chars), strict=True)
+    ]
     return {
         "wer": words.wer,
-        "cer": jiwer.cer(refs, hyps),
+        "cer": chars.cer,
         "substitutions": words.substitutions,
         "deletions": words.deletions,
         "insertions": words.insertions,
@@ -95,7 +123,7 @@ def word_error_details(refs: list[str], hyps: list[str]) -> dict[str, Any]:
         "reference_words": sum(len(r.split()) for r in refs),
         "utterances": len(refs),
         "normalisation": "lower-case a-z, apostrophe, single spaces (as generated)",
-    }
+    }, per_utterance
 
 
 # ------------------------------------------------------------------ metrics
@@ -362,10 +390,24 @@ class ASRTask:
             hyps, greedy = shard.gather(hyps), shard.gather(greedy)
         refs = s["texts"]
         hyp_list = [hyps[i] for i in range(len(refs))]
-        details = word_error_details(refs, hyp_list)
+        details, counts = scored_utterances(refs, hyp_list)
+        items = [
+            {
+                "test_set": split,
+                "id": uid,
+                "cluster": cluster,
+                "word_errors": w,
+                "ref_words": nw,
+                "char_errors": c,
+                "ref_chars": nc,
+            }
+            for uid, cluster, (w, nw, c, nc) in zip(s["ids"], self.clusters(split), counts, strict=True)
+        ]
         if lexicon is not None:
-            plain = word_error_details(refs, [greedy[i] for i in range(len(refs))])
+            plain, plain_counts = scored_utterances(refs, [greedy[i] for i in range(len(refs))])
             details["wer_greedy"], details["cer_greedy"] = plain["wer"], plain["cer"]
+            for item, (w, _, c, _) in zip(items, plain_counts, strict=True):
+                item["word_errors_greedy"], item["char_errors_greedy"] = w, c
             e = self.recipe.eval
             lm = f", {e.lm_order}-gram LM x{e.lm_weight:g}" if e.lm_order else ""
             details["decoder"] = f"lexicon (beam {e.beam_size}, {len(self.lexicon)} words{lm})"
@@ -374,8 +416,44 @@ class ASRTask:
                 long = self.evaluate(model, self.long_form_split(n), device, progress, shard=shard)
                 details[f"wer@x{n}"], details[f"cer@x{n}"] = long.value, long.details["cer"]
                 details[f"utterances@x{n}"] = long.details["utterances"]
+                items += long.items  # its own test set, "test@x<n>"
         rows = list(zip(s["ids"], refs, hyp_list, strict=True))
-        return EvalResult(METRIC_WER, details["wer"], details, rows)
+        return EvalResult(METRIC_WER, details["wer"], details, rows, items)
+
+    @lru_cache(maxsize=8)  # noqa: B019 - one task per process; a split's speakers never change
+    def clusters(self, split: str) -> tuple[str, ...]:
+        """The speaker (or synthetic voice) of each utterance of `split`: what a bootstrap over
+        utterances resamples together. From the split's `speakers` where the data holds them, else
+        from the source: FSDD ids end in the speaker (`test-00007-theo`), LibriSpeech ids start
+        with it, synthetic speech replans its voices; the utterance id where nothing says (a
+        manifest without speakers). A long-form utterance's are those of the utterances it joins,
+        "+"-joined when they differ."""
+        s = self.splits[split]
+        ids: list[str] = s["ids"]
+        base, _, joined = split.partition("@x")
+        if joined and "speakers" not in s:
+            of = dict(zip(self.splits[base]["ids"], self.clusters(base), strict=True))
+            return tuple("+".join(dict.fromkeys(of.get(p, p) for p in uid.split("+"))) for uid in ids)
+        d = self.recipe.data
+        if "speakers" in s:
+            speakers = [str(x) for x in s["speakers"]]
+        elif d.source == "fsdd-digits":  # fsdd.generate: f"{split}-{i:05d}-{speaker}"
+            speakers = [uid.split("-", 2)[2] if uid.count("-") >= 2 else "" for uid in ids]
+        elif d.source == "librispeech":  # {speaker}-{chapter}-{utterance}
+            speakers = [uid.split("-")[0] for uid in ids]
+        elif d.source == "synthetic-speech" and split in ("train", "valid", "test"):
+            cfg = SyntheticSpeechConfig(
+                seed=d.seed,
+                train_utterances=d.train_utterances,
+                valid_utterances=d.valid_utterances,
+                test_utterances=d.test_utterances,
+                snr_db=d.snr_db,
+            )
+            voice = {plan.id: plan.voice.name for plan in plan_utterances(cfg)[split]}
+            speakers = [voice.get(uid, "") for uid in ids]
+        else:
+            speakers = [""] * len(ids)
+        return tuple(sp or uid for sp, uid in zip(speakers, ids, strict=True))
 
     @property
     def lexicon(self) -> list[str]:

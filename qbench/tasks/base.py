@@ -17,12 +17,18 @@ T = TypeVar("T")
 
 @dataclass
 class EvalResult:
-    """Metrics for one split at one precision, plus (id, reference, hypothesis) rows."""
+    """Metrics for one split at one precision, plus (id, reference, hypothesis) rows and the
+    per-item scores a paired test or a bootstrap over items needs (`items`)."""
 
     metric: Metric  # the headline metric; its stored name is metric.name
     value: float
     details: dict[str, Any] = field(default_factory=dict)
     rows: list[tuple[str, str, str]] = field(default_factory=list)
+    #: one dict per scored item (utterance, sentence), the same keys in each: `test_set` (the split,
+    #: "test@x4" for a long-form one) and `id`, then what the task's metric sums: ASR `cluster`
+    #: (speaker or voice), `word_errors`, `ref_words`, `char_errors`, `ref_chars`; MT `reference`
+    #: and `hypothesis`. Summed (or rescored) over one test set they give the corpus metric exactly.
+    items: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Shard(Protocol):

@@ -239,8 +239,12 @@ METRIC_BLEU = register(Metric("bleu", higher_is_better=True, description="corpus
 METRIC_CHRF = register(Metric("chrf", higher_is_better=True, description="corpus chrF (sacrebleu), 0-100"))
 
 
-def translation_result(ids: list[str], refs: list[str], hyps: list[str], decoding: str) -> EvalResult:
-    """Corpus BLEU (headline) and chrF from sacrebleu, with signatures, and one row per sentence."""
+def translation_result(
+    ids: list[str], refs: list[str], hyps: list[str], decoding: str, test_set: str = "test"
+) -> EvalResult:
+    """Corpus BLEU (headline) and chrF from sacrebleu, with signatures, and one row per sentence.
+    Its items keep each sentence's hypothesis and reference: sacrebleu rescoring them (its paired
+    bootstrap and approximate randomisation do) gives these scores exactly."""
     bleu, chrf = BLEU(), CHRF()
     bleu_score = bleu.corpus_score(hyps, [refs])
     chrf_score = chrf.corpus_score(hyps, [refs])
@@ -252,7 +256,9 @@ def translation_result(ids: list[str], refs: list[str], hyps: list[str], decodin
         "sentences": len(refs),
         "decoding": decoding,
     }
-    return EvalResult(METRIC_BLEU, bleu_score.score, details, list(zip(ids, refs, hyps, strict=True)))
+    rows = list(zip(ids, refs, hyps, strict=True))
+    items = [{"test_set": test_set, "id": i, "reference": r, "hypothesis": h} for i, r, h in rows]
+    return EvalResult(METRIC_BLEU, bleu_score.score, details, rows, items)
 
 
 # ------------------------------------------------------------------ the task
@@ -426,6 +432,7 @@ class MTTask:
             [t for _, t in pairs],
             [hyps[i] for i in range(len(pairs))],
             decoding,
+            test_set=split,
         )
 
 
