@@ -5,6 +5,11 @@ key so that features are rebuilt when a file changes, and (2) lazy per-split ite
 utterances at 16 kHz. Problems raise `DataError` naming the file (and the line of a transcript or
 manifest); where the recipe sets ``skip_bad_files`` the item is skipped instead and counted in
 ``stats``, which the task stores in the run's metrics (``data`` in metrics.json).
+
+Manifests and transcripts are UTF-8 text split on "\n" (a "\r" before it is dropped), so a line
+number in a message is the one an editor shows; a byte that is not UTF-8 is named by line and
+byte. Every utterance needs a transcript left after normalisation and audio at least one feature
+window (25 ms) long; decoded audio is checked as it is read (qbench.data.audio).
 """
 
 from __future__ import annotations
@@ -23,12 +28,31 @@ from qbench.data.synthetic_speech import Utterance
 
 SPLITS = ("train", "valid", "test")
 _NOT_TEXT = re.compile(r"[^a-z' ]+")
+MIN_SAMPLES = 400  # one 25 ms window of the log-mel features at 16 kHz: shorter audio has no frame
 
 
 def normalise_text(text: str) -> str:
     """Lower-case a-z, apostrophe and single spaces: the character units' alphabet. Anything else
     (punctuation, digits, letters outside a-z) becomes a space."""
     return " ".join(_NOT_TEXT.sub(" ", text.lower()).split())
+
+
+def text_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file (a byte-order mark dropped); DataError naming the line and byte
+    of the first byte that is not UTF-8."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        number, start = raw.count(b"\n", 0, e.start) + 1, raw.rfind(b"\n", 0, e.start) + 1
+        raise DataError(
+            f"{path}:{number}: invalid UTF-8 at byte {e.start - start + 1} of the line "
+            f"({raw[e.start : e.end]!r}): save the file as UTF-8"
+        ) from None
+    lines = text.removeprefix("\ufeff").split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
 
 
 def source_files(cfg) -> list[Path]:
@@ -78,6 +102,10 @@ def _read(cfg, stats: dict, path: Path) -> tuple | None:
             stats["skipped_too_long"] += 1
             return None
         audio = read_audio(path)
+        if audio.shape[0] < MIN_SAMPLES:
+            raise DataError(
+                f"{path}: audio of {seconds * 1000:.1f} ms is shorter than one 25 ms feature window"
+            )
     except (DataError, sf.LibsndfileError, RuntimeError) as e:
         message = str(e) if isinstance(e, DataError) else f"{path}: unreadable or corrupt audio ({e})"
         _skip_or_raise(cfg, stats, message)
@@ -132,7 +160,7 @@ def _librispeech_split(cfg, split: str, stats: dict) -> Iterator[Utterance]:
             transcripts = sorted(chapter.glob("*.trans.txt"))
             seen = set()
             for trans in transcripts:
-                for number, line in enumerate(trans.read_text(encoding="utf-8").splitlines(), 1):
+                for number, line in enumerate(text_lines(trans), 1):
                     if not line.strip():
                         continue
                     uid, _, text = line.strip().partition(" ")
@@ -142,6 +170,9 @@ def _librispeech_split(cfg, split: str, stats: dict) -> Iterator[Utterance]:
                         )
                         continue
                     seen.add(uid)
+                    if not normalise_text(text):
+                        _skip_or_raise(cfg, stats, f"{trans}:{number}: {uid} has {_no_words(text)}")
+                        continue
                     got = _read(cfg, stats, audio_files[uid])
                     if got is None:
                         continue
@@ -172,7 +203,7 @@ def _manifest_path(cfg, split: str) -> Path:
 
 def _manifest_rows(path: Path) -> Iterator[tuple[int, dict]]:
     """(line number, row) pairs of a JSONL file, or of a TSV file with or without a header row."""
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = text_lines(path)
     if path.suffix.lower() in (".jsonl", ".json"):
         for number, line in enumerate(lines, 1):
             if not line.strip():
@@ -196,6 +227,12 @@ def _manifest_rows(path: Path) -> Iterator[tuple[int, dict]]:
         if len(fields) < 2:
             raise DataError(f"{path}:{number}: expected audio<TAB>transcript[<TAB>duration]")
         yield number, dict(zip(columns, fields, strict=False))
+
+
+def _no_words(text) -> str:
+    if text is None or not str(text).strip():
+        return "no transcript"
+    return f"a transcript with no letters a-z left after normalisation ({str(text)[:40]!r})"
 
 
 def _field(row: dict, keys: tuple[str, ...]):
@@ -224,7 +261,7 @@ def _manifest_split(cfg, split: str, stats: dict) -> Iterator[Utterance]:
             raise DataError(f"{where}: no audio path (one of the keys {', '.join(AUDIO_KEYS)})")
         audio_path = path.parent / str(audio)
         if text is None or not normalise_text(str(text)):
-            _skip_or_raise(cfg, stats, f"{where}: audio {audio_path} has no transcript")
+            _skip_or_raise(cfg, stats, f"{where}: audio {audio_path} has {_no_words(text)}")
             continue
         if not audio_path.is_file():
             _skip_or_raise(cfg, stats, f"{where}: transcript has no audio ({audio_path} not found)")

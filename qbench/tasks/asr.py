@@ -178,6 +178,13 @@ class ASRTask:
     # ------------------------------------------------------------------ data
 
     def build_data(self) -> None:
+        """Features of every split (from the cache when built before) and the output units: a
+        sentencepiece model is trained here, once, so that a model.vocab_size too small for the
+        transcripts stops the suite before anything runs."""
+        self._build_features()
+        _ = self.tokenizer
+
+    def _build_features(self) -> None:
         if self.recipe.data.source != "synthetic-speech":
             return self._build_recorded()
         d = self.recipe.data
