@@ -190,7 +190,7 @@ CREATE TABLE IF NOT EXISTS results (
 
 #: columns added to `results` after indexes were first written: (name, SQL type); older
 #: indexes get them on open, NULL in their old rows
-_ADDED_RESULT_COLUMNS = (("model", "TEXT"),)
+_ADDED_RESULT_COLUMNS = (("model", "TEXT"), ("variant", "TEXT"))
 
 
 _RUNS_SCHEMA = """
@@ -274,6 +274,7 @@ def record_results(root: Path, rows: list[dict]) -> None:
         "run_dir",
         "created",
         "model",
+        "variant",
     ]
     _insert(root, "results", cols, rows)
 
@@ -345,16 +346,17 @@ def _read_table(root: Path, table: str) -> pd.DataFrame:
 
 def read_results(root: Path, latest_only: bool = True):
     """The `results` table. With `latest_only`, a run superseded by a newer run of the same suite,
-    technique, training bits, seed and model (the suite's recipe changed since) is left out, so a
-    leaderboard never averages two configurations as if they were seeds. `model` is the model's
-    architecture ("" for rows written before it was recorded)."""
+    technique, training bits, seed, model and variant (the suite's recipe changed since) is left out,
+    so a leaderboard never averages two configurations as if they were seeds. `model` is the model's
+    architecture and `variant` the run's other grid keys ("" where none, or not recorded)."""
     df = _read_table(root, "results")
-    if "model" in df.columns:
-        df["model"] = df.model.fillna("")
+    for column in ("model", "variant"):  # absent or NULL in indexes written before they were recorded
+        df[column] = df[column].fillna("") if column in df.columns else ""
     if not latest_only or df.empty:
         return df
     started = df.groupby(["suite", "run_id"]).created.transform("min")
-    newest = started.groupby([df.suite, df.technique, df.train_bits, df.seed, df.model]).transform("max")
+    same_config = [df.suite, df.technique, df.train_bits, df.seed, df.model, df.variant]
+    newest = started.groupby(same_config).transform("max")
     return df[started == newest].reset_index(drop=True)
 
 

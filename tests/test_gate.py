@@ -125,14 +125,14 @@ def test_a_nan_result_fails(name, base, tol):
 
 
 @pytest.mark.parametrize(("name", "base", "tol"), NAN_CASES)
-def test_a_nan_baseline_value_fails(tmp_path, name, base, tol):
+def test_a_nan_baseline_value_is_refused(tmp_path, name, base, tol):
     record_results(tmp_path, [index_row(name, base)])
     b = tmp_path / "baseline.json"
     b.write_text(json.dumps({"entries": [entry(name, math.nan, tol)]}))  # json writes NaN
     assert "NaN" in b.read_text()
     out = CliRunner().invoke(app, ["check", "--baseline", str(b), "--results", str(tmp_path)])
-    assert out.exit_code == 1, out.output
-    assert "REGRESSION" in out.output and "not a number" in out.output
+    assert out.exit_code == 2, out.output
+    assert "entries[0].value: expected a finite number, got nan" in out.output
 
 
 def test_a_baseline_with_a_nan_tolerance_or_an_unknown_metric_is_rejected(tmp_path):

@@ -6,8 +6,10 @@ import time
 from typer.testing import CliRunner
 
 from qbench.cli.main import app
+from qbench.config import load_suite
 from qbench.report.board import leaderboard, render
 from qbench.store import read_results, record_results
+from tests.conftest import tiny_recipe
 
 
 def row(technique, precision, value, seed=0, suite="s", bits=4):
@@ -182,3 +184,25 @@ def test_an_index_written_before_the_model_column_opens_and_reads(tmp_path):
     assert sorted(df.model) == ["", "conformer-ctc"]
     # an older row is not a second model: one section, rows labelled as before
     assert list(leaderboard(df).table.index) == ["float", "rand", "packed size"]
+
+
+def test_a_grid_over_another_key_keeps_its_points_apart(tmp_path):
+    """A grid over train.lr gives runs of the same technique, bits and seed: the index keeps them
+    all and the leaderboard shows one section per grid point, never their average."""
+    recipe = tmp_path / "r.yaml"
+    tiny_recipe(recipe)
+    recipe.write_text(
+        recipe.read_text() + "grid: {train.lr: [0.001, 0.003], quant.technique: [float, rand]}\n"
+    )
+    suite = load_suite(recipe)
+    assert [r.variant for r in suite.runs] == ["train.lr=0.001"] * 2 + ["train.lr=0.003"] * 2
+    rows = []
+    for r, value in zip(suite.runs, (0.20, 0.30, 0.40, 0.50), strict=True):
+        rows.append({**row(r.quant.technique, "float", value), "run_id": r.run_id, "variant": r.variant})
+    record_results(tmp_path, rows)
+    df = read_results(tmp_path)
+    assert len(df) == 4
+    board = leaderboard(df)
+    assert board.values.suite.nunique() == 2
+    assert sorted(board.values["mean"]) == [0.20, 0.30, 0.40, 0.50]
+    assert "s [train.lr=0.003]" in set(board.values.suite)

@@ -289,6 +289,9 @@ def test_sigterm_to_a_parallel_suite_marks_every_run_under_way_interrupted(tmp_p
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert {status(results, r.run_id)["state"] for r in runs} == {"interrupted"}
+    deadline = time.time() + 5  # multiprocessing's resource tracker exits once it sees the parent gone
+    while [w for w in workers if _running(w)] and time.time() < deadline:
+        time.sleep(0.1)
     assert not [w for w in workers if _running(w)]
 
 

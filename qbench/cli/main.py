@@ -116,7 +116,6 @@ def run(
         typer.Option(
             "--jobs",
             "-j",
-            min=1,
             help="Runs at once, in separate processes (cores/N threads each; one GPU each).",
         ),
     ] = 1,
@@ -159,6 +158,8 @@ def run(
         if launcher is not None and launcher not in LAUNCHERS:
             raise ValueError(f"--launcher {launcher!r}: one of {', '.join(LAUNCHERS)}")
         options = parse_options(launcher_option)
+        if jobs < 1:
+            raise ValueError(f"--jobs {jobs}: expected at least 1 run at once")
         threads_from_env()  # a bad QBENCH_THREADS is found before anything runs
         where = f"{resolve_device(device)}" if launcher is None else f"{launcher} jobs"
         if distributed.launched():  # torchrun: join the group; each rank takes its own GPU

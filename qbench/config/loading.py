@@ -242,6 +242,15 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
     return out
 
 
+#: grid keys a leaderboard already tells apart (rows: technique and training bits; seeds are
+#: averaged; a model.arch grid splits the board): the others label a run's `variant`
+ROW_KEYS = frozenset({"quant.technique", "quant.bits", "seed", "model.arch"})
+
+
+def _short(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("\n...")
+
+
 def load_suite(
     path: str | Path, overrides: list[str] | None = None, checks: Sequence[RecipeCheck] = ()
 ) -> Suite:
@@ -283,6 +292,9 @@ def load_suite(
         for key, value in zip(grid, combo, strict=True):
             _set_dotted(point, key, value)
             point_lines[tuple(key.split("."))] = lines.get(("grid", key), 1)
+        labelled = [f"{k}={_short(v)}" for k, v in zip(grid, combo, strict=True) if k not in ROW_KEYS]
+        if labelled:
+            point["variant"] = ", ".join(labelled)
         runs.append(_validate(point, source, point_lines, sets, checks))
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):

@@ -84,6 +84,7 @@ def hashed_quant(quant: BaseModel) -> dict:
 def hashed_sections(recipe: BaseModel) -> dict:
     """Every section but `quant:` as it enters run ids and training keys (`quant` unfiltered)."""
     d = recipe.model_dump(mode="json")
+    d.pop("variant", None)  # a label for leaderboards: the grid point's other keys are hashed already
     for section in ("eval", "model"):
         d[section] = _drop_defaults(section, d[section])
     del d["train"]["compile"]  # speed only: compiled and eager runs are the same run

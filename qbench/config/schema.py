@@ -408,6 +408,9 @@ class Recipe(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     precisions: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # The grid keys this run sets besides technique, bits, seed and model.arch ("train.lr=0.001"),
+    # set by the grid: leaderboards keep such runs apart instead of averaging them as seeds.
+    variant: str = Field("", max_length=200)
 
     @model_validator(mode="before")
     @classmethod

@@ -29,6 +29,7 @@ the tests do). Checksums are verified either way: they, not the transport, make 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import http.client
@@ -316,7 +317,8 @@ def extract(archive: Path, staging: Path) -> None:
     except KeyError as e:  # tarfile: a hard link to a member that is not in the archive
         raise DownloadError(f"{archive}: corrupt archive ({e}); nothing from it was kept") from None
     except (tarfile.TarError, EOFError, OSError) as e:
-        raise DownloadError(f"{archive}: corrupt archive ({e}); delete it and download again") from None
+        reason = str(e).splitlines()[0].rstrip(":")  # tarfile lists every method it tried, one per line
+        raise DownloadError(f"{archive}: corrupt archive ({reason}); delete it and download again") from None
 
 
 def verify_manifest(folder: Path, pinned: dict[str, str], shown_as: str) -> int:
@@ -356,8 +358,10 @@ def _place(item: Item, downloaded: Path, dest: Path, name: str) -> None:
             raise
         found = sorted(p for p in staging.glob(item.take) if p.is_dir())
         if len(found) != 1:
+            downloaded.unlink(missing_ok=True)  # not the dataset's archive: nothing to resume
             raise DownloadError(
-                f"{downloaded}: expected one folder {item.take!r} in the archive, found {len(found)}"
+                f"{downloaded}: expected one folder {item.take!r} in the archive, found {len(found)}; "
+                "it was deleted"
             )
         if item.manifest is not None:
             try:
@@ -401,6 +405,19 @@ def check_mirror(mirror: str, insecure: bool = False) -> str:
     return mirror.rstrip("/")
 
 
+def _folders_between(dest: Path, targets: list[Path]) -> list[Path]:
+    """The folders from each target's parent up to `dest` (included), deepest first."""
+    out: list[Path] = []
+    for target in targets:
+        folder = target.parent
+        while folder != dest.parent and folder not in out:
+            out.append(folder)
+            if folder == dest:
+                break
+            folder = folder.parent
+    return sorted(out, key=lambda f: -len(f.parts))
+
+
 def download(
     name: str,
     dest: Path,
@@ -421,12 +438,20 @@ def download(
         return dest / ds.folder
     (dest / ds.marker).unlink(missing_ok=True)
     downloads = dest / ".downloads"
-    for item in ds.items:
-        url = f"{mirror}/{item.filename}" if mirror else item.url
-        fetched = fetch(
-            url, downloads / f"{name}-{item.filename}", item.md5, progress=progress, sha256=item.sha256
-        )
-        _place(item, fetched, dest, name)
+    folders = [downloads, *_folders_between(dest, [dest / item.into for item in ds.items])]
+    new = [f for f in folders if not f.exists()]
+    try:
+        for item in ds.items:
+            url = f"{mirror}/{item.filename}" if mirror else item.url
+            fetched = fetch(
+                url, downloads / f"{name}-{item.filename}", item.md5, progress=progress, sha256=item.sha256
+            )
+            _place(item, fetched, dest, name)
+    except DownloadError:
+        for folder in new:  # deepest first; a kept partial download keeps its folder
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
     marker = dest / ds.marker
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(f"{name}\n")  # last: only now is the dataset complete

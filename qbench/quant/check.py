@@ -16,7 +16,7 @@ from .quantizers import QuantSpec
 from .scales import GROUP_RE
 from .techniques import DEFAULT_EXCLUDE, DEFAULT_INCLUDE
 
-__all__ = ["check_model"]
+__all__ = ["check_model", "check_precision_map"]
 
 
 def _closest(pattern: str, names: list[str]) -> str:
@@ -75,3 +75,15 @@ def check_model(model: nn.Module, spec: QuantSpec) -> list[tuple[str, str]]:
                 )
             )
     return errors
+
+
+def check_precision_map(model: nn.Module, spec: QuantSpec, rules: list[str]) -> list[tuple[str, str]]:
+    """``(glob, message)`` for each rule glob of a named precision map that matches no weight
+    ``spec`` quantizes: such a rule changes nothing, and a typo would make a "mixed" map equal
+    its default silently."""
+    names = [n for n, _, _, t in weight_slots(model) if is_selected(n, t, spec)]
+    return [
+        (pat, f"{pat!r} matches no quantized weight of the model{_closest(pat, names)}")
+        for pat in rules
+        if not any(name_matches(n, (pat,)) for n in names)
+    ]

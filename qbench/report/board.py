@@ -77,14 +77,19 @@ def no_match_reason(
     return "no results match"
 
 
-def split_by_model(df: pd.DataFrame) -> pd.DataFrame:
+def split_by_grid_point(df: pd.DataFrame) -> pd.DataFrame:
     """A suite whose grid varies the model (model.arch: CTC beside a transducer) becomes one
-    suite per model, "suite [arch]": each with its own float baseline, never averaged together."""
+    suite per model, "suite [arch]", and one whose grid varies other keys one per grid point,
+    "suite [train.lr=0.001]": each with its own float baseline, never averaged together."""
     if "model" not in df.columns or df.empty:
         return df
     # rows written before the model was recorded ("") do not count as a model of their own
     archs = df.model.replace("", None).groupby(df.suite).transform("nunique")
-    return df.assign(suite=df.suite.where(archs <= 1, df.suite + " [" + df.model + "]"))
+    df = df.assign(suite=df.suite.where(archs <= 1, df.suite + " [" + df.model + "]"))
+    if "variant" not in df.columns:
+        return df
+    # a grid over other keys (train.lr: [...]): one board section per grid point, likewise
+    return df.assign(suite=df.suite.where(df.variant == "", df.suite + " [" + df.variant + "]"))
 
 
 def _row_label(technique: str, train_bits: int, bits_vary: bool) -> str:
@@ -121,9 +126,9 @@ def leaderboard(
     precision costs that model), and the best cell says so."""
     if df.empty:
         raise ValueError("no results match: run a recipe first (qbench run recipes/demo.yaml)")
-    df = split_by_model(df)
+    df = split_by_grid_point(df)
     if reference is not None:
-        reference = split_by_model(reference)
+        reference = split_by_grid_point(reference)
     metrics = df.metric.unique()
     if len(metrics) > 1:
         raise ValueError(f"results mix metrics {sorted(metrics)}: filter with --task or --suite")

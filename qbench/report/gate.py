@@ -80,10 +80,8 @@ def load_baseline(path: Path) -> list[dict]:
         for k in ("value", "tolerance"):
             if not isinstance(e[k], int | float) or isinstance(e[k], bool) or (k == "tolerance" and e[k] < 0):
                 raise ValueError(f"{path}: entries[{i}].{k}: expected a non-negative number, got {e[k]!r}")
-        if not math.isfinite(e["tolerance"]):
-            raise ValueError(
-                f"{path}: entries[{i}].tolerance: expected a finite number, got {e['tolerance']!r}"
-            )
+            if not math.isfinite(e[k]):
+                raise ValueError(f"{path}: entries[{i}].{k}: expected a finite number, got {e[k]!r}")
         if find_metric(e["metric"]) is None:
             raise ValueError(f"{path}: entries[{i}].metric: unknown metric {e['metric']!r}")
     return entries

@@ -380,6 +380,7 @@ class Runner:
                     "run_dir": str(self.run.path),
                     "created": time.time(),
                     "model": r.model.arch,
+                    "variant": r.variant,
                 }
                 for m, (value, higher, headline) in metrics.items()
             ]

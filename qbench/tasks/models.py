@@ -16,7 +16,7 @@ from torch import nn
 
 from qbench.config import Recipe
 from qbench.quant import parse_precision
-from qbench.quant.check import check_model
+from qbench.quant.check import check_model, check_precision_map
 from qbench.tasks.asr import build_asr_model
 from qbench.tasks.mt import build_mt_model
 from qbench.tasks.tokenizers import CharTokenizer
@@ -54,4 +54,11 @@ def model_errors(recipe: Recipe, model: nn.Module | None = None) -> list[tuple[t
     except ValueError as e:  # reported by the schema checks already
         return [(("quant",), str(e))]
     model = skeleton_model(recipe) if model is None else model
-    return [(("quant", _SPEC_TO_RECIPE.get(key, key)), msg) for key, msg in check_model(model, spec)]
+    errors: list[tuple[tuple, str]] = [
+        (("quant", _SPEC_TO_RECIPE.get(key, key)), msg) for key, msg in check_model(model, spec)
+    ]
+    for name in dict.fromkeys(recipe.eval.precisions):
+        pmap = parse_precision(name, recipe.precisions)
+        rules = [pat for pat, _ in pmap.rules]
+        errors += [(("precisions", name, pat), msg) for pat, msg in check_precision_map(model, spec, rules)]
+    return errors
