@@ -236,6 +236,8 @@ def _print_board(
     sort: str | None = None,
     relative_to_best: bool = False,
     by_length: str | None = None,
+    ci: bool = False,
+    against: str | None = None,
 ) -> None:
     from qbench.report.board import by_length as length_view
     from qbench.report.board import (
@@ -261,7 +263,12 @@ def _print_board(
         fail(no_match_reason(raw, suite, task, technique, dataset, metric), 1)
     reference = filter_results(read_results(results), suite=suite, task=task, dataset=dataset, metric=metric)
     try:
-        board = leaderboard(df, sort=sort, reference=reference, relative_to_best=relative_to_best)
+        if against is not None and against not in set(reference.technique):
+            have = ", ".join(sorted(set(reference.technique)))
+            raise ValueError(f"--against {against}: no such technique in these results ({have})")
+        board = leaderboard(
+            df, sort=sort, reference=reference, relative_to_best=relative_to_best, ci=ci, against=against
+        )
     except ValueError as e:
         _print_failed(failed)
         fail(str(e), 1)
@@ -320,10 +327,40 @@ def compare(
             "(x1 = single utterances; recipes set eval.long_form).",
         ),
     ] = None,
+    ci: Annotated[
+        bool,
+        typer.Option(
+            "--ci",
+            help="Show each cell's 95 % interval (bootstrap over seeds, speakers and utterances for "
+            "WER/CER; sacrebleu's over sentences for BLEU/chrF). Fixed resampling: a table repeats exactly.",
+        ),
+    ] = False,
+    against: Annotated[
+        str | None,
+        typer.Option(
+            "--against",
+            help="Show each cell's paired difference (same seeds, same test items) from this technique, "
+            "with its 95 % interval and p-value, * where the interval excludes zero: 'float' (the float "
+            "model in float) or e.g. 'ptq' (at the same precision).",
+        ),
+    ] = None,
     results: ResultsOpt = Path("results"),
 ) -> None:
     """Leaderboard: rows are techniques, columns are evaluation precisions, cells the metric."""
-    _print_board(results, suite, task, technique, format, metric, dataset, sort, relative_to_best, by_length)
+    _print_board(
+        results,
+        suite,
+        task,
+        technique,
+        format,
+        metric,
+        dataset,
+        sort,
+        relative_to_best,
+        by_length,
+        ci,
+        against,
+    )
     if plot is not None:
         from qbench.report.board import filter_results
         from qbench.report.plots import plot_suite

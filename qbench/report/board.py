@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import difflib
+import json
 import math
 from dataclasses import dataclass
 
 import pandas as pd
 from rich.table import Table
+from rich.text import Text
 
 from qbench.quant import TECHNIQUES
+from qbench.report.intervals import cell_difference, cell_interval
 from qbench.tasks.metrics import Metric, metric
 
 _PRECISION_ORDER = {"float": 0, **{f"w{b}": 10 - b for b in range(8, 1, -1)}}
@@ -109,7 +112,12 @@ class Leaderboard:
     seeds: int = 1  # most seeds behind one cell
     failed: pd.DataFrame | None = None  # runs whose state is failed: run_id, technique, seed, reason
     relative_to_best: bool = False  # (+x) is the change from the row's best precision, not from float
+    ci: bool = False  # cells carry their 95 % interval
+    against: str | None = None  # cells carry their paired difference from this technique
 
+
+#: what makes one leaderboard cell (its rows are the seeds)
+_CELL = ["suite", "row", "technique", "train_bits", "precision"]
 
 SORT_HELP = "a precision column (best first), 'technique', or 'size' (smallest packed size first)"
 
@@ -119,11 +127,16 @@ def leaderboard(
     sort: str | None = None,
     reference: pd.DataFrame | None = None,
     relative_to_best: bool = False,
+    ci: bool = False,
+    against: str | None = None,
 ) -> Leaderboard:
     """`reference`: rows to take each suite's float baseline from when `df` was filtered by
     technique (default: `df` itself). `relative_to_best`: each cell's change is from the best
     precision of its own row (one trained model evaluated at several precisions: what each
-    precision costs that model), and the best cell says so."""
+    precision costs that model), and the best cell says so. `ci`: each cell's 95 % interval;
+    `against`: each cell's paired difference from that technique's cell (``float``: the float
+    model in float; another technique: its cell at the same precision), with its interval and
+    p-value (see qbench.report.intervals)."""
     if df.empty:
         raise ValueError("no results match: run a recipe first (qbench run recipes/demo.yaml)")
     df = split_by_grid_point(df)
@@ -161,6 +174,14 @@ def leaderboard(
             .set_index("row")
             .precision
         )
+    seeds: dict[tuple, dict[str, float]] = {}
+    for key, value, seed in zip(df[_CELL].itertuples(index=False, name=None), df.value, df.seed, strict=True):
+        seeds.setdefault(key, {})[str(seed)] = float(value)
+    g = g.assign(
+        per_seed=pd.Series([seeds[k] for k in g[_CELL].itertuples(index=False, name=None)], index=g.index)
+    )
+    if ci or against:
+        g = _with_intervals(g, df, df if reference is None or reference.empty else reference, m, ci, against)
     precisions = sorted(g.precision.unique(), key=precision_key)
     rows = sorted(
         g.row.unique(),
@@ -181,6 +202,11 @@ def leaderboard(
                 if sub.precision.iloc[0] == sub.best_precision.iloc[0]
                 else f" ({m.format(d, signed=True)})"
             )
+        if ci:
+            low, high = sub["ci_low"].iloc[0], sub["ci_high"].iloc[0]
+            text += " [–]" if math.isnan(low) else f" [{m.format(low)}, {m.format(high)}]"
+        if against:
+            return text + _difference_text(sub.iloc[0], m)
         is_ref = sub.technique.iloc[0] == "float" and sub.precision.iloc[0] == "float"
         if not math.isnan(d) and not is_ref:
             text += f" ({m.format(d, signed=True)})"
@@ -197,7 +223,53 @@ def leaderboard(
     order = {r: i for i, r in enumerate(rows)}
     values = g.assign(_o=g.row.map(order), _p=g.precision.map(lambda p: precision_key(p)[0]))
     values = values.sort_values(["_o", "_p"]).drop(columns=["_o", "_p"]).reset_index(drop=True)
-    return Leaderboard(table, values, m, seeds=int(g.n.max()), relative_to_best=relative_to_best)
+    return Leaderboard(
+        table, values, m, seeds=int(g.n.max()), relative_to_best=relative_to_best, ci=ci, against=against
+    )
+
+
+def _reference_cell(ref: pd.DataFrame, suite: str, precision: str, against: str) -> pd.DataFrame:
+    at = "float" if against == "float" else precision
+    return ref[(ref.suite == suite) & (ref.technique == against) & (ref.precision == at)]
+
+
+def _with_intervals(
+    g: pd.DataFrame, df: pd.DataFrame, ref: pd.DataFrame, m: Metric, ci: bool, against: str | None
+) -> pd.DataFrame:
+    """Add each cell's interval (ci_low, ci_high) and its paired difference from `against`
+    (diff, diff_low, diff_high, p_value, significant); NaN where a run has no per-item scores."""
+    cells = dict(iter(df.groupby(_CELL)))
+    out: dict[str, list] = {
+        k: [] for k in ("ci_low", "ci_high", "diff", "diff_low", "diff_high", "p_value", "significant")
+    }
+    for key in g[_CELL].itertuples(index=False, name=None):
+        rows = cells[key]
+        iv = cell_interval(rows, m.name) if ci else None
+        out["ci_low"].append(iv.low if iv else math.nan)
+        out["ci_high"].append(iv.high if iv else math.nan)
+        d = None
+        if against:
+            base = _reference_cell(ref, key[0], key[4], against)
+            same = (
+                not base.empty and set(base.run_id) == set(rows.run_id) and key[4] == base.precision.iloc[0]
+            )
+            d = None if base.empty or same else cell_difference(rows, base, m.name)
+        out["diff"].append(d.estimate if d else math.nan)
+        out["diff_low"].append(d.low if d else math.nan)
+        out["diff_high"].append(d.high if d else math.nan)
+        out["p_value"].append(d.p_value if d else math.nan)
+        out["significant"].append(bool(d and (d.low > 0 or d.high < 0)))
+    return g.assign(**out, against=against or "")
+
+
+def _difference_text(cell: pd.Series, m: Metric) -> str:
+    """ " (Δ +1.20 [+0.40, +2.00] p=0.003*)": the paired difference, * when its interval
+    excludes zero; nothing for the reference itself or a cell without per-item scores."""
+    if math.isnan(cell["diff"]):
+        return ""
+    low, high = m.format(cell["diff_low"], signed=True), m.format(cell["diff_high"], signed=True)
+    star = "*" if cell["significant"] else ""
+    return f" (Δ {m.format(cell['diff'], signed=True)} [{low}, {high}] p={cell['p_value']:.3f}{star})"
 
 
 def by_length(df: pd.DataFrame, precision: str, base: str = "wer") -> pd.DataFrame:
@@ -242,7 +314,22 @@ def _legend(board: Leaderboard) -> str:
     parts = [f"cells: {board.metric.legend}"]
     if board.seeds > 1:
         parts.append(f"mean ± standard deviation over up to {board.seeds} seeds")
-    if board.relative_to_best:
+    if board.ci:
+        parts.append(
+            "[low, high] 95 % bootstrap interval (WER/CER: seeds, speakers, utterances; BLEU/chrF: "
+            "sacrebleu's, over sentences; [–]: runs without per-item scores)"
+        )
+    if board.against:
+        ref = (
+            "the float model in float"
+            if board.against == "float"
+            else f"{board.against} at the same precision"
+        )
+        parts.append(
+            f"(Δ [low, high] p) paired difference from {ref}, same suite and seeds, with its 95 % interval "
+            "and two-sided p-value (permutation test); * where the interval excludes zero"
+        )
+    elif board.relative_to_best:
         parts.append("(+x) change from the best precision of the same row (the same trained models)")
     else:
         parts.append("(+x) change from the float model evaluated in float, same suite")
@@ -260,20 +347,21 @@ def _failed_markdown(failed: pd.DataFrame | None) -> str:
 def render(board: Leaderboard, fmt: str) -> str:
     if fmt == "markdown":
         return f"{_legend(board)}.\n\n" + board.table.to_markdown() + _failed_markdown(board.failed)
-    if fmt == "csv":
-        return board.values.to_csv(index=False)
+    if fmt == "csv":  # per-seed values as JSON text in one column
+        return board.values.assign(per_seed=board.values.per_seed.map(json.dumps)).to_csv(index=False)
     if fmt == "json":
         return board.values.to_json(orient="records", indent=2)
     raise ValueError(f"unknown format {fmt!r}")
 
 
 def rich_table(board: Leaderboard, title: str) -> Table:
-    t = Table(title=title, caption=_legend(board))
+    t = Table(title=title, caption=Text(_legend(board)))  # Text: "[low, high]" is not markup
     t.add_column("technique", style="bold")
     for c in board.table.columns:
         t.add_column(c, justify="right")
     for label, row in board.table.iterrows():
-        t.add_row(str(label), *row.tolist(), style="dim" if label == "packed size" else None)
+        cells = [Text(str(label)), *(Text(str(v)) for v in row.tolist())]
+        t.add_row(*cells, style="dim" if label == "packed size" else None)
     return t
 
 
