@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -20,6 +19,7 @@ import typer
 from rich.text import Text
 from typer.core import TyperGroup
 
+from qbench.cli.boards import Format, print_board
 from qbench.cli.errors import fail
 from qbench.data import DataError
 from qbench.io import CorruptFile
@@ -71,13 +71,6 @@ ResultsOpt = Annotated[
         "--results", help="Results root: run folders, caches and index.sqlite.", envvar="QBENCH_RESULTS"
     ),
 ]
-
-
-class Format(str, Enum):
-    table = "table"
-    markdown = "markdown"
-    csv = "csv"
-    json = "json"
 
 
 def _interrupt_on_sigterm() -> None:
@@ -213,7 +206,7 @@ def run(
     failed = [o for o in outcomes if o.state == "failed"]
     not_run = len(suite.runs) - len(outcomes)
     if len(outcomes) > len(failed):
-        _print_board(results, suite.name, None, None, Format.table)
+        print_board(results, suite.name, None, None, Format.table)
     if failed:
 
         def details(run_id: str) -> str:  # a run that failed before its folder existed has no log
@@ -223,73 +216,6 @@ def run(
         lines = "\n".join(f"  {o.run_id}: {o.reason}{details(o.run_id)}" for o in failed)
         rest = f"; {not_run} run(s) not started (--keep-going runs them anyway)" if not_run else ""
         fail(f"{len(failed)} run(s) failed{rest}:\n{lines}", 1)
-
-
-def _print_board(
-    results: Path,
-    suite: str | None,
-    task: str | None,
-    technique: list[str] | None,
-    fmt: Format,
-    metric: str | None = None,
-    dataset: str | None = None,
-    sort: str | None = None,
-    relative_to_best: bool = False,
-    by_length: str | None = None,
-    ci: bool = False,
-    against: str | None = None,
-) -> None:
-    from qbench.report.board import by_length as length_view
-    from qbench.report.board import (
-        failed_runs,
-        filter_results,
-        leaderboard,
-        no_match_reason,
-        render,
-        rich_table,
-    )
-    from qbench.store import read_results, read_runs
-
-    raw = read_results(results)
-    if by_length:  # one column per long-form length at this precision
-        try:
-            raw = length_view(raw, by_length)
-        except ValueError as e:
-            fail(str(e), 1)
-        metric = None
-    df = filter_results(raw, suite=suite, task=task, technique=technique, dataset=dataset, metric=metric)
-    failed = failed_runs(read_runs(results), suite=suite, task=task, technique=technique)
-    if df.empty and failed.empty:
-        fail(no_match_reason(raw, suite, task, technique, dataset, metric), 1)
-    reference = filter_results(read_results(results), suite=suite, task=task, dataset=dataset, metric=metric)
-    try:
-        if against is not None and against not in set(reference.technique):
-            have = ", ".join(sorted(set(reference.technique)))
-            raise ValueError(f"--against {against}: no such technique in these results ({have})")
-        board = leaderboard(
-            df, sort=sort, reference=reference, relative_to_best=relative_to_best, ci=ci, against=against
-        )
-    except ValueError as e:
-        _print_failed(failed)
-        fail(str(e), 1)
-    board.failed = failed
-    if fmt == Format.table:
-        console.print(rich_table(board, title=f"qbench leaderboard{': ' + suite if suite else ''}"))
-        _print_failed(failed)
-    else:
-        sys.stdout.write(render(board, fmt.value) + "\n")
-        if fmt != Format.markdown:  # csv and json stay machine-readable; failures go to stderr
-            _print_failed(failed)
-
-
-def _print_failed(failed) -> None:
-    if failed is None or failed.empty:
-        return
-    console.print(f"[red]{len(failed)} failed run(s), not in the table:[/red]")
-    for r in failed.itertuples():
-        console.print(
-            Text.assemble(("  failed ", "red"), f"{r.suite}/{r.run_id}: {r.reason}"), highlight=False
-        )
 
 
 @app.command()
@@ -347,7 +273,7 @@ def compare(
     results: ResultsOpt = Path("results"),
 ) -> None:
     """Leaderboard: rows are techniques, columns are evaluation precisions, cells the metric."""
-    _print_board(
+    print_board(
         results,
         suite,
         task,
