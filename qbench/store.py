@@ -28,7 +28,7 @@ import torchaudio
 
 from qbench.config import Recipe, resolved_yaml
 from qbench.config.schema import SAFE_NAME
-from qbench.io import CorruptFile, atomic_write_bytes, atomic_write_json, atomic_write_text
+from qbench.io import CorruptFile, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from qbench.quant.labels import technique_label
 
 
@@ -79,7 +79,7 @@ class RunDir:
         f = self.path / "status.json"
         if not f.is_file():
             return {"state": "new"}
-        status = _read_json(f, "delete it and the run resumes from its checkpoint")
+        status = read_json(f, "delete it and the run resumes from its checkpoint")
         if not isinstance(status, dict):
             raise CorruptFile(f"{f}: not a run's status; delete it and the run resumes from its checkpoint")
         return status
@@ -113,7 +113,7 @@ class RunDir:
         atomic_write_json(self.path / "metrics.json", metrics)
 
     def metrics(self) -> dict:
-        return _read_json(self.path / "metrics.json", "delete it and status.json to evaluate the run again")
+        return read_json(self.path / "metrics.json", "delete it and status.json to evaluate the run again")
 
 
 # ---------------------------------------------------------------- per-item scores
@@ -151,15 +151,6 @@ def read_items(run_dir: Path | str, precision: str) -> pd.DataFrame | None:
             f"{path}: unreadable ({type(e).__name__}); delete it and the run shows without intervals, "
             "or delete status.json too to evaluate the run again"
         ) from None
-
-
-def _read_json(path: Path, remedy: str) -> Any:
-    """A JSON file qbench wrote; one that cannot be parsed (truncated, edited) raises CorruptFile
-    naming it and what to do."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CorruptFile(f"{path}: unreadable ({type(e).__name__}); {remedy}") from None
 
 
 # ---------------------------------------------------------------- index
