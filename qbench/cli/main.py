@@ -490,7 +490,10 @@ def export(
 
 @app.command()
 def findings(
-    suite: Annotated[list[str], typer.Option(help="Suites to test the claims on (repeatable).")],
+    suite: Annotated[
+        list[str] | None,
+        typer.Option(help="Only these of the suites the claims name (repeatable; default: all of them)."),
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -499,15 +502,22 @@ def findings(
     ] = None,
     results: ResultsOpt = Path("results"),
 ) -> None:
-    """The reference papers' claims, the index rows that test each, and whether it held (Markdown)."""
+    """The reference papers' claims, each a contrast declared in advance, tested on the suites it
+    names: effect, 95 % interval, p (raw and Holm-adjusted in its family), n, basis and verdict
+    (Markdown)."""
+    from qbench.report.findings import CLAIMS, render_findings, write_findings
     from qbench.report.findings import findings as find
-    from qbench.report.findings import render_findings, write_findings
     from qbench.store import read_results
 
     df = read_results(results)
     if df.empty:
         fail(f"no results in {results}/index.sqlite: run the suites first", 1)
-    text = render_findings(find(df, suite), suite, results)
+    named = list(dict.fromkeys(site.suite for c in CLAIMS for site in c.sites))
+    if unknown := [s for s in suite or [] if s not in named]:
+        fail(f"no claim is tested on {', '.join(unknown)}; the claims name {', '.join(named)}", 2)
+    if others := sorted(set(df.suite) - set(named)):
+        console.print(f"no claim is declared on {', '.join(others)} (in the index, left out)")
+    text = render_findings(find(df, suite or None), suite, results)
     sys.stdout.write(text)
     if out is not None:
         write_findings(text, out)

@@ -1,440 +1,582 @@
-"""`qbench findings`: each claim of the reference papers, the index rows that test it, and
-whether it held here, as a Markdown section for results/RESULTS.md.
+"""`qbench findings`: each claim of the reference papers as a pre-registered contrast, tested on
+the suites it names, with its effect, 95 % interval, p-value (raw and Holm-adjusted within its
+family), n, basis and verdict; as Markdown, also for a section of results/RESULTS.md.
 
-Claims (../shared/DESIGN.md; RAND = Qiu et al., arXiv 2305.15536; Xu et al., arXiv 2112.11540):
+Papers: RAND = Qiu et al., arXiv 2305.15536; Xu et al., arXiv 2112.11540 (../shared/DESIGN.md).
 
-- ``noise-needs-scale-grad``: noise-based QAT fails without a gradient through the scale
-  (absmax-sg + noise worse than absmax + noise at w4; the round-STE pair is the control).
-- ``rand-beats-learned-and-clip``: top-k L_p (RAND) beats learned (LSQ), PACT and MSE-clip scales
-  at w4, under each estimator.
-- ``rand-helps-noise-most``: RAND's gain over absmax is larger under noise than under round-STE.
-- ``noise-model-many-precisions``: a noise-trained model holds up at several precisions (mixed
-  4/8-bit maps included) while learned-scale models do not: the mean distance of a model's
-  quantized precisions from its own best precision is smaller for noise (pqn, rand, any noise
-  cell) than for learned scales (lsq, pact).
-- ``long-form``: our reading of "long-form speech generalises better": RAND (noise) models lose
-  less WER than round-STE models when test utterances are joined into long recordings
-  (``wer@xN`` minus ``wer`` at w4, largest N).
-- ``auto-precision`` (Xu et al.): the automatic maps (precisions named ``auto*``) score better
-  than uniform w4 and at least as well as the hand-written map of about the same average bits
-  (precisions named ``hand*``).
-- ``rand-default-kp``: RAND's default k=2, p=8 is the best of the k/p sweep or within one
-  standard deviation of it.
+A claim (:data:`CLAIMS`) is declared once: its statement, the contrast (a difference of two cells,
+system minus reference, or an interaction, the difference of two such differences), the suites
+it is tested on with each suite's metric, the expected direction in that metric's stored units
+(+1: the contrast is higher; WER is lower-is-better, BLEU higher-is-better, so the same claim
+reads -1 on a WER suite and +1 on a BLEU suite) and the smallest effect worth reporting, delta,
+and its family: the claims tested together, whose p-values Holm's correction adjusts together.
+A cell is one suite x technique x precision (training bits 4: every claim is about 4-bit QAT),
+one index row per seed.
 
-Every comparison uses means over seeds of the headline metric (WER, BLEU) per suite; a verdict
-says "within the seed spread" when the difference is smaller than the larger standard deviation.
+delta is one point on the displayed scale (:data:`WER_DELTA`: 1 WER point, stored as 0.01;
+:data:`BLEU_DELTA`: 1 BLEU point): the smallest difference ASR and MT papers report as a change,
+and about the sampling error of a 300-utterance test set (issue 20); it decides only
+"equivalent" (the 90 % interval inside +-delta: two one-sided tests).
+
+How a contrast is estimated (its basis, printed beside each verdict):
+
+- per-item: the runs stored per-item scores (store.read_items), so each difference is
+  report/intervals.cell_difference: paired by seed and item, a hierarchical bootstrap interval
+  and a paired randomisation p-value. An interaction's two differences come from the same
+  bootstrap resamples when they rest on the same seeds and items (the resampling seed is fixed):
+  the interaction's interval is then the percentile interval of the resampled differences
+  ("joint bootstrap"); else a normal approximation treats them as independent
+  (se = sqrt(se1^2 + se2^2)). Either way the interaction's p is the normal approximation
+  2 Phi(-|effect| / se).
+- per-seed t: runs without per-item scores (all those that predate them): one value per seed
+  and cell (a rerun seed counts once, its mean), the contrast computed per seed over the seeds
+  every cell of it has (a seed's techniques share its float warm-up: they pair), then a Student
+  t interval with n - 1 degrees of freedom and the one-sample t-test's p (scipy.stats). With one
+  seed there is no interval: "not testable".
+
+Verdicts are report/stats.verdict's, with the Holm-adjusted p of the family; nothing else
+decides. Identical cells count once: two cells with the same runs at the same precision, or the
+same value of every metric on every seed (ptq is the float model; two automatic maps that chose
+the same bits), make a test a duplicate of the first with the same cells, left out of its family;
+a contrast of a cell with itself is not testable.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from statistics import NormalDist
 
+import numpy as np
 import pandas as pd
+from scipy import stats as scipy_stats  # type: ignore[import-untyped]
 
 from qbench.io import atomic_write_text
-from qbench.quant.labels import cell, topk_options
+from qbench.report import stats
+from qbench.report.intervals import cell_difference
 from qbench.store import suite_sessions
-from qbench.tasks.metrics import Metric, metric
+from qbench.tasks.metrics import metric
 
-__all__ = ["Finding", "findings", "render_findings", "write_findings"]
+__all__ = [
+    "CLAIMS",
+    "Cell",
+    "Claim",
+    "Diff",
+    "FAMILIES",
+    "Interaction",
+    "Site",
+    "Outcome",
+    "findings",
+    "render_findings",
+    "write_findings",
+]
 
 BEGIN, END = "<!-- FINDINGS:BEGIN -->", "<!-- FINDINGS:END -->"
+WER_DELTA = 0.01  # 1 WER point (WER is stored as a fraction)
+BLEU_DELTA = 1.0  # 1 BLEU point (BLEU is stored 0-100)
+ALPHA = 0.05
+LEVEL = 0.95
 
 
-@dataclass
-class Stat:
-    suite: str
+# ------------------------------------------------------------------ declarations
+
+
+@dataclass(frozen=True)
+class Cell:
     technique: str
     precision: str
+
+    def __str__(self) -> str:
+        return f"{self.technique}@{self.precision}"
+
+
+@dataclass(frozen=True)
+class Diff:
+    """system - reference, in the site's metric or in `metric` when named (wer@x8)."""
+
+    system: Cell
+    reference: Cell
+    metric: str | None = None
+
+    def text(self) -> str:
+        return f"{self.system} − {self.reference}" + (f" [{self.metric}]" if self.metric else "")
+
+
+@dataclass(frozen=True)
+class Interaction:
+    """first - second: a difference of two differences."""
+
+    first: Diff
+    second: Diff
+
+    def text(self) -> str:
+        return f"({self.first.text()}) − ({self.second.text()})"
+
+
+@dataclass(frozen=True)
+class Site:
+    """A suite a claim is tested on: its metric, the expected sign of the contrast in that
+    metric's stored units, and delta in stored units."""
+
+    suite: str
     metric: str
-    mean: float
-    std: float
-    n: int
-
-    def text(self, m: Metric) -> str:
-        s = m.format(self.mean)
-        if self.n > 1 and not math.isnan(self.std):
-            s += f" ± {m.format(self.std)}"
-        return s + f" (n={self.n})"
+    direction: int
+    delta: float
 
 
-@dataclass
-class Finding:
-    key: str
-    claim: str
-    source: str
-    verdict: str  # held | held within the seed spread | did not hold | partly held | not tested
-    detail: str
-    rows: list[Stat] = field(default_factory=list)
-    suites: list[str] = field(default_factory=list)
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    family: str  # tested together: Holm's correction runs over the family's tests
+    statement: str  # what this contrast tests (its family's claim: FAMILIES)
+    contrast: Diff | Interaction
+    sites: tuple[Site, ...]
+    train_bits: int = 4
+
+    @property
+    def diffs(self) -> tuple[Diff, ...]:
+        c = self.contrast
+        return (c.first, c.second) if isinstance(c, Interaction) else (c,)
 
 
-class _Table:
-    """Means over seeds of one suite's headline metric (or a named metric)."""
-
-    def __init__(self, df: pd.DataFrame, suite: str):
-        self.suite = suite
-        self.all = df[df.suite == suite]
-        head = self.all[self.all.headline == 1]
-        self.metric = metric(head.metric.iloc[0] if not head.empty else "wer")
-        self.used: list[Stat] = []
-
-    def stat(self, technique: str, precision: str, metric: str | None = None) -> Stat | None:
-        m = metric or self.metric.name
-        sub = self.all[
-            (self.all.technique == technique) & (self.all.precision == precision) & (self.all.metric == m)
-        ]
-        if sub.empty:
-            return None
-        # one value per seed (a rerun of a seed counts once: its mean)
-        per_seed = sub.groupby("seed").value.mean()
-        s = Stat(
-            self.suite, technique, precision, m, float(per_seed.mean()), float(per_seed.std()), len(per_seed)
-        )
-        self.used.append(s)
-        return s
-
-    def better(self, a: Stat, b: Stat) -> float:
-        """How much better a is than b (positive: better), in metric units."""
-        return self.metric.better(a.mean, b.mean)
-
-    def techniques(self) -> list[str]:
-        return sorted(self.all.technique.unique())
-
-    def by_cell(self) -> dict[tuple[str, str], str]:
-        """(scale, estimator) -> the technique label of that cell, RAND default k/p only."""
-        out = {}
-        for t in self.techniques():
-            c = cell(t)
-            if c is not None and (c[0] != "topk-lp" or "(" not in t):
-                out[c] = t
-        return out
+def _asr(suite: str, direction: int) -> Site:
+    return Site(suite, "wer", direction, WER_DELTA)
 
 
-def _margin(diff: float, *stats: Stat) -> str:
-    spread = max((s.std for s in stats if s.n > 1 and not math.isnan(s.std)), default=float("nan"))
-    return "held within the seed spread" if not math.isnan(spread) and abs(diff) < spread else "held"
+def _mt(suite: str, direction: int) -> Site:
+    return Site(suite, "bleu", direction, BLEU_DELTA)
 
 
-def _noise_needs_scale_grad(t: _Table) -> tuple[str, str] | None:
-    cells = t.by_cell()
-    sg, ok = cells.get(("absmax-sg", "noise")), cells.get(("absmax", "noise"))
-    if not (sg and ok):
-        return None
-    a, b = t.stat(sg, "w4"), t.stat(ok, "w4")
-    if not (a and b):
-        return None
-    d = t.better(b, a)
-    verdict = _margin(d, a, b) if d > 0 else "did not hold"
-    detail = f"absmax + noise is {abs(d) * t.metric.scale:.2f} {'better' if d > 0 else 'worse'} than with the scale gradient stopped"
-    sg_ste, ste = cells.get(("absmax-sg", "round-ste")), cells.get(("absmax", "round-ste"))
-    if sg_ste and ste:
-        c, e = t.stat(sg_ste, "w4"), t.stat(ste, "w4")
-        if c and e:
-            detail += f"; control, round-STE: stopping the gradient changes it by {t.better(c, e) * t.metric.scale:+.2f} (positive: better)"
-    return verdict, detail
+def _w4(system: str, reference: str) -> Diff:
+    return Diff(Cell(system, "w4"), Cell(reference, "w4"))
 
 
-def _rand_beats_learned_and_clip(t: _Table) -> tuple[str, str] | None:
-    cells = t.by_cell()
-    wins, total, parts = 0, 0, []
-    for est in ("noise", "round-ste"):
-        rand = cells.get(("topk-lp", est))
-        r = t.stat(rand, "w4") if rand else None
-        if r is None:
-            continue
-        for scale in ("learned", "pact", "mse-clip"):
-            other = cells.get((scale, est))
-            o = t.stat(other, "w4") if other else None
-            if o is None:
-                continue
-            d = t.better(r, o)
-            total += 1
-            wins += d > 0
-            parts.append(f"{est}: vs {scale} {d * t.metric.scale:+.2f}")
-    if not total:
-        return None
-    verdict = "held" if wins == total else "did not hold" if wins == 0 else "partly held"
-    return (
-        verdict,
-        f"RAND better in {wins} of {total} comparisons ({'; '.join(parts)}; positive: RAND better)",
-    )
-
-
-def _rand_helps_noise_most(t: _Table) -> tuple[str, str] | None:
-    cells = t.by_cell()
-    gains = {}
-    for est in ("noise", "round-ste"):
-        a, r = cells.get(("absmax", est)), cells.get(("topk-lp", est))
-        sa, sr = (t.stat(a, "w4") if a else None), (t.stat(r, "w4") if r else None)
-        if sa and sr:
-            gains[est] = t.better(sr, sa)
-    if len(gains) < 2:
-        return None
-    s = t.metric.scale
-    # "helps most" needs RAND to help noise at all: losing less under noise than under STE is not it
-    verdict = "held" if gains["noise"] > 0 and gains["noise"] > gains["round-ste"] else "did not hold"
-    note = "; RAND helps neither" if max(gains.values()) <= 0 else ""
-    return (
-        verdict,
-        f"RAND's gain over absmax: {gains['noise'] * s:+.2f} with noise, {gains['round-ste'] * s:+.2f} "
-        f"with round-STE (positive: RAND better){note}",
-    )
-
-
-def _distance_from_best(t: _Table, technique: str) -> tuple[float, int] | None:
-    precisions = sorted(
-        t.all[(t.all.technique == technique) & (t.all.metric == t.metric.name)].precision.unique()
-    )
-    stats = [s for p in precisions if (s := t.stat(technique, p))]
-    quantized = [s for s in stats if s.precision != "float"]
-    if len(quantized) < 3:
-        return None
-    best = t.metric.best(stats, key=lambda s: s.mean)
-    return sum(abs(s.mean - best.mean) for s in quantized) / len(quantized), len(quantized)
-
-
-def _noise_model_many_precisions(t: _Table) -> tuple[str, str] | None:
-    mixed = [
-        p for p in t.all.precision.unique() if p != "float" and not (p.startswith("w") and p[1:].isdigit())
-    ]
-    if not mixed:
-        return None
-    groups: dict[str, list[tuple[str, float]]] = {"noise": [], "learned": []}
-    for tech in t.techniques():
-        c = cell(tech)
-        if c is None or "(" in tech:
-            continue
-        dist = _distance_from_best(t, tech)
-        if dist is None:
-            continue
-        if c[1] == "noise" and c[0] in ("absmax", "topk-lp"):
-            groups["noise"].append((tech, dist[0]))
-        elif c[0] in ("learned", "pact") and c[1] == "round-ste":
-            groups["learned"].append((tech, dist[0]))
-    if not groups["noise"] or not groups["learned"]:
-        return None
-    s = t.metric.scale
-    mean = {k: sum(v for _, v in g) / len(g) for k, g in groups.items()}
-    verdict = "held" if mean["noise"] < mean["learned"] else "did not hold"
-    fmt = lambda g: ", ".join(f"{k} {v * s:.2f}" for k, v in g)  # noqa: E731
-    return verdict, (
-        f"mean distance of the quantized precisions ({len(mixed)} mixed maps among them) from the model's best: "
-        f"noise {fmt(groups['noise'])}; learned scales {fmt(groups['learned'])}"
-    )
-
-
-def _long_form(t: _Table) -> tuple[str, str] | None:
-    longs = sorted(
-        {m for m in t.all.metric.unique() if metric(m).base == t.metric.name and metric(m).joined > 1},
-        key=lambda m: metric(m).joined,
-    )
-    if not longs:
-        return None
-    m = longs[-1]
-    loss = {}
-    for tech in ("rand", "pqn", "ste", "rand-ste"):
-        short, long = t.stat(tech, "w4"), t.stat(tech, "w4", m)
-        if short and long:
-            loss[tech] = t.better(short, long)  # how much worse the long recordings score
-    if "rand" not in loss or "ste" not in loss:
-        return None
-    s = t.metric.scale
-    verdict = "held" if loss["rand"] < loss["ste"] else "did not hold"
-    return verdict, f"{m} minus {t.metric.name} at w4 (lower: generalises better): " + ", ".join(
-        f"{k} {v * s:+.2f}" for k, v in loss.items()
-    )
-
-
-def _auto_precision(t: _Table) -> tuple[str, str] | None:
-    precisions = t.all.precision.unique()
-    autos = sorted(p for p in precisions if p.startswith("auto"))
-    hands = sorted(p for p in precisions if p.startswith("hand"))
-    if not autos or "w4" not in precisions:
-        return None
-    s = t.metric.scale
-    beat_w4 = match_hand = total = 0
-    parts = []
-    for tech in t.techniques():
-        w4 = t.stat(tech, "w4")
-        hand = [h for p in hands if (h := t.stat(tech, p))]
-        for a in autos:
-            sa = t.stat(tech, a)
-            if not (sa and w4):
-                continue
-            total += 1
-            beat_w4 += t.better(sa, w4) > 0
-            ok_hand = all(t.better(sa, h) >= 0 for h in hand)
-            match_hand += ok_hand
-            parts.append(
-                f"{tech} {a}: vs w4 {t.better(sa, w4) * s:+.2f}"
-                + "".join(f", vs {h.precision} {t.better(sa, h) * s:+.2f}" for h in hand)
-            )
-    if not total:
-        return None
-    both = beat_w4 == total and match_hand == total
-    verdict = "held" if both else "did not hold" if beat_w4 == 0 else "partly held"
-    return verdict, (
-        f"better than w4 in {beat_w4} of {total}, at least as good as the hand-written map in {match_hand} of "
-        f"{total} (positive: automatic better): " + "; ".join(parts)
-    )
-
-
-def _rand_default_kp(t: _Table) -> tuple[str, str] | None:
-    sweep = [
-        x
-        for x in t.techniques()
-        if x == "rand" or (x.startswith("rand(") and cell(x) == ("topk-lp", "noise"))
-    ]
-    if len(sweep) < 3 or "rand" not in sweep:
-        return None
-    stats = {x: st for x in sweep if (st := t.stat(x, "w4"))}
-    if "rand" not in stats:  # the default was trained but not evaluated at w4: nothing to compare
-        return None
-    best = t.metric.best(stats, key=lambda x: stats[x].mean)
-    d = abs(stats["rand"].mean - stats[best].mean)
-    s = t.metric.scale
-    spread = max(stats["rand"].std, stats[best].std)
-    if best == "rand":
-        verdict = "held"
-    elif not math.isnan(spread) and d <= spread:
-        verdict = "held within the seed spread"
-    else:
-        verdict = "did not hold"
-
-    def label(x: str) -> str:
-        if x == "rand":
-            return "k=2,p=8"
-        return ",".join(f"{k}={v:g}" for k, v in topk_options(x).items() if k != "c")
-
-    return verdict, f"best of {len(stats)}: {label(best)} ({d * s:.2f} from the default); " + ", ".join(
-        f"{label(x)} {stats[x].mean * s:.2f}" for x in stats
-    )
-
-
-CLAIMS: list[tuple[str, str, str, Callable[[_Table], tuple[str, str] | None]]] = [
-    (
-        "noise-needs-scale-grad",
-        "Noise-based QAT fails without a gradient through the scale.",
+#: family -> (source, the paper's claim)
+FAMILIES = {
+    "noise-needs-scale-grad": ("RAND", "Noise-based QAT fails without a gradient through the scale."),
+    "rand-beats-learned-and-clip": (
         "RAND",
-        _noise_needs_scale_grad,
+        "RAND (top-k L_p scale) beats learnable scales (LSQ, PACT) and clipping, under each estimator.",
     ),
-    (
-        "rand-beats-learned-and-clip",
-        "RAND (top-k L_p scale) beats learnable scale (LSQ, PACT) and clipping.",
+    "rand-helps-noise-most": ("RAND", "RAND helps noise-based QAT most."),
+    "noise-model-many-precisions": (
         "RAND",
-        _rand_beats_learned_and_clip,
-    ),
-    ("rand-helps-noise-most", "RAND helps noise-based QAT most.", "RAND", _rand_helps_noise_most),
-    (
-        "noise-model-many-precisions",
         "One noise-trained model holds up when evaluated at several precisions (mixed 4/8-bit); "
         "learned-scale models do not.",
-        "RAND",
-        _noise_model_many_precisions,
     ),
-    (
-        "long-form",
-        "Long-form speech generalises better (our reading: RAND models lose less than STE models "
-        "on recordings of several joined utterances).",
+    "long-form": (
         "RAND",
-        _long_form,
+        "Long-form speech generalises better (our reading: RAND models lose less than round-STE "
+        "models on recordings of several joined utterances).",
     ),
-    (
-        "auto-precision",
-        "Per-layer bits from Hessian-trace-weighted sensitivity under a size budget beat uniform "
-        "4-bit and match a hand-written map of the same average bits.",
+    "auto-beats-w4": (
         "Xu et al.",
-        _auto_precision,
+        "Per-layer bits from Hessian-trace-weighted sensitivity under a size budget beat uniform 4-bit.",
     ),
-    ("rand-default-kp", "RAND's defaults k=2, p=8 are a good choice.", "RAND", _rand_default_kp),
+    "auto-matches-hand": (
+        "Xu et al.",
+        "The automatic maps match a hand-written map of about the same average bits "
+        "('equivalent' or 'supported' upholds it).",
+    ),
+    "rand-default-kp": (
+        "RAND",
+        "RAND's defaults k=2, p=8 are a good choice: no worse than the other k/p "
+        "('equivalent' or 'supported' upholds it).",
+    ),
+}
+
+# "the system is better": -1 on WER (lower is better), +1 on BLEU
+_RAND_BETTER = (_asr("rand-paper", -1), _asr("rand-paper-fsdd", -1), _mt("rand-paper-mt", +1))
+_SWEEP = (
+    "rand(k=1,p=8)",
+    "rand(k=4,p=8)",
+    "rand(k=8,p=8)",
+    "rand(k=2,p=2)",
+    "rand(k=2,p=4)",
+    "rand(k=2,p=16)",
+)
+_MIXED = ("enc4-head8", "att8-ffn4", "firstlast8")
+_AUTO = ("auto5-hessian", "auto5-fisher")
+_TRAINED = ("ptq", "ste", "pqn", "rand", "lsq", "pact", "clip")  # float at a precision is ptq
+
+CLAIMS: list[Claim] = [
+    Claim(
+        "noise-needs-scale-grad",
+        "noise-needs-scale-grad",
+        "Stopping the scale's gradient costs absmax + noise more than absmax + round-STE (the control).",
+        Interaction(_w4("pqn-sg", "pqn"), _w4("absmax-sg+round-ste", "ste")),
+        (_asr("rand-paper", +1), _asr("rand-paper-fsdd", +1), _mt("rand-paper-mt", -1)),
+    ),
+    *[
+        Claim(
+            f"rand-beats-{other}",
+            "rand-beats-learned-and-clip",
+            f"{rand} beats {other} at w4 ({est}).",
+            _w4(rand, other),
+            _RAND_BETTER,
+        )
+        for rand, est, others in (
+            ("rand", "noise", ("learned+noise", "pact+noise", "mse-clip+noise")),
+            ("rand-ste", "round-STE", ("lsq", "pact", "clip")),
+        )
+        for other in others
+    ],
+    Claim(
+        "rand-helps-noise-most",
+        "rand-helps-noise-most",
+        "RAND's gain over absmax at w4 is larger under noise than under round-STE.",
+        Interaction(_w4("rand", "pqn"), _w4("rand-ste", "ste")),
+        _RAND_BETTER,
+    ),
+    *[
+        Claim(
+            f"many-precisions/{noise}-vs-{learned}@{p}",
+            "noise-model-many-precisions",
+            f"Evaluating at {p} instead of w4 (the trained precision) costs {noise} less than {learned}.",
+            Interaction(Diff(Cell(noise, p), Cell(noise, "w4")), Diff(Cell(learned, p), Cell(learned, "w4"))),
+            (_asr("asr-precisions", -1),),
+        )
+        for noise in ("rand", "pqn")
+        for learned in ("lsq", "pact")
+        for p in _MIXED
+    ],
+    Claim(
+        "long-form",
+        "long-form",
+        "At w4, joining 8 test utterances into one recording costs rand less WER than ste.",
+        Interaction(Diff(Cell("rand", "w4"), Cell("ste", "w4"), "wer@x8"), _w4("rand", "ste")),
+        (_asr("asr-precisions", -1),),
+    ),
+    *[
+        Claim(
+            f"auto-vs-w4/{t}/{a}",
+            "auto-beats-w4",
+            f"{t} at {a} beats {t} at w4.",
+            Diff(Cell(t, a), Cell(t, "w4")),
+            (_asr("asr-precisions", -1),),
+        )
+        for t in _TRAINED
+        for a in _AUTO
+    ],
+    *[
+        Claim(
+            f"auto-vs-hand/{t}/{a}",
+            "auto-matches-hand",
+            f"{t} at {a} is as good as {t} at hand5, or better.",
+            Diff(Cell(t, a), Cell(t, "hand5")),
+            (_asr("asr-precisions", -1),),
+        )
+        for t in _TRAINED
+        for a in _AUTO
+    ],
+    *[
+        Claim(
+            f"rand-default-kp/{v}",
+            "rand-default-kp",
+            f"rand (k=2, p=8) is as good as {v} at w4, or better.",
+            _w4("rand", v),
+            (_asr("rand-paper", -1), _asr("rand-paper-fsdd", -1)),
+        )
+        for v in _SWEEP
+    ],
 ]
 
 
-def findings(df: pd.DataFrame, suites: Sequence[str]) -> list[Finding]:
-    """One :class:`Finding` per claim, over the given suites of the index ``df``."""
-    out = []
-    for key, claim, source, test in CLAIMS:
-        verdicts, details, rows, used = [], [], [], []
-        for suite in suites:
-            t = _Table(df, suite)
-            if t.all.empty:
-                continue
-            res = test(t)
-            if res is None:
-                continue
-            verdicts.append(res[0])
-            details.append(f"{suite}: {res[1]}")
-            rows += t.used
-            used.append(suite)
-        if not verdicts:
-            verdict, detail = (
-                "not tested",
-                "no suite among " + ", ".join(suites) + " has the rows this claim needs",
-            )
-        elif all(v.startswith("held") for v in verdicts):
-            verdict = "held" if all(v == "held" for v in verdicts) else "held within the seed spread"
-            detail = "\n".join(details)
-        elif all(v == "did not hold" for v in verdicts):
-            verdict, detail = "did not hold", "\n".join(details)
+# ------------------------------------------------------------------ tests
+
+
+@dataclass(frozen=True)
+class SeedDifference(stats.Difference):
+    """A paired difference over seeds: Student t intervals with `df` degrees of freedom."""
+
+    df: int = 1
+
+    def bounds(self, level: float) -> tuple[float, float]:
+        if math.isclose(level, self.level):
+            return self.low, self.high
+        q = float(scipy_stats.t.ppf(0.5 + level / 2, self.df)) * self.se
+        return self.estimate - q, self.estimate + q
+
+
+@dataclass
+class Outcome:
+    """One claim on one suite."""
+
+    claim: Claim
+    site: Site
+    verdict: str  # stats.verdict's name, or "not tested (...)", "not testable (...)", "counted once (...)"
+    difference: stats.Difference | None = None
+    basis: str = ""
+    detail: str = ""
+    n: str = ""
+    p_holm: float = math.nan
+    family_size: int = 0
+    cells: dict[str, tuple[float, int]] = field(default_factory=dict)  # cell -> (mean over seeds, seeds)
+
+
+def seed_difference(per_seed: Sequence[float], level: float = LEVEL) -> SeedDifference:
+    """The mean of per-seed paired differences with its Student t interval (n - 1 degrees of
+    freedom) and the one-sample t-test's two-sided p-value; needs two seeds or more."""
+    d = np.asarray(per_seed, dtype=np.float64)
+    n = len(d)
+    if n < 2:
+        raise ValueError("a per-seed interval needs two seeds or more")
+    mean, se = float(d.mean()), float(d.std(ddof=1) / math.sqrt(n))
+    if se > 0:
+        p = float(scipy_stats.ttest_1samp(d, 0.0).pvalue)
+    else:  # every seed gave the same difference
+        p = 1.0 if mean == 0 else 0.0
+    q = float(scipy_stats.t.ppf(0.5 + level / 2, n - 1)) * se
+    return SeedDifference(
+        mean, mean - q, mean + q, se, n, level, "per-seed", p_value=p, p_method="one-sample t-test", df=n - 1
+    )
+
+
+def _normal(
+    estimate: float, se: float, n: int, scheme: str, draws: np.ndarray | None = None
+) -> stats.Difference:
+    """A difference with a normal-approximation p; its interval from `draws` when given (percentile,
+    as stats picks its ends) else estimate +- z se."""
+    p = 2 * NormalDist().cdf(-abs(estimate) / se) if se > 0 else float(estimate == 0)
+    probe = stats.Interval(estimate, math.nan, math.nan, se, n, level=0.5, draws=draws)
+    low, high = probe.bounds(LEVEL)
+    how = "normal approximation 2 Phi(-|effect| / se)"
+    return stats.Difference(estimate, low, high, se, n, LEVEL, scheme, draws, p_value=p, p_method=how)
+
+
+def _interaction(a: stats.Difference, b: stats.Difference, same_seeds: bool) -> tuple[stats.Difference, str]:
+    """a - b from two per-item differences, on their shared resamples when they have them (the
+    same seeds, and the same number of items resampled the same way)."""
+    est = a.estimate - b.estimate
+    same = same_seeds and a.scheme == b.scheme and a.n == b.n
+    if a.draws is not None and b.draws is not None and len(a.draws) == len(b.draws) and same:
+        draws = a.draws - b.draws
+        d = _normal(est, float(np.std(draws, ddof=1)), a.n, f"joint {a.scheme}", draws)
+        return d, "per-item, joint bootstrap"
+    se = math.hypot(a.se, b.se)
+    return _normal(est, se, min(a.n, b.n), "normal, se = sqrt(se1^2 + se2^2)"), "per-item, normal approx."
+
+
+class _Suite:
+    """The index rows of one suite, its cells and which of them are the same cell."""
+
+    def __init__(self, df: pd.DataFrame, suite: str):
+        self.rows = df[df.suite == suite] if not df.empty else df
+        self._canon: list[tuple[frozenset[str], str, tuple]] = []
+        self._differences: dict[tuple, stats.Difference | None] = {}
+
+    def difference(
+        self, rows: pd.DataFrame, reference: pd.DataFrame, metric_name: str
+    ) -> stats.Difference | None:
+        """intervals.cell_difference, once per pair of cells (claims share contrasts)."""
+        runs = (tuple(sorted(rows.run_id)), tuple(sorted(reference.run_id)))
+        key = (*runs, metric_name, rows.precision.iloc[0], reference.precision.iloc[0])
+        if key not in self._differences:
+            self._differences[key] = cell_difference(rows, reference, metric_name)
+        return self._differences[key]
+
+    def cell(self, c: Cell, metric_name: str, train_bits: int) -> pd.DataFrame:
+        r = self.rows
+        sub = r[(r.technique == c.technique) & (r.precision == c.precision) & (r.metric == metric_name)]
+        if sub.train_bits.nunique() > 1:
+            sub = sub[sub.train_bits == train_bits]
+        return sub
+
+    @staticmethod
+    def per_seed(rows: pd.DataFrame) -> pd.Series:
+        return rows.groupby("seed").value.mean()  # a rerun of a seed counts once: its mean
+
+    def canonical(self, c: Cell, train_bits: int) -> int:
+        """The number of the first cell seen that is the same as `c`: the same runs at the same
+        precision, or the same value of every metric on every seed (the same model: two
+        different ones do not agree on WER, CER and the rest to 12 digits)."""
+        r = self.rows
+        rows = r[(r.technique == c.technique) & (r.precision == c.precision)]
+        if rows.train_bits.nunique() > 1:
+            rows = rows[rows.train_bits == train_bits]
+        runs = frozenset(rows.run_id.astype(str))
+        table = rows.groupby(["seed", "metric"]).value.mean().round(12)
+        values = tuple(table.items())
+        for i, (known_runs, precision, known_values) in enumerate(self._canon):
+            if (known_runs == runs and precision == c.precision) or known_values == values:
+                return i
+        self._canon.append((runs, c.precision, values))
+        return len(self._canon) - 1
+
+
+def _estimate(
+    claim: Claim, site: Site, s: _Suite, cells: list[tuple[pd.DataFrame, pd.DataFrame, str]]
+) -> Outcome:
+    per_item = [s.difference(a, b, m) for a, b, m in cells]
+    if all(d is not None for d in per_item):
+        ds = [d for d in per_item if d is not None]
+        seeds = len(set(cells[0][0].seed) & set(cells[0][1].seed))
+        if len(ds) == 1:
+            d, basis = ds[0], "per-item, paired"
         else:
-            verdict, detail = "partly held", "\n".join(details)
-        out.append(Finding(key, claim, source, verdict, detail, _dedup(rows), used))
+            same_seeds = len({frozenset(rows.seed) for a, b, _ in cells for rows in (a, b)}) == 1
+            d, basis = _interaction(ds[0], ds[1], same_seeds)
+            d = replace(d, p_method=f"{d.p_method}; parts: {ds[0].p_method}")
+        detail = f"interval: {d.scheme}; p: {d.p_method}"
+        return Outcome(claim, site, "", d, basis, detail, f"{d.n} items, {seeds} seed(s)")
+    values = [(s.per_seed(a), s.per_seed(b)) for a, b, _ in cells]
+    common = sorted(set.intersection(*(set(v.index) for pair in values for v in pair)))
+    if not common:
+        return Outcome(claim, site, "not tested (the cells share no seed)")
+    per_seed = [
+        sum(sign * (a[k] - b[k]) for sign, (a, b) in zip((1, -1), values, strict=False)) for k in common
+    ]
+    if len(common) < 2:
+        return Outcome(
+            claim, site, "not testable (one seed, no per-item scores)", n="1 seed", basis="per-seed"
+        )
+    d = seed_difference(per_seed)
+    detail = f"per-seed contrasts (seeds {', '.join(str(k) for k in common)}): " + ", ".join(
+        metric(site.metric).format(x, signed=True) for x in per_seed
+    )
+    return Outcome(claim, site, "", d, f"per-seed t, {d.df} df", detail, f"{len(common)} seeds")
+
+
+def _test(claim: Claim, site: Site, s: _Suite, seen: dict[tuple, str]) -> Outcome:
+    if s.rows.empty:
+        return Outcome(claim, site, "not tested (suite not in the index)")
+    cells, shown, keys = [], {}, []
+    for diff in claim.diffs:
+        m = diff.metric or site.metric
+        pair = [s.cell(c, m, claim.train_bits) for c in (diff.system, diff.reference)]
+        missing = [str(c) for c, rows in zip((diff.system, diff.reference), pair, strict=True) if rows.empty]
+        if missing:
+            return Outcome(claim, site, f"not tested (no rows for {', '.join(missing)} [{m}])")
+        for c, rows in zip((diff.system, diff.reference), pair, strict=True):
+            v = s.per_seed(rows)
+            shown[f"{c} [{m}]" if diff.metric else str(c)] = (float(v.mean()), len(v))
+        keys.append(
+            (m, s.canonical(diff.system, claim.train_bits), s.canonical(diff.reference, claim.train_bits))
+        )
+        cells.append((pair[0], pair[1], m))
+    if (len(keys) == 1 and keys[0][1] == keys[0][2]) or (len(keys) == 2 and keys[0] == keys[1]):
+        return Outcome(
+            claim, site, "not testable (identical cells: the contrast is zero by construction)", cells=shown
+        )
+    key = (site.suite, tuple(keys))
+    if key in seen:
+        return Outcome(claim, site, f"counted once (identical cells: same test as {seen[key]})", cells=shown)
+    seen[key] = claim.id
+    t = _estimate(claim, site, s, cells)
+    t.cells = shown
+    return t
+
+
+def findings(
+    df: pd.DataFrame, suites: Sequence[str] | None = None, claims: Sequence[Claim] | None = None
+) -> list[Outcome]:
+    """Every claim of `claims` (default :data:`CLAIMS`) on each of its suites (only those in
+    `suites` when given), with Holm's correction inside each family and stats.verdict's verdict."""
+    claims = CLAIMS if claims is None else claims
+    tables: dict[str, _Suite] = {}
+    seen: dict[str, dict[tuple, str]] = {}
+    out = []
+    for claim in claims:
+        for site in claim.sites:
+            if suites is not None and site.suite not in suites:
+                continue
+            s = tables.setdefault(site.suite, _Suite(df, site.suite))
+            out.append(_test(claim, site, s, seen.setdefault(claim.family, {})))
+    for family in dict.fromkeys(t.claim.family for t in out):
+        tested = [t for t in out if t.claim.family == family and t.difference is not None]
+        adjusted = stats.holm([t.difference.p_value for t in tested if t.difference is not None])
+        for t, p in zip(tested, adjusted, strict=True):
+            assert t.difference is not None
+            t.p_holm, t.family_size = p, len(tested)
+            t.verdict = stats.verdict(t.difference, t.site.direction, t.site.delta, ALPHA, adjusted_p=p)
     return out
 
 
-def _dedup(rows: list[Stat]) -> list[Stat]:
-    seen, out = set(), []
-    for r in rows:
-        k = (r.suite, r.technique, r.precision, r.metric)
-        if k not in seen:
-            seen.add(k)
-            out.append(r)
-    return out
+# ------------------------------------------------------------------ Markdown
 
 
-def render_findings(items: list[Finding], suites: Sequence[str], results: Path | None = None) -> str:
-    """Markdown: per claim the verdict, the suites, the command that ran each (from
-    ``runs/<suite>/suite.json`` under ``results`` when recorded) and the rows."""
-    commands = {}
-    if results is not None:
-        for s in suites:
-            cmds = list(dict.fromkeys(x["command"] for x in suite_sessions(results, s) if x.get("command")))
-            if cmds:
-                commands[s] = cmds
-    cmd = "qbench findings " + " ".join(f"--suite {s}" for s in suites)
+def _p(p: float) -> str:
+    return "–" if math.isnan(p) else "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _effect(t: Outcome) -> str:
+    if t.difference is None:
+        return "–"
+    m, d = metric(t.site.metric), t.difference
+    return f"{m.format(d.estimate, signed=True)} [{m.format(d.low, signed=True)}, {m.format(d.high, signed=True)}]"
+
+
+def _site(site: Site) -> str:
+    m = metric(site.metric)
+    return f"{site.suite} ({m.label} {'higher' if site.direction > 0 else 'lower'}, δ {m.format(site.delta)})"
+
+
+def render_findings(
+    items: list[Outcome], suites: Sequence[str] | None = None, results: Path | None = None
+) -> str:
+    """Markdown: per family its claims (statement, contrast) and one table, a row per claim and
+    suite: effect [95 % interval] in display units, p, Holm's p, n, basis and verdict."""
+    wanted = list(dict.fromkeys(t.site.suite for t in items))
+    cmd = "qbench findings" + "".join(f" --suite {s}" for s in suites or [])
     lines = [
         "## Findings",
         "",
-        f"Generated by `{cmd}` from the results index: each claim of the reference papers, the rows "
-        "that test it (mean ± standard deviation over seeds, n = seeds) and whether it held here. "
-        "'Within the seed spread' marks a difference smaller than a standard deviation.",
+        f"Generated by `{cmd}` from the results index. Each claim is a contrast declared in advance "
+        "(qbench/report/findings.py, CLAIMS): cells are suite x technique @ precision, contrasts are "
+        "system − reference (or a difference of two such differences), effects in display units "
+        "with their 95 % interval; each suite says which way the claim expects the contrast to go "
+        "and δ, the smallest effect worth reporting. Verdicts (report/stats.verdict, α = 0.05): "
+        "**supported**: the interval excludes zero in the expected direction and the family's "
+        "Holm-adjusted p < α; **contradicted**: the same the other way; **equivalent**: the 90 % "
+        "interval lies within ±δ (two one-sided tests); **inconclusive**: otherwise. Basis: "
+        "*per-item*: paired by seed and test item from the runs' per-item scores; *per-seed t*: "
+        "paired by seed, Student t over the per-seed contrasts (runs without per-item scores). "
+        "Identical cells count once.",
         "",
     ]
-    for f in items:
-        lines += [f"### {f.claim} ({f.source})", ""]
-        if f.verdict == "not tested":
-            lines.append(f"**{f.verdict}.**")
-        else:
-            ran = [
-                f"{s} (`{'`, `'.join(commands[s])}`)" if s in commands else f"{s} (command not recorded)"
-                for s in f.suites
+    if results is not None:
+        for s in wanted:
+            cmds = list(dict.fromkeys(x["command"] for x in suite_sessions(results, s) if x.get("command")))
+            if cmds:
+                lines.append(f"- {s}: `{'`, `'.join(cmds)}`")
+        lines.append("")
+    absent = "not tested (suite not in the index)"
+    for family in dict.fromkeys(t.claim.family for t in items):
+        tests = [t for t in items if t.claim.family == family]
+        m = max((t.family_size for t in tests), default=0)
+        source, statement = FAMILIES.get(family, ("", ""))
+        lines += [f"### {family}" + (f" ({source})" if source else ""), "", statement, ""]
+        for claim in dict.fromkeys(t.claim for t in tests):
+            lines.append(f"- **{claim.id}**: {claim.statement} Contrast: {claim.contrast.text()}.")
+        lines.append("")
+        shown = [t for t in tests if t.verdict != absent]
+        if shown:
+            lines += [
+                f"Holm's correction over the {m} test(s) of this family." if m else "No test had data.",
+                "",
+                "| claim | suite (expected, δ) | effect [95 % interval] | p | p (Holm) | n | basis | verdict |",
+                "|---|---|---|---|---|---|---|---|",
             ]
-            # one leaderboard per suite: `qbench compare` shows one suite at a time
-            where = "" if results is None or Path(results) == Path("results") else f" --results {results}"
-            rows = ", ".join(f"`qbench compare --suite {s}{where}`" for s in f.suites)
-            lines.append(f"**{f.verdict}.** Suites: {', '.join(ran)}; rows: {rows}.")
-        lines += ["", *[f"- {d}" for d in f.detail.splitlines()], ""]
-        if f.rows:
-            lines += ["| suite | technique | precision | metric | value |", "|---|---|---|---|---|"]
-            for r in f.rows:
-                value = r.text(metric(r.metric))
-                lines.append(f"| {r.suite} | {r.technique} | {r.precision} | {r.metric} | {value} |")
+            for t in shown:
+                p = t.difference.p_value if t.difference is not None else math.nan
+                lines.append(
+                    f"| {t.claim.id} | {_site(t.site)} | {_effect(t)} | {_p(p)} | {_p(t.p_holm)} "
+                    f"| {t.n or '–'} | {t.basis or '–'} | **{t.verdict}** |"
+                )
             lines.append("")
-    return "\n".join(lines).rstrip() + "\n"
+        if missing := list(dict.fromkeys(t.site.suite for t in tests if t.verdict == absent)):
+            lines += [f"Not tested on {', '.join(missing)}: not in the index.", ""]
+        for t in shown:
+            if t.cells:
+                fmt = metric(t.site.metric).format
+                cells = ", ".join(f"{c} {fmt(v)} (n={k})" for c, (v, k) in t.cells.items())
+                lines.append(
+                    f"- {t.claim.id} on {t.site.suite}: {cells}" + (f"; {t.detail}" if t.detail else "")
+                )
+        lines.append("")
+    return "\n".join(line for i, line in enumerate(lines) if line or (i and lines[i - 1])).rstrip() + "\n"
 
 
 def write_findings(text: str, path: Path) -> None:
