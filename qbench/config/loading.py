@@ -23,6 +23,7 @@ from qbench.config.schema import (
     nearest,
 )
 from qbench.io import CorruptFile
+from qbench.quant.labels import technique_label
 
 #: a further check of a validated recipe: (location, message) pairs, empty when all is well
 RecipeCheck = Callable[[Recipe], list[tuple[tuple, str]]]
@@ -243,8 +244,17 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
 
 
 #: grid keys a leaderboard already tells apart (rows: technique and training bits; seeds are
-#: averaged; a model.arch grid splits the board): the others label a run's `variant`
+#: averaged; a model.arch grid splits the board): the others may label a run's `variant`
 ROW_KEYS = frozenset({"quant.technique", "quant.bits", "seed", "model.arch"})
+
+
+def _keep_needed_variants(runs: list[Recipe]) -> list[Recipe]:
+    """Keep a run's `variant` label only where the leaderboard could not tell it from another run
+    of the grid otherwise (same technique label, bits, seed and model): a grid over `train.lr`
+    needs it, a grid over whole `quant:` sections (each a technique of its own) does not."""
+    row = [(technique_label(r), r.quant.bits, r.seed, r.model.arch) for r in runs]
+    clash = {k for k in row if row.count(k) > 1}
+    return [r if k in clash else r.model_copy(update={"variant": ""}) for r, k in zip(runs, row, strict=True)]
 
 
 def _short(value: Any) -> str:
@@ -292,13 +302,13 @@ def load_suite(
         for key, value in zip(grid, combo, strict=True):
             _set_dotted(point, key, value)
             point_lines[tuple(key.split("."))] = lines.get(("grid", key), 1)
-        labelled = [f"{k}={_short(v)}" for k, v in zip(grid, combo, strict=True) if k not in ROW_KEYS]
-        if labelled:
-            point["variant"] = ", ".join(labelled)
+        labels = [f"{k}={_short(v)}" for k, v in zip(grid, combo, strict=True) if k not in ROW_KEYS]
+        point["variant"] = ", ".join(labels)
         runs.append(_validate(point, source, point_lines, sets, checks))
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):
         raise RecipeError(f"{source}: grid produces duplicate runs")
+    runs = _keep_needed_variants(runs)
     return Suite(name=runs[0].name, path=path, runs=tuple(runs))
 
 
