@@ -223,7 +223,7 @@ def test_large_effects_and_a_null_one_per_item(tmp_path):
     assert got["worse"].verdict == "contradicted"
     assert got["same"].verdict == "inconclusive"
     assert got["better"].basis == "per-item, paired" and got["better"].n == f"{2 * N} items, 2 seed(s)"
-    assert "approximate randomisation" in got["better"].detail
+    assert "p: paired bootstrap" in got["better"].detail
     assert got["inter"].verdict == "supported" and got["inter"].basis == "per-item, joint bootstrap"
     d = got["inter"].difference
     assert d.low < d.estimate < d.high < 0 and abs(d.estimate + 0.15) < 0.03

@@ -69,7 +69,7 @@ def test_cells_carry_intervals_and_paired_differences(tmp_path):
     assert ((v.ci_low <= v["mean"]) & (v["mean"] <= v.ci_high)).all()
     # float at w4 (35 % vs 20 %) is clearly worse than float in float; rand at w8 is not
     assert v.loc[("float", "w4"), "significant"] and v.loc[("float", "w4"), "diff_low"] > 0.10
-    assert v.loc[("float", "w4"), "p_value"] < 0.001
+    assert v.loc[("float", "w4"), "p_value"] < 0.01  # the bootstrap p: at least 2 / 1001
     assert not v.loc[("rand", "w8"), "significant"] and v.loc[("rand", "w8"), "p_value"] > 0.05
     # the reference itself has no difference
     assert np.isnan(v.loc[("float", "float"), "diff"])

@@ -326,8 +326,9 @@ def _legend(board: Leaderboard) -> str:
             else f"{board.against} at the same precision"
         )
         parts.append(
-            f"(Δ [low, high] p) paired difference from {ref}, same suite and seeds, with its 95 % interval "
-            "and two-sided p-value (permutation test); * where the interval excludes zero"
+            f"(Δ [low, high] p) paired difference from {ref}, same suite, seeds and test items, with its "
+            "95 % interval and two-sided p-value (WER/CER: from the same bootstrap; BLEU/chrF: "
+            "sacrebleu's approximate randomisation); * where the interval excludes zero"
         )
     elif board.relative_to_best:
         parts.append("(+x) change from the best precision of the same row (the same trained models)")

@@ -124,7 +124,7 @@ def cell_difference(rows: pd.DataFrame, reference: pd.DataFrame, metric_name: st
     a, b = _error_items(system, metric_name), _error_items(base, metric_name)
     if not a or not b:
         return None
-    try:
-        return paired_error_rate_difference(a, b)
+    try:  # p from the same cluster bootstrap as the interval: p < 0.05 where it excludes zero
+        return paired_error_rate_difference(a, b, p_method="bootstrap")
     except ValueError:  # different test sets: nothing to pair
         return None
