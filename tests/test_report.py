@@ -93,7 +93,8 @@ def test_check_regression_fails_naming_it(tmp_path):
     fill(tmp_path)
     out = invoke(tmp_path, [entry("float", "w4", 0.20), entry("rand", "w4", 0.18)])
     assert out.exit_code == 1
-    assert "REGRESSION  s/rand@w4 wer: 0.2300 vs baseline 0.1800" in out.output
+    # values and tolerance as the leaderboard shows them; this file has no format: /1, 0.02 = 2 points
+    assert "REGRESSION  s/rand@w4 wer: 23.00 vs baseline 18.00 WER % (+5.00, tolerance 2.00)" in out.output
 
 
 def test_check_improvement_is_reported_not_failed(tmp_path):
@@ -206,3 +207,22 @@ def test_a_grid_over_another_key_keeps_its_points_apart(tmp_path):
     assert board.values.suite.nunique() == 2
     assert sorted(board.values["mean"]) == [0.20, 0.30, 0.40, 0.50]
     assert "s [train.lr=0.003]" in set(board.values.suite)
+
+
+def test_check_shows_an_mt_metric_in_bleu_points_and_an_asr_one_in_wer_points(tmp_path):
+    """The same tolerance number means the same thing for both tasks in a qbench-baseline/2
+    file: 1.5 points of WER, 1.5 points of BLEU."""
+    mt = {**row("rand", "w4", 27.0, suite="t"), "task": "mt", "metric": "bleu", "higher_is_better": 1}
+    record_results(tmp_path, [row("rand", "w4", 0.215), mt])
+    entries = [
+        entry("rand", "w4", 0.20, tol=1.5),
+        {**entry("rand", "w4", 28.0, tol=1.5), "suite": "t", "metric": "bleu"},
+    ]
+    p = tmp_path / "b2.json"
+    p.write_text(
+        json.dumps({"format": "qbench-baseline/2", "tolerance_units": "display", "entries": entries})
+    )
+    out = CliRunner().invoke(app, ["check", "--baseline", str(p), "--results", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    assert "OK          s/rand@w4 wer: 21.50 vs baseline 20.00 WER % (+1.50, tolerance 1.50)" in out.output
+    assert "OK          t/rand@w4 bleu: 27.00 vs baseline 28.00 BLEU (-1.00, tolerance 1.50)" in out.output

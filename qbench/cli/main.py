@@ -316,7 +316,9 @@ def check(
 ) -> None:
     """Compare the index with a baseline: print every regression and improvement; exit 1 if a metric
     regressed beyond its tolerance or a baseline entry has no result. Results without a baseline
-    entry are reported (and fail with --strict)."""
+    entry are reported (and fail with --strict). Values and tolerances print as the leaderboard
+    shows them (WER/CER in %, BLEU/chrF in points); an entry with "gate": "interval" fails only
+    when its cell's 95 % interval lies wholly beyond the tolerance."""
     from qbench.report.gate import check as run_check
     from qbench.report.gate import load_baseline
     from qbench.store import read_results
@@ -365,22 +367,31 @@ def baseline_update(
     tolerance: Annotated[
         float | None,
         typer.Option(
-            help="Allowed absolute change of the metric (default: keep each entry's, 0.05 for new ones)."
+            help="Allowed change in the units the leaderboard shows: WER/CER percentage points, BLEU/chrF "
+            "points (default: keep each entry's, 2.0 for new ones)."
         ),
     ] = None,
     metric: Annotated[
         list[str] | None, typer.Option(help="Only these metrics (repeatable; default: all).")
     ] = None,
+    gate: Annotated[
+        str | None, typer.Option(help="value or interval (its 95 % interval); default: keep each entry's.")
+    ] = None,
     results: ResultsOpt = Path("results"),
 ) -> None:
-    """Write a suite's baseline from the index after a deliberate change (review the diff before committing)."""
+    """Write a suite's baseline (format qbench-baseline/2) from the index after a deliberate change
+    (review the diff before committing)."""
     from qbench.io import atomic_write_text
     from qbench.report.gate import baseline_from, load_baseline
     from qbench.store import read_results
 
+    if gate is not None and gate not in ("value", "interval"):
+        fail(f"--gate {gate!r}: one of value, interval", 2)
+    if tolerance is not None and not 0 <= tolerance < float("inf"):  # NaN too
+        fail(f"--tolerance {tolerance}: expected a finite non-negative number", 2)
     try:
         previous = load_baseline(out) if out.is_file() else []
-        data = baseline_from(read_results(results), suite, tolerance, metric, previous)
+        data = baseline_from(read_results(results), suite, tolerance, metric, previous, gate)
     except ValueError as e:
         fail(str(e), 1)
     atomic_write_text(out, json.dumps(data, indent=2) + "\n")
@@ -418,7 +429,12 @@ def show(
 @app.command("results")
 def results_md(
     suite: Annotated[list[str], typer.Option(help="Suites to include, in order (repeatable).")],
-    out: Annotated[Path, typer.Option(help="Markdown file to write.")] = Path("results/RESULTS.md"),
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Page to write, with OUT-per-seed.csv (default results/RESULTS.md; not with --readme)."
+        ),
+    ] = None,
     metric: Annotated[
         list[str] | None,
         typer.Option(help="Metrics to tabulate (default: the headline metric, and CER for ASR)."),
@@ -427,18 +443,37 @@ def results_md(
     force: Annotated[
         bool, typer.Option("--force", help="Overwrite OUT even when it is a file committed to git.")
     ] = False,
+    allow_mixed_commits: Annotated[
+        bool, typer.Option("--allow-mixed-commits", help="Combine runs of several qbench commits.")
+    ] = False,
+    readme: Annotated[Path | None, typer.Option(help="Rewrite a block of this file instead.")] = None,
+    marker: Annotated[
+        str | None, typer.Option(help="The block: <!-- MARKER --> to <!-- /MARKER -->.")
+    ] = None,
+    ci: Annotated[bool, typer.Option("--ci", help="Tables as qbench compare --ci.")] = False,
+    against: Annotated[str | None, typer.Option(help="Tables as qbench compare --against.")] = None,
     results: ResultsOpt = Path("results"),
 ) -> None:
-    """Write RESULTS.md: each suite's leaderboards plus the hardware, versions and command behind them."""
-    from qbench.report.results_page import write_results_md
+    """Write RESULTS.md: each suite's leaderboards plus the hardware, versions, commit and command
+    behind them, and the per-seed values as CSV; or, with --readme, a README's generated block."""
+    from qbench.report import results_page as page
+    from qbench.report.provenance import MixedCommits
 
-    if out.is_file() and not force and _tracked_by_git(out):
-        fail(f"{out} is a file committed to git: pass --force to overwrite it, or --out elsewhere", 2)
+    if (readme is None) != (marker is None):
+        fail("--readme and --marker go together: the file and the name of its block", 2)
+    out = out or (None if readme else Path("results/RESULTS.md"))
+    for f in (out, page.per_seed_path(out)) if out else ():
+        if f.is_file() and not force and _tracked_by_git(f):
+            fail(f"{f} is a file committed to git: pass --force to overwrite it, or --out elsewhere", 2)
     try:
-        write_results_md(results, suite, out, metrics=metric, plot=plot)
+        for line in page.write_pages(
+            results, suite, out, readme, marker, metric, plot, allow_mixed_commits, ci, against
+        ):
+            console.print(line)
+    except (MixedCommits, page.MarkerError) as e:
+        fail(str(e), 2)
     except ValueError as e:
         fail(str(e), 1)
-    console.print(f"wrote {out}")
 
 
 @app.command()
