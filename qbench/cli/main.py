@@ -535,6 +535,9 @@ def findings(
             help="Also put the section into this file (e.g. results/RESULTS.md), replacing an older one."
         ),
     ] = None,
+    allow_mixed_commits: Annotated[
+        bool, typer.Option(help="Test runs made by different commits together (the output says so).")
+    ] = False,
     results: ResultsOpt = Path("results"),
 ) -> None:
     """The reference papers' claims, each a contrast declared in advance, tested on the suites it
@@ -542,6 +545,7 @@ def findings(
     (Markdown)."""
     from qbench.report.findings import CLAIMS, render_findings, write_findings
     from qbench.report.findings import findings as find
+    from qbench.report.provenance import MixedCommits, check_one_commit
     from qbench.store import read_results
 
     df = read_results(results)
@@ -552,7 +556,11 @@ def findings(
         fail(f"no claim is tested on {', '.join(unknown)}; the claims name {', '.join(named)}", 2)
     if others := sorted(set(df.suite) - set(named)):
         console.print(f"no claim is declared on {', '.join(others)} (in the index, left out)")
-    text = render_findings(find(df, suite or None), suite, results)
+    try:
+        provenance = check_one_commit(df[df.suite.isin(suite or named)], allow_mixed_commits, results)
+    except MixedCommits as e:
+        fail(str(e), 2)
+    text = render_findings(find(df, suite or None), suite, results, provenance)
     sys.stdout.write(text)
     if out is not None:
         write_findings(text, out)

@@ -380,14 +380,3 @@ def failed_runs(
     if technique:
         runs = runs[runs.technique.isin(technique)]
     return runs.sort_values(["suite", "technique", "seed"])
-
-
-# ------------------------------------------------------------------ regression check
-#
-# A baseline file (results/baselines/*.json):
-#   {"format": "qbench-baseline/1",
-#    "entries": [{"suite": "ci", "task": "asr", "technique": "rand", "train_bits": 4,
-#                 "precision": "w4", "metric": "cer", "value": 0.4547, "tolerance": 0.05,
-#                 "higher_is_better": false}, ...]}
-# `task`, `train_bits`, `higher_is_better` and `format` are optional (older files lack them);
-# `value` is the mean over the seeds in the index; `tolerance` is an absolute change of the metric.

@@ -514,10 +514,14 @@ def _site(site: Site) -> str:
 
 
 def render_findings(
-    items: list[Outcome], suites: Sequence[str] | None = None, results: Path | None = None
+    items: list[Outcome],
+    suites: Sequence[str] | None = None,
+    results: Path | None = None,
+    provenance: str = "",
 ) -> str:
     """Markdown: per family its claims (statement, contrast) and one table, a row per claim and
-    suite: effect [95 % interval] in display units, p, Holm's p, n, basis and verdict."""
+    suite: effect [95 % interval] in display units, p, Holm's p, n, basis and verdict.
+    `provenance`: the note on the commit(s) the runs come from (qbench.report.provenance)."""
     wanted = list(dict.fromkeys(t.site.suite for t in items))
     cmd = "qbench findings" + "".join(f" --suite {s}" for s in suites or [])
     lines = [
@@ -535,6 +539,7 @@ def render_findings(
         "paired by seed, Student t over the per-seed contrasts (runs without per-item scores). "
         "Identical cells count once.",
         "",
+        *([provenance, ""] if provenance else []),
     ]
     if results is not None:
         for s in wanted:
