@@ -9,6 +9,7 @@ Layout under the results root (default `results/`):
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import os
@@ -32,18 +33,23 @@ from qbench.io import CorruptFile, atomic_write_bytes, atomic_write_json, atomic
 from qbench.quant.labels import technique_label
 
 
-def git_commit() -> str | None:
+@functools.cache
+def code_version() -> tuple[str | None, bool]:
+    """The git commit of the qbench code this process runs, and whether qbench/ had uncommitted
+    changes: asked once per process (run_suite asks before its first run), so a commit made
+    while a suite runs does not relabel the code it loaded. (None, False) outside a checkout."""
+    here = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, cwd=here)
+        return out.stdout.strip() if out.returncode == 0 else ""
+
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        )
-        return out.stdout.strip() or None
+        commit = git("rev-parse", "HEAD") or None
+        dirty = bool(commit and git("status", "--porcelain", "--", str(here)))
     except (OSError, subprocess.SubprocessError):
-        return None
+        return None, False
+    return commit, dirty
 
 
 def environment(device: torch.device) -> dict:
@@ -56,7 +62,8 @@ def environment(device: torch.device) -> dict:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
-        "commit": git_commit(),
+        "commit": code_version()[0],
+        "dirty": code_version()[1],  # uncommitted changes in qbench/: the commit alone does not say
     }
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)

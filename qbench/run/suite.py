@@ -43,7 +43,7 @@ from qbench.progress import console
 from qbench.run import distributed
 from qbench.run.launch import run_jobs
 from qbench.run.runner import RunOutcome, announce, prepare_data, run_one, schedule
-from qbench.store import RunDir, record_run_state
+from qbench.store import RunDir, code_version, record_run_state
 
 
 class SuiteInterrupted(Exception):
@@ -185,6 +185,7 @@ def run_suite(
     With a `launcher` (slurm, local) each run not yet done is a submitit job (launch.py)."""
     dist = distributed.current()  # under torchrun every rank runs this; rank 0's folders decide
     started = time.time()
+    code_version()  # the commit of the code this process loaded, before a later commit moves HEAD
     command = command or shlex.join(["qbench", *sys.argv[1:]])
     outcomes: list[RunOutcome] = []
     todo = []
