@@ -202,7 +202,7 @@ def test_the_readme_block_is_rewritten_with_the_table_and_its_commands(tmp_path,
     assert "typed" not in block
     assert f"qbench results --suite s --readme {readme} --marker DEMO-BOARD" in block
     assert "`qbench compare --suite s --metric wer --format markdown`" in block
-    assert "3 run(s), all from qbench commit aaaaaaaaaa." in block
+    assert "3 run(s), all from one qbench commit (each run's env.json names it)." in block
     board = cli("compare", "--results", tmp_path, "--suite", "s", "--metric", "wer", "-f", "markdown")
     assert board.stdout.strip() in block  # exactly what `qbench compare --format markdown` prints
     assert cli(*args).exit_code == 0 and readme.read_text() == text  # a rerun changes nothing

@@ -71,10 +71,13 @@ def describe_commits(counts: dict[str, int]) -> str:
     return ", ".join(f"{short(c)} ({n} run{'s' if n != 1 else ''})" for c, n in counts.items())
 
 
-def check_one_commit(df: pd.DataFrame, allow_mixed: bool, results: Path | None = None) -> str:
+def check_one_commit(
+    df: pd.DataFrame, allow_mixed: bool, results: Path | None = None, name_commit: bool = True
+) -> str:
     """A one-line note saying which commit(s) the runs of `df` come from, for the table or page.
     Runs of several commits raise MixedCommits (one line naming the commits and their runs)
-    unless `allow_mixed`, when the note says that they are mixed. Empty `df`: ""."""
+    unless `allow_mixed`, when the note says that they are mixed. Empty `df`: "".
+    `name_commit` False: one commit is not named (a README, a user's document, carries no hashes)."""
     counts = commits_of(df, results)
     if not counts:
         return ""
@@ -82,6 +85,8 @@ def check_one_commit(df: pd.DataFrame, allow_mixed: bool, results: Path | None =
         (commit, n), *_ = counts.items()
         if commit == UNKNOWN:
             return f"{n} run(s), all from an unknown qbench commit (their env.json records none)."
+        if not name_commit:
+            return f"{n} run(s), all from one qbench commit (each run's env.json names it)."
         return f"{n} run(s), all from qbench commit {short(commit)}."
     if not allow_mixed:
         raise MixedCommits(

@@ -320,7 +320,7 @@ def readme_block(
     for s in suites:
         suite_rows = _suite_rows(all_rows, s, results)
         m = metric or _headline(suite_rows)
-        note = check_one_commit(suite_rows, allow_mixed, results)
+        note = check_one_commit(suite_rows, allow_mixed, results, name_commit=False)
         compare = f"qbench compare --suite {s} --metric {m} --format markdown{_compare_flags(ci, against)}"
         failed = failed_runs(read_runs(results), suite=s)
         parts += [f"`{compare}`. {note}", "", _board_markdown(all_rows, s, m, ci, against, failed), ""]
