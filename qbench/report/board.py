@@ -269,7 +269,8 @@ def _difference_text(cell: pd.Series, m: Metric) -> str:
         return ""
     low, high = m.format(cell["diff_low"], signed=True), m.format(cell["diff_high"], signed=True)
     star = "*" if cell["significant"] else ""
-    return f" (Δ {m.format(cell['diff'], signed=True)} [{low}, {high}] p={cell['p_value']:.3f}{star})"
+    p = "p<0.001" if cell["p_value"] < 0.001 else f"p={cell['p_value']:.3f}"
+    return f" (Δ {m.format(cell['diff'], signed=True)} [{low}, {high}] {p}{star})"
 
 
 def by_length(df: pd.DataFrame, precision: str, base: str = "wer") -> pd.DataFrame:
