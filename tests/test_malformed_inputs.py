@@ -254,21 +254,28 @@ STATE = {
         "config.yaml: not a valid run config",
     ),
     "config.yaml not YAML in export": Case(
-        with_run(lambda r: (r / "config.yaml").write_text("a: [1\n"), lambda d, r: ["export", r]),
+        with_run(
+            lambda r: (r / "config.yaml").write_text("a: [1\n"),
+            lambda d, r: ["export", r, "--results", d / "results"],
+        ),
         "config.yaml: not a readable run config",
     ),
     "corrupt checkpoint in export": Case(
-        with_run(truncate("checkpoint.pt", 100), lambda d, r: ["export", r]),
+        with_run(truncate("checkpoint.pt", 100), lambda d, r: ["export", r, "--results", d / "results"]),
         "checkpoint.pt: unreadable checkpoint",
     ),
     "checkpoint of another program in export": Case(
         with_run(
-            lambda r: (r / "checkpoint.pt").write_bytes(b"not a zip at all"), lambda d, r: ["export", r]
+            lambda r: (r / "checkpoint.pt").write_bytes(b"not a zip at all"),
+            lambda d, r: ["export", r, "--results", d / "results"],
         ),
         "checkpoint.pt: unreadable checkpoint",
     ),
     "export of an unknown precision": Case(
-        with_run(lambda r: None, lambda d, r: ["export", r, "--precision", "w99"]), "w99"
+        with_run(
+            lambda r: None, lambda d, r: ["export", r, "--results", d / "results", "--precision", "w99"]
+        ),
+        "w99",
     ),
     "show of a missing folder": Case(lambda d: ["show", d / "nope"], "nope"),
     "export of a folder that is not a run": Case(lambda d: ["export", d], "not a run folder"),

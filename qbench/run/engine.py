@@ -511,11 +511,11 @@ def load_trained(
     if not config.is_file() or not ckpt_file.is_file():
         raise FileNotFoundError(f"{run_dir}: not a run folder (needs config.yaml and checkpoint.pt)")
     recipe = load_run_config(config)
+    ckpt = load_checkpoint(ckpt_file)  # a corrupt one fails before any data is built
     task = build_task(recipe, results / "cache", progress=progress)
     task.build_data()
     model = task.build_model()
     spec = recipe.quant.spec()
-    ckpt = load_checkpoint(ckpt_file)
     if ckpt["quantized"]:
         quantize_(model, spec)
     model.load_state_dict(ckpt["model"])
