@@ -70,10 +70,26 @@ def print_board(
     if fmt == Format.table:
         console.print(rich_table(board, title=f"qbench leaderboard{': ' + suite if suite else ''}"))
         print_failed(failed)
+        if suite is not None:
+            print_gates(raw, suite, results)
     else:
         sys.stdout.write(render(board, fmt.value) + "\n")
         if fmt != Format.markdown:  # csv and json stay machine-readable; failures go to stderr
             print_failed(failed)
+
+
+def print_gates(raw, suite: str, results: Path) -> None:
+    """The suite's gates (report/gates), a line each: whether its claims can be judged."""
+    from qbench.report.gates import suite_gates
+
+    for g in suite_gates(raw, suite, results, ("w4",)):
+        style = {True: "green", False: "red", None: "yellow"}[g.passed]
+        console.print(
+            Text.assemble(
+                ("gate ", "dim"), (f"{g.gate} {g.status}", style), f": {g.measured} (rule: {g.rule})"
+            ),
+            highlight=False,
+        )
 
 
 def print_failed(failed) -> None:

@@ -6,6 +6,7 @@ torch, which `qbench --help` and a mistyped option should not wait for.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import json
 import signal
@@ -543,8 +544,10 @@ def findings(
     """The reference papers' claims, each a contrast declared in advance, tested on the suites it
     names: effect, 95 % interval, p (raw and Holm-adjusted in its family), n, basis and verdict
     (Markdown)."""
-    from qbench.report.findings import CLAIMS, render_findings, write_findings
+    from qbench.report.claims import CLAIMS
     from qbench.report.findings import findings as find
+    from qbench.report.findings import render_findings, write_findings
+    from qbench.report.gates import suite_gates
     from qbench.report.provenance import MixedCommits, check_one_commit
     from qbench.store import read_results
 
@@ -560,7 +563,8 @@ def findings(
         provenance = check_one_commit(df[df.suite.isin(suite or named)], allow_mixed_commits, results)
     except MixedCommits as e:
         fail(str(e), 2)
-    text = render_findings(find(df, suite or None), suite, results, provenance)
+    gates = functools.cache(lambda s, precisions: suite_gates(df, s, results, precisions))
+    text = render_findings(find(df, suite or None, gates=gates), suite, results, provenance)
     sys.stdout.write(text)
     if out is not None:
         write_findings(text, out)

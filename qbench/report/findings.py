@@ -2,21 +2,10 @@
 the suites it names, with its effect, 95 % interval, p-value (raw and Holm-adjusted within its
 family), n, basis and verdict; as Markdown, also for a section of results/RESULTS.md.
 
-Papers: RAND = Qiu et al., arXiv 2305.15536; Xu et al., arXiv 2112.11540 (../shared/DESIGN.md).
-
-A claim (:data:`CLAIMS`) is declared once: its statement, the contrast (a difference of two cells,
-system minus reference, or an interaction, the difference of two such differences), the suites
-it is tested on with each suite's metric, the expected direction in that metric's stored units
-(+1: the contrast is higher; WER is lower-is-better, BLEU higher-is-better, so the same claim
-reads -1 on a WER suite and +1 on a BLEU suite) and the smallest effect worth reporting, delta,
-and its family: the claims tested together, whose p-values Holm's correction adjusts together.
-A cell is one suite x technique x precision (training bits 4: every claim is about 4-bit QAT),
-one index row per seed.
-
-delta is one point on the displayed scale (:data:`WER_DELTA`: 1 WER point, stored as 0.01;
-:data:`BLEU_DELTA`: 1 BLEU point): the smallest difference ASR and MT papers report as a change,
-and about the sampling error of a 300-utterance test set (issue 20); it decides only
-"equivalent" (the 90 % interval inside +-delta: two one-sided tests).
+The claims (report/claims.CLAIMS) are declared there, once. Before a claim is judged on a suite,
+the suite's gates (report/gates: convergence, regime, headroom at the claim's precisions) must
+pass; where one does not, the claim is "not testable here" (its effect and the interval rule's
+verdict are still shown, for the record).
 
 How a contrast is estimated (its basis, printed beside each verdict):
 
@@ -44,7 +33,7 @@ a contrast of a cell with itself is not testable.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from statistics import NormalDist
@@ -55,233 +44,18 @@ from scipy import stats as scipy_stats  # type: ignore[import-untyped]
 
 from qbench.io import atomic_write_text
 from qbench.report import stats
+from qbench.report.claims import CLAIMS, FAMILIES, Cell, Claim, Site
+from qbench.report.gates import GateResult, untestable
+from qbench.report.gates import render as render_gates
 from qbench.report.intervals import cell_difference
 from qbench.store import suite_sessions
 from qbench.tasks.metrics import metric
 
-__all__ = [
-    "CLAIMS",
-    "Cell",
-    "Claim",
-    "Diff",
-    "FAMILIES",
-    "Interaction",
-    "Site",
-    "Outcome",
-    "findings",
-    "render_findings",
-    "write_findings",
-]
+__all__ = ["Outcome", "findings", "render_findings", "seed_difference", "write_findings"]
 
 BEGIN, END = "<!-- FINDINGS:BEGIN -->", "<!-- FINDINGS:END -->"
-WER_DELTA = 0.01  # 1 WER point (WER is stored as a fraction)
-BLEU_DELTA = 1.0  # 1 BLEU point (BLEU is stored 0-100)
 ALPHA = 0.05
 LEVEL = 0.95
-
-
-# ------------------------------------------------------------------ declarations
-
-
-@dataclass(frozen=True)
-class Cell:
-    technique: str
-    precision: str
-
-    def __str__(self) -> str:
-        return f"{self.technique}@{self.precision}"
-
-
-@dataclass(frozen=True)
-class Diff:
-    """system - reference, in the site's metric or in `metric` when named (wer@x8)."""
-
-    system: Cell
-    reference: Cell
-    metric: str | None = None
-
-    def text(self) -> str:
-        return f"{self.system} − {self.reference}" + (f" [{self.metric}]" if self.metric else "")
-
-
-@dataclass(frozen=True)
-class Interaction:
-    """first - second: a difference of two differences."""
-
-    first: Diff
-    second: Diff
-
-    def text(self) -> str:
-        return f"({self.first.text()}) − ({self.second.text()})"
-
-
-@dataclass(frozen=True)
-class Site:
-    """A suite a claim is tested on: its metric, the expected sign of the contrast in that
-    metric's stored units, and delta in stored units."""
-
-    suite: str
-    metric: str
-    direction: int
-    delta: float
-
-
-@dataclass(frozen=True)
-class Claim:
-    id: str
-    family: str  # tested together: Holm's correction runs over the family's tests
-    statement: str  # what this contrast tests (its family's claim: FAMILIES)
-    contrast: Diff | Interaction
-    sites: tuple[Site, ...]
-    train_bits: int = 4
-
-    @property
-    def diffs(self) -> tuple[Diff, ...]:
-        c = self.contrast
-        return (c.first, c.second) if isinstance(c, Interaction) else (c,)
-
-
-def _asr(suite: str, direction: int) -> Site:
-    return Site(suite, "wer", direction, WER_DELTA)
-
-
-def _mt(suite: str, direction: int) -> Site:
-    return Site(suite, "bleu", direction, BLEU_DELTA)
-
-
-def _w4(system: str, reference: str) -> Diff:
-    return Diff(Cell(system, "w4"), Cell(reference, "w4"))
-
-
-#: family -> (source, the paper's claim)
-FAMILIES = {
-    "noise-needs-scale-grad": ("RAND", "Noise-based QAT fails without a gradient through the scale."),
-    "rand-beats-learned-and-clip": (
-        "RAND",
-        "RAND (top-k L_p scale) beats learnable scales (LSQ, PACT) and clipping, under each estimator.",
-    ),
-    "rand-helps-noise-most": ("RAND", "RAND helps noise-based QAT most."),
-    "noise-model-many-precisions": (
-        "RAND",
-        "One noise-trained model holds up when evaluated at several precisions (mixed 4/8-bit); "
-        "learned-scale models do not.",
-    ),
-    "long-form": (
-        "RAND",
-        "Long-form speech generalises better (our reading: RAND models lose less than round-STE "
-        "models on recordings of several joined utterances).",
-    ),
-    "auto-beats-w4": (
-        "Xu et al.",
-        "Per-layer bits from Hessian-trace-weighted sensitivity under a size budget beat uniform 4-bit.",
-    ),
-    "auto-matches-hand": (
-        "Xu et al.",
-        "The automatic maps match a hand-written map of about the same average bits "
-        "('equivalent' or 'supported' upholds it).",
-    ),
-    "rand-default-kp": (
-        "RAND",
-        "RAND's defaults k=2, p=8 are a good choice: no worse than the other k/p "
-        "('equivalent' or 'supported' upholds it).",
-    ),
-}
-
-# "the system is better": -1 on WER (lower is better), +1 on BLEU
-_RAND_BETTER = (_asr("rand-paper", -1), _asr("rand-paper-fsdd", -1), _mt("rand-paper-mt", +1))
-_SWEEP = (
-    "rand(k=1,p=8)",
-    "rand(k=4,p=8)",
-    "rand(k=8,p=8)",
-    "rand(k=2,p=2)",
-    "rand(k=2,p=4)",
-    "rand(k=2,p=16)",
-)
-_MIXED = ("enc4-head8", "att8-ffn4", "firstlast8")
-_AUTO = ("auto5-hessian", "auto5-fisher")
-_TRAINED = ("ptq", "ste", "pqn", "rand", "lsq", "pact", "clip")  # float at a precision is ptq
-
-CLAIMS: list[Claim] = [
-    Claim(
-        "noise-needs-scale-grad",
-        "noise-needs-scale-grad",
-        "Stopping the scale's gradient costs absmax + noise more than absmax + round-STE (the control).",
-        Interaction(_w4("pqn-sg", "pqn"), _w4("absmax-sg+round-ste", "ste")),
-        (_asr("rand-paper", +1), _asr("rand-paper-fsdd", +1), _mt("rand-paper-mt", -1)),
-    ),
-    *[
-        Claim(
-            f"rand-beats-{other}",
-            "rand-beats-learned-and-clip",
-            f"{rand} beats {other} at w4 ({est}).",
-            _w4(rand, other),
-            _RAND_BETTER,
-        )
-        for rand, est, others in (
-            ("rand", "noise", ("learned+noise", "pact+noise", "mse-clip+noise")),
-            ("rand-ste", "round-STE", ("lsq", "pact", "clip")),
-        )
-        for other in others
-    ],
-    Claim(
-        "rand-helps-noise-most",
-        "rand-helps-noise-most",
-        "RAND's gain over absmax at w4 is larger under noise than under round-STE.",
-        Interaction(_w4("rand", "pqn"), _w4("rand-ste", "ste")),
-        _RAND_BETTER,
-    ),
-    *[
-        Claim(
-            f"many-precisions/{noise}-vs-{learned}@{p}",
-            "noise-model-many-precisions",
-            f"Evaluating at {p} instead of w4 (the trained precision) costs {noise} less than {learned}.",
-            Interaction(Diff(Cell(noise, p), Cell(noise, "w4")), Diff(Cell(learned, p), Cell(learned, "w4"))),
-            (_asr("asr-precisions", -1),),
-        )
-        for noise in ("rand", "pqn")
-        for learned in ("lsq", "pact")
-        for p in _MIXED
-    ],
-    Claim(
-        "long-form",
-        "long-form",
-        "At w4, joining 8 test utterances into one recording costs rand less WER than ste.",
-        Interaction(Diff(Cell("rand", "w4"), Cell("ste", "w4"), "wer@x8"), _w4("rand", "ste")),
-        (_asr("asr-precisions", -1),),
-    ),
-    *[
-        Claim(
-            f"auto-vs-w4/{t}/{a}",
-            "auto-beats-w4",
-            f"{t} at {a} beats {t} at w4.",
-            Diff(Cell(t, a), Cell(t, "w4")),
-            (_asr("asr-precisions", -1),),
-        )
-        for t in _TRAINED
-        for a in _AUTO
-    ],
-    *[
-        Claim(
-            f"auto-vs-hand/{t}/{a}",
-            "auto-matches-hand",
-            f"{t} at {a} is as good as {t} at hand5, or better.",
-            Diff(Cell(t, a), Cell(t, "hand5")),
-            (_asr("asr-precisions", -1),),
-        )
-        for t in _TRAINED
-        for a in _AUTO
-    ],
-    *[
-        Claim(
-            f"rand-default-kp/{v}",
-            "rand-default-kp",
-            f"rand (k=2, p=8) is as good as {v} at w4, or better.",
-            _w4("rand", v),
-            (_asr("rand-paper", -1), _asr("rand-paper-fsdd", -1)),
-        )
-        for v in _SWEEP
-    ],
-]
 
 
 # ------------------------------------------------------------------ tests
@@ -314,6 +88,16 @@ class Outcome:
     p_holm: float = math.nan
     family_size: int = 0
     cells: dict[str, tuple[float, int]] = field(default_factory=dict)  # cell -> (mean over seeds, seeds)
+    gates: tuple[GateResult, ...] = ()  # the suite's gates at the claim's precisions
+    gated: str = ""  # the gates it did not pass: "not testable here", whatever the interval says
+
+    @property
+    def shown_verdict(self) -> str:
+        """The verdict as published: "not testable here" when a gate did not pass (the interval
+        rule's verdict beside it, for the record), else the rule's verdict."""
+        if self.gated:
+            return f"**not testable here** ({self.gated}); interval rule: {self.verdict}"
+        return f"**{self.verdict}**"
 
 
 def seed_difference(per_seed: Sequence[float], level: float = LEVEL) -> SeedDifference:
@@ -469,11 +253,25 @@ def _test(claim: Claim, site: Site, s: _Suite, seen: dict[tuple, str]) -> Outcom
     return t
 
 
+#: (suite, the claim's precisions) -> that suite's gates at those precisions (gates.suite_gates)
+Gates = Callable[[str, tuple[str, ...]], Sequence[GateResult]]
+
+
+def _precisions(claim: Claim) -> tuple[str, ...]:
+    cells = [c for d in claim.diffs for c in (d.system, d.reference)]
+    return tuple(dict.fromkeys(c.precision for c in cells if c.precision != "float"))
+
+
 def findings(
-    df: pd.DataFrame, suites: Sequence[str] | None = None, claims: Sequence[Claim] | None = None
+    df: pd.DataFrame,
+    suites: Sequence[str] | None = None,
+    claims: Sequence[Claim] | None = None,
+    gates: Gates | None = None,
 ) -> list[Outcome]:
     """Every claim of `claims` (default :data:`CLAIMS`) on each of its suites (only those in
-    `suites` when given), with Holm's correction inside each family and stats.verdict's verdict."""
+    `suites` when given), with Holm's correction inside each family and stats.verdict's verdict.
+    With `gates`, a claim on a suite that does not pass its gates is marked (Outcome.gated): it is
+    "not testable here", whatever its interval says."""
     claims = CLAIMS if claims is None else claims
     tables: dict[str, _Suite] = {}
     seen: dict[str, dict[tuple, str]] = {}
@@ -483,7 +281,12 @@ def findings(
             if suites is not None and site.suite not in suites:
                 continue
             s = tables.setdefault(site.suite, _Suite(df, site.suite))
-            out.append(_test(claim, site, s, seen.setdefault(claim.family, {})))
+            t = _test(claim, site, s, seen.setdefault(claim.family, {}))
+            if gates is not None and not s.rows.empty:
+                t.gates = tuple(gates(site.suite, _precisions(claim)))
+                if t.difference is not None:
+                    t.gated = untestable(t.gates) or ""
+            out.append(t)
     for family in dict.fromkeys(t.claim.family for t in out):
         tested = [t for t in out if t.claim.family == family and t.difference is not None]
         adjusted = stats.holm([t.difference.p_value for t in tested if t.difference is not None])
@@ -537,7 +340,10 @@ def render_findings(
         "interval lies within ±δ (two one-sided tests); **inconclusive**: otherwise. Basis: "
         "*per-item*: paired by seed and test item from the runs' per-item scores; *per-seed t*: "
         "paired by seed, Student t over the per-seed contrasts (runs without per-item scores). "
-        "Identical cells count once.",
+        "Identical cells count once. A claim on a suite that fails one of its gates (the float "
+        "model converged, a regime where errors mean something, post-training rounding losing "
+        "enough at the claim's precision) is **not testable here**: its effect and the interval "
+        "rule's verdict are shown for the record, but they do not test the paper's claim.",
         "",
         *([provenance, ""] if provenance else []),
     ]
@@ -547,6 +353,10 @@ def render_findings(
             if cmds:
                 lines.append(f"- {s}: `{'`, `'.join(cmds)}`")
         lines.append("")
+    for s in wanted:
+        found = {g.gate: g for t in items if t.site.suite == s for g in t.gates}
+        if found:
+            lines += [f"Gates of {s} (report/gates.py):", "", *render_gates(list(found.values())), ""]
     absent = "not tested (suite not in the index)"
     for family in dict.fromkeys(t.claim.family for t in items):
         tests = [t for t in items if t.claim.family == family]
@@ -568,7 +378,7 @@ def render_findings(
                 p = t.difference.p_value if t.difference is not None else math.nan
                 lines.append(
                     f"| {t.claim.id} | {_site(t.site)} | {_effect(t)} | {_p(p)} | {_p(t.p_holm)} "
-                    f"| {t.n or '–'} | {t.basis or '–'} | **{t.verdict}** |"
+                    f"| {t.n or '–'} | {t.basis or '–'} | {t.shown_verdict} |"
                 )
             lines.append("")
         if missing := list(dict.fromkeys(t.site.suite for t in tests if t.verdict == absent)):

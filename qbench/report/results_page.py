@@ -1,6 +1,6 @@
 """`qbench results`: results/RESULTS.md, generated from the index and the run folders.
 
-For each suite: the command(s) that ran it (runs/<suite>/suite.json, written by `qbench run`),
+For each suite: its gates (report/gates; a failed one on top), the command(s) that ran it (runs/<suite>/suite.json, written by `qbench run`),
 wall time, the hardware and versions the runs recorded (env.json), the commit(s) the runs come
 from, the key recipe settings, one leaderboard per metric (exactly `qbench compare --suite S
 --metric M --format markdown`), the plot (`qbench compare --plot`) and any failed runs. Beside the
@@ -23,6 +23,8 @@ import pandas as pd
 from qbench.config import load_run_config
 from qbench.io import CorruptFile, atomic_write_text
 from qbench.report.board import failed_runs, filter_results, leaderboard, precision_key, render, technique_key
+from qbench.report.gates import render as render_gates
+from qbench.report.gates import suite_gates, untestable
 from qbench.report.plots import plot_suite
 from qbench.report.provenance import check_one_commit, run_commits
 from qbench.store import read_results, read_runs, suite_sessions
@@ -154,6 +156,9 @@ def suite_section(
     hardware, versions = _environment(dirs)
     sessions = suite_sessions(results, suite)
     lines = [f"## {suite}", ""]
+    gates = suite_gates(all_rows, suite, results, ("w4",))
+    if why := untestable(gates):
+        lines += [f"> **Gates not passed ({why}): claims on this suite are not testable here.**", ""]
     if sessions:
         commands = _distinct_list(s["command"] for s in sessions)
         wall = sum(s.get("wall_seconds", 0) for s in sessions)
@@ -178,6 +183,8 @@ def suite_section(
         f"- Commit: {commit_note}",
         "",
     ]
+    if gates:
+        lines += ["### Gates", "", *render_gates(gates), ""]
     failed = failed_runs(read_runs(results), suite=suite)
     mixed = commit_note.startswith("**Mixed")
     for m in wanted:
