@@ -371,3 +371,30 @@ def suite_sessions(results: Path, suite: str) -> list[dict]:
         return json.loads(f.read_text()).get("sessions", [])
     except json.JSONDecodeError:
         return []
+
+
+# ---------------------------------------------------------------- pilots
+
+
+def pilot_path(results: Path, suite: str) -> Path:
+    return results / "runs" / suite / "pilot.json"
+
+
+def write_pilot(results: Path, suite: str, record: dict) -> Path:
+    """Record what `qbench pilot` measured and chose for a suite (runs/<suite>/pilot.json)."""
+    path = pilot_path(results, suite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, record)
+    return path
+
+
+def read_pilot(results: Path, suite: str) -> dict | None:
+    """The suite's pilot record, or None where no pilot ran (or its file is unreadable)."""
+    path = pilot_path(results, suite)
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) else None

@@ -8,8 +8,9 @@ import numpy as np
 
 from qbench.report.claims import Cell, Claim, Diff, Site
 from qbench.report.findings import findings, render_findings
-from qbench.report.gates import GateResult, convergence, headroom, regime, suite_gates, untestable
-from qbench.store import read_results, record_results, write_items
+from qbench.report.gates import GateResult, convergence, headroom, loss_in_se, regime, suite_gates, untestable
+from qbench.report.intervals import cell_difference, items_difference
+from qbench.store import read_items, read_results, record_results, write_items
 
 N_UTT = 400
 WORDS = np.full(N_UTT, 10)
@@ -134,3 +135,18 @@ def test_findings_marks_claims_on_a_failing_suite_not_testable(tmp_path):
     assert "not testable here" in text and "| regime | **FAILED** | float WER 45 |" in text
     (ungated,) = findings(df, claims=[claim])
     assert ungated.gated == "" and ungated.gates == ()
+
+
+def test_items_difference_pairs_two_evaluations_as_cell_difference_pairs_one_seed(tmp_path):
+    df = _asr_index(tmp_path, 0.2, 0.3)
+    ptq, base = (df[(df.technique == t) & (df.metric == "wer")] for t in ("ptq", "float"))
+    cell = cell_difference(ptq, base, "wer")
+    items = [
+        read_items(tmp_path / "runs" / "s" / run, p).to_dict("records")
+        for run, p in (("ptq-0", "w4"), ("float-0", "float"))
+    ]
+    got = items_difference(items[0], items[1], "wer")
+    assert cell is not None and got is not None
+    assert (got.estimate, got.low, got.high, got.se) == (cell.estimate, cell.low, cell.high, cell.se)
+    assert loss_in_se(got, "wer")[0] == got.estimate > 0.09  # WER: a higher value is a loss
+    assert items_difference(items[0], items[1], "wer@x4") is None  # long-form: not from single items

@@ -580,6 +580,10 @@ from qbench.cli.quant import quant_app  # noqa: E402
 
 app.add_typer(quant_app, name="quant")
 
+from qbench.cli.pilot import pilot  # noqa: E402
+
+app.command()(pilot)
+
 
 def main() -> None:
     app()

@@ -28,9 +28,19 @@ import pandas as pd
 
 from qbench.io import read_json
 from qbench.report.intervals import cell_difference, cell_interval
+from qbench.report.stats import Difference
 from qbench.tasks.metrics import metric
 
-__all__ = ["CONVERGENCE_WINDOW", "HEADROOM_SE", "REGIME", "GateResult", "render", "suite_gates", "untestable"]
+__all__ = [
+    "CONVERGENCE_WINDOW",
+    "HEADROOM_SE",
+    "REGIME",
+    "GateResult",
+    "loss_in_se",
+    "render",
+    "suite_gates",
+    "untestable",
+]
 
 CONVERGENCE_WINDOW = 0.15  # the last fraction of float training the curve must be flat over
 HEADROOM_SE = 5.0  # ptq's loss, in standard errors of its paired difference from float
@@ -144,6 +154,14 @@ def regime(rows: pd.DataFrame, task: str) -> GateResult:
     return GateResult("regime", ok, "float " + ", ".join(parts), rule)
 
 
+def loss_in_se(d: Difference, metric_name: str) -> tuple[float, float]:
+    """(loss, loss / standard error) of a paired difference quantized - float: the loss in stored
+    units, positive when quantizing made the metric worse."""
+    loss = -metric(metric_name).better(d.estimate, 0.0) + 0.0  # + 0.0: no "-0.00"
+    z = loss / d.se if d.se > 0 else (float("inf") if loss > 0 else 0.0)  # se 0: every item alike
+    return loss, z
+
+
 def headroom(rows: pd.DataFrame, precision: str, metric_name: str) -> GateResult:
     gate, rule = f"headroom@{precision}", f"ptq@{precision} loses >= {HEADROOM_SE:g} standard errors vs float"
     m = metric(metric_name)
@@ -153,8 +171,7 @@ def headroom(rows: pd.DataFrame, precision: str, metric_name: str) -> GateResult
     d = cell_difference(ptq, _float_cell(rows, metric_name), metric_name)
     if d is None:
         return GateResult(gate, None, "no per-item scores to pair ptq with float", rule)
-    loss = d.estimate if not m.higher_is_better else -d.estimate
-    z = loss / d.se if d.se > 0 else (float("inf") if loss > 0 else 0.0)  # se 0: every item alike
+    loss, z = loss_in_se(d, metric_name)
     return GateResult(
         gate, z >= HEADROOM_SE, f"ptq loses {m.format(loss, signed=True)} {m.label} ({z:.1f} se)", rule
     )

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import pandas as pd
 
@@ -106,6 +107,29 @@ def cell_difference(rows: pd.DataFrame, reference: pd.DataFrame, metric_name: st
     system, base = _cell_items(rows, metric_name), _cell_items(reference, metric_name)
     if system is None or base is None:
         return None
+    return _paired_difference(system, base, metric_name)
+
+
+def items_difference(
+    system: Sequence[Mapping[str, Any]], reference: Sequence[Mapping[str, Any]], metric_name: str
+) -> Difference | None:
+    """System minus reference from two evaluations' per-item scores (EvalResult.items) of one
+    model family on one split, paired by item, as cell_difference pairs one seed's cells."""
+    if not supports(metric_name) or _LONG_FORM.match(metric_name) or not system or not reference:
+        return None
+
+    def frame(items: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+        df = pd.DataFrame(list(items))
+        if "test_set" in df.columns:  # single items only: long-form ones are "<split>@xN"
+            df = df[~df.test_set.astype(str).str.contains("@")]
+        return df.sort_values("id").reset_index(drop=True)
+
+    return _paired_difference({"0": frame(system)}, {"0": frame(reference)}, metric_name)
+
+
+def _paired_difference(
+    system: dict[str, pd.DataFrame], base: dict[str, pd.DataFrame], metric_name: str
+) -> Difference | None:
     seeds = sorted(set(system) & set(base))
     if not seeds:
         return None

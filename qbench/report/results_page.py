@@ -27,7 +27,8 @@ from qbench.report.gates import render as render_gates
 from qbench.report.gates import suite_gates, untestable
 from qbench.report.plots import plot_suite
 from qbench.report.provenance import check_one_commit, run_commits
-from qbench.store import read_results, read_runs, suite_sessions
+from qbench.store import read_pilot, read_results, read_runs, suite_sessions
+from qbench.tasks.metrics import metric
 
 #: columns of the per-seed CSV
 PER_SEED_COLUMNS = (
@@ -185,6 +186,8 @@ def suite_section(
     ]
     if gates:
         lines += ["### Gates", "", *render_gates(gates), ""]
+    if pilot := read_pilot(results, suite):
+        lines += [_pilot_line(pilot), ""]
     failed = failed_runs(read_runs(results), suite=suite)
     mixed = commit_note.startswith("**Mixed")
     for m in wanted:
@@ -198,6 +201,23 @@ def suite_section(
         plot_suite(filter_results(all_rows, suite=suite, metric=wanted[0]), png, title=suite, results=results)
         lines += [f"![{suite}: accuracy vs packed size, and training curves]({png.name})", ""]
     return "\n".join(lines)
+
+
+def _pilot_line(pilot: dict) -> str:
+    """What `qbench pilot` measured for the suite (runs/<suite>/pilot.json), in one line."""
+    try:
+        m = metric(str(pilot["metric"]))
+        tried = ", ".join(
+            f"{c['setting']} {m.format(c['loss'], signed=True)} ({c['loss_se']:.1f} se)"
+            for c in pilot["candidates"]
+        )
+        chosen = pilot["chosen"] or "none (no headroom)"
+        return (
+            f"Pilot (`qbench pilot`, {pilot['split']} split, float {m.label} {m.format(pilot['float'])}): "
+            f"loss of post-training rounding {tried}; chosen: {chosen}."
+        )
+    except (KeyError, TypeError, ValueError):
+        return "Pilot: runs/<suite>/pilot.json is not a pilot record (rerun qbench pilot)."
 
 
 def _distinct_list(values) -> list:
