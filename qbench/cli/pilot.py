@@ -71,22 +71,17 @@ def pilot(
     t0 = time.perf_counter()
     base, evals = evaluate_candidates(RunDir(results, suite.name, r).path, results, settings, dev)
     name = base.metric.name
-    rows, chosen = [], None
+    measured, chosen = [], None
     for c in settings:
         d = items_difference(evals[c.label].items, base.items, name)
         loss, z = loss_in_se(d, name) if d is not None else (math.nan, math.nan)
-        rows.append(
-            {
-                "setting": c.label,
-                "overrides": list(c.overrides),
-                "value": evals[c.label].value,
-                "loss": loss,
-                "loss_se": z,
-                "se": d.se if d is not None else math.nan,
-            }
-        )
+        measured.append((c, evals[c.label].value, loss, z, d.se if d is not None else math.nan))
         if chosen is None and z >= HEADROOM_SE:
             chosen = c
+    rows = [
+        {"setting": c.label, "overrides": list(c.overrides), "value": v, "loss": loss, "loss_se": z, "se": se}
+        for c, v, loss, z, se in measured
+    ]
     record = {
         "suite": suite.name,
         "recipe": str(recipe),
@@ -106,13 +101,9 @@ def pilot(
     for col in ("setting", base.metric.label, "loss", "loss / se"):
         table.add_column(col)
     table.add_column("--set", overflow="fold")
-    for row in rows:
+    for c, value, loss, z, _ in measured:
         table.add_row(
-            row["setting"],
-            fmt(row["value"]),
-            fmt(row["loss"], signed=True),
-            f"{row['loss_se']:.1f}",
-            " ".join(row["overrides"]) or "(the recipe's)",
+            c.label, fmt(value), fmt(loss, signed=True), f"{z:.1f}", " ".join(c.overrides) or "(the recipe's)"
         )
     console.print(table)
     if chosen is None:
