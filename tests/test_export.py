@@ -18,7 +18,7 @@ from qbench.quant import (
     quantize_,
     use_precision,
 )
-from qbench.quant.export import pack_int4, unpack_int4
+from qbench.quant.export import pack_bits, unpack_bits
 
 
 class Tiny(nn.Module):
@@ -44,11 +44,26 @@ def _data_bytes(path) -> int:
 
 def test_int4_packing_roundtrip_and_nibble_order():
     q = torch.tensor([-7, 7, 0, -1, 3], dtype=torch.int8)
-    packed = pack_int4(q)
+    packed = pack_bits(q, 4)
     assert packed.dtype == torch.uint8 and packed.tolist() == [0x79, 0xF0, 0x03]  # low nibble first
-    assert torch.equal(unpack_int4(packed, 5), q)
-    r = torch.randint(-8, 8, (37,), dtype=torch.int8)
-    assert torch.equal(unpack_int4(pack_int4(r), 37), r)
+    assert torch.equal(unpack_bits(packed, 5, 4), q)
+
+
+@pytest.mark.parametrize("bits", range(2, 9))
+def test_dense_packing_roundtrips_every_width_in_ceil_bits_over_8_bytes(bits):
+    torch.manual_seed(bits)
+    for n in (1, 7, 8, 37, 1000):
+        r = torch.randint(-(1 << (bits - 1)), 1 << (bits - 1), (n,), dtype=torch.int8)
+        packed = pack_bits(r, bits)
+        assert packed.numel() == (n * bits + 7) // 8
+        assert torch.equal(unpack_bits(packed, n, bits), r)
+    # bit order: least significant first, element i at bits b*i..b*i+b-1 of the stream
+    assert pack_bits(torch.tensor([1, 0, 0, 0, 0, 0, 0, 0], dtype=torch.int8), bits)[0] == 1
+    assert torch.equal(
+        pack_bits(torch.tensor([-1, 5], dtype=torch.int8), 8), torch.tensor([255, 5], dtype=torch.uint8)
+    )
+    three = pack_bits(torch.tensor([3, -4, 1], dtype=torch.int8), 3)  # 011, 100, 001 -> 0b001100011
+    assert three.tolist() == [0b01100011, 0b0]
 
 
 @pytest.mark.parametrize("technique", ["ptq", "ste", "lsq", "pact", "clip", "rand"])

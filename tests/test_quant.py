@@ -134,7 +134,10 @@ def test_absmax_scale_value_and_gradient_match_autograd_reference():
     w0[2, 4] = -6.0  # negative max
     g = torch.randn(6)
     grads = []
-    for fn in (lambda w: make_quantizer(QuantSpec("ste", 4)).scale(w), lambda w: w.abs().amax(1) / 7):
+    for fn in (
+        lambda w: make_quantizer(QuantSpec("ste", 4, float_dtype="float32")).scale(w),
+        lambda w: w.abs().amax(1) / 7,
+    ):
         w = w0.clone().requires_grad_()
         s = fn(w)
         (s * g).sum().backward()
@@ -143,7 +146,7 @@ def test_absmax_scale_value_and_gradient_match_autograd_reference():
     torch.testing.assert_close(grads[0][1], grads[1][1])
     assert grads[0][1][1, 3] == g[1] / 14 and grads[0][1][1, 7] == -g[1] / 14
     w = w0.clone().requires_grad_()
-    assert not make_quantizer(QuantSpec("pqn-sg", 4)).scale(w).requires_grad
+    assert not make_quantizer(QuantSpec("pqn-sg", 4, float_dtype="float32")).scale(w).requires_grad
 
 
 def _output_and_grad(fn, w0: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -176,7 +179,7 @@ def test_absmax_quantizer_is_absmax_scale_then_estimator_bit_for_bit(estimator, 
         s = absmax_scale(w, 7)
         return round_ste(w, s, 7, clips=False) if noise is None else torch.addcmul(w, s[:, None], noise)
 
-    q = make_quantizer(QuantSpec("ste" if noise is None else "pqn", 4)).train()
+    q = make_quantizer(QuantSpec("ste" if noise is None else "pqn", 4, float_dtype="float32")).train()
     out_q, grad_q = _output_and_grad(q, w0, g)
     out_r, grad_r = _output_and_grad(composed, w0, g)
     assert torch.equal(out_q, out_r) and torch.equal(grad_q, grad_r)
@@ -205,7 +208,9 @@ def test_topk_lp_quantizer_is_topk_lp_scale_then_estimator_bit_for_bit(estimator
         s = topk_lp_scale(w, 7, k=k, p=p, c=c)
         return round_ste(w, s, 7, clips=c < 1) if noise is None else torch.addcmul(w, s[:, None], noise)
 
-    q = make_quantizer(QuantSpec("rand" if noise is not None else "rand-ste", 4, k=k, p=p, c=c)).train()
+    q = make_quantizer(
+        QuantSpec("rand" if noise is not None else "rand-ste", 4, k=k, p=p, c=c, float_dtype="float32")
+    ).train()
     out_q, grad_q = _output_and_grad(q, w0, g)
     out_r, grad_r = _output_and_grad(composed, w0, g)
     assert torch.equal(out_q, out_r) and torch.equal(grad_q, grad_r)
@@ -223,7 +228,7 @@ def test_pact_quantizer_is_clamp_then_round_ste_bit_for_bit():
     for quantizer in (True, False):
         w, alpha = w0.clone().requires_grad_(), alpha0.clone().requires_grad_()
         if quantizer:
-            q = make_quantizer(QuantSpec("pact", 4), weight=w0).train()
+            q = make_quantizer(QuantSpec("pact", 4, float_dtype="float32"), weight=w0).train()
             with torch.no_grad():
                 q.alpha.copy_(alpha0)
             out = q(w)
@@ -243,7 +248,7 @@ def test_rand_scale_formula_and_gradient_reaches_exactly_top_k():
     k, p, c, bits = 3, 8.0, 1.5, 4
     qp = 2 ** (bits - 1) - 1
     w = torch.randn(5, 12, dtype=torch.float64).float().requires_grad_()
-    q = make_quantizer(QuantSpec("rand", bits, k=k, p=p, c=c))
+    q = make_quantizer(QuantSpec("rand", bits, k=k, p=p, c=c, float_dtype="float32"))
     s = q.scale(w)
     top = w.detach().abs().topk(k, dim=1)
     norm = top.values.pow(p).sum(1).pow(1 / p)
@@ -255,7 +260,7 @@ def test_rand_scale_formula_and_gradient_reaches_exactly_top_k():
     torch.testing.assert_close(w.grad, torch.where(is_top, analytic, torch.zeros_like(analytic)))
     # defaults k=2, p=8, c=1 on a conv weight (channel = dim 0)
     wc = torch.randn(4, 3, 5)
-    s2 = make_quantizer(QuantSpec("rand", 4)).scale(wc)
+    s2 = make_quantizer(QuantSpec("rand", 4, float_dtype="float32")).scale(wc)
     ref = wc.reshape(4, -1).abs().topk(2, dim=1).values.pow(8).sum(1).pow(1 / 8) / 7
     torch.testing.assert_close(s2, ref)
 
@@ -263,7 +268,7 @@ def test_rand_scale_formula_and_gradient_reaches_exactly_top_k():
 def test_rand_scale_is_safe_for_tiny_and_zero_weights():
     w = torch.randn(3, 8) * 1e-7  # |w|^8 underflows in float32
     w[1] = 0.0
-    q = make_quantizer(QuantSpec("rand", 4))
+    q = make_quantizer(QuantSpec("rand", 4, float_dtype="float32"))
     s = q.scale(w)
     ref = w[0].abs().double().topk(2).values.pow(8).sum().pow(1 / 8) / 7
     torch.testing.assert_close(s[0].double(), ref, rtol=1e-5, atol=0)
@@ -345,7 +350,7 @@ def test_quantize_covers_mha_skips_norms_and_biases_and_keeps_parameters():
     params_before = {id(p): p for p in layer.parameters()}
     opt = torch.optim.SGD(layer.parameters(), lr=0.1)
     in_proj = layer.self_attn.in_proj_weight
-    spec = QuantSpec("ste", 4)
+    spec = QuantSpec("ste", 4, float_dtype="float32")
     assert quantized_parameter_names(layer, spec) == [
         "self_attn.in_proj_weight",
         "self_attn.out_proj.weight",
@@ -379,10 +384,13 @@ def test_quantize_covers_mha_skips_norms_and_biases_and_keeps_parameters():
     with torch.no_grad():
         assert torch.isfinite(layer(x)).all()
     # quantize_ again replaces, float/ptq attach nothing
-    assert quantize_(layer, QuantSpec("rand", 3)) == names
+    assert quantize_(layer, QuantSpec("rand", 3, float_dtype="float32")) == names
     assert len(layer.self_attn.parametrizations.in_proj_weight) == 1
     assert layer.self_attn.parametrizations.in_proj_weight[0].bits == 3
-    assert quantize_(Tiny(), QuantSpec("float")) == [] and quantize_(Tiny(), QuantSpec("ptq")) == []
+    assert (
+        quantize_(Tiny(), QuantSpec("float", float_dtype="float32")) == []
+        and quantize_(Tiny(), QuantSpec("ptq", float_dtype="float32")) == []
+    )
 
 
 def test_quantize_conformer_smoke():
@@ -556,11 +564,11 @@ def test_model_size_bits_hand_computed():
 def test_granularity_per_tensor_and_per_group():
     torch.manual_seed(12)
     w = torch.randn(4, 16)
-    qt = make_quantizer(QuantSpec("ste", 4, granularity="per-tensor")).eval()
+    qt = make_quantizer(QuantSpec("ste", 4, granularity="per-tensor", float_dtype="float32")).eval()
     assert qt.scale(w).shape == (1,)
     assert qt(w).unique().numel() <= 15
     torch.testing.assert_close(qt.scale(w), w.abs().max().reshape(1) / 7)
-    qg = make_quantizer(QuantSpec("ste", 4, granularity="per-group-8")).eval()
+    qg = make_quantizer(QuantSpec("ste", 4, granularity="per-group-8", float_dtype="float32")).eval()
     assert qg.scale(w).shape == (8,)
     out = qg(w)
     assert out.shape == w.shape
@@ -571,9 +579,9 @@ def test_granularity_per_tensor_and_per_group():
         == 64 * 4 + 8 * 16
     )
     with pytest.raises(ValueError):
-        QuantSpec("ste", granularity="per-row")
+        QuantSpec("ste", granularity="per-row", float_dtype="float32")
     with pytest.raises(ValueError):
-        make_quantizer(QuantSpec("ste", 4, granularity="per-group-5"))(w)
+        make_quantizer(QuantSpec("ste", 4, granularity="per-group-5", float_dtype="float32"))(w)
 
 
 def test_original_name_and_selection():
@@ -626,6 +634,6 @@ def test_rand_scale_of_an_all_zero_row_has_a_finite_gradient():
     w = torch.randn(3, 10)
     w[1] = 0.0
     w.requires_grad_()
-    s = make_quantizer(QuantSpec("rand", 4)).scale(w)
+    s = make_quantizer(QuantSpec("rand", 4, float_dtype="float32")).scale(w)
     s.sum().backward()
     assert s[1] == EPS and w.grad.isfinite().all() and (w.grad[1] == 0).all()

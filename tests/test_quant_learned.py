@@ -39,7 +39,7 @@ class Tiny(nn.Module):
 def test_lsq_matches_torch_learnable_fake_quant(bits):
     w0 = _w(0)
     qp = 2 ** (bits - 1) - 1
-    q = make_quantizer(QuantSpec("lsq", bits), weight=w0).train()
+    q = make_quantizer(QuantSpec("lsq", bits, float_dtype="float32"), weight=w0).train()
     s0 = q.step.detach()
     torch.testing.assert_close(s0, 2 * w0.abs().mean(1) / math.sqrt(qp))  # LSQ init
     with torch.no_grad():
@@ -94,7 +94,7 @@ def test_lsq_eval_at_other_bits_keeps_clipping_range():
 
 def test_pact_matches_autograd_of_direct_formula():
     w0 = _w(3)
-    q = make_quantizer(QuantSpec("pact", 4), weight=w0).train()
+    q = make_quantizer(QuantSpec("pact", 4, float_dtype="float32"), weight=w0).train()
     torch.testing.assert_close(q.alpha.detach(), w0.abs().amax(1))
     with torch.no_grad():
         q.alpha.mul_(0.7)  # some weights get clipped

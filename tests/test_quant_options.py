@@ -97,7 +97,9 @@ def test_round_ste_grad_factor_scales_only_the_scale_gradient():
 def test_lsq_per_tensor_matches_torch_learnable_per_tensor_kernel():
     torch.manual_seed(1)
     w0 = torch.randn(6, 16)
-    q = make_quantizer(QuantSpec("lsq", 4, granularity="per-tensor"), weight=w0).train()
+    q = make_quantizer(
+        QuantSpec("lsq", 4, granularity="per-tensor", float_dtype="float32"), weight=w0
+    ).train()
     assert q.step.shape == (1,)
     with torch.no_grad():
         q.step.mul_(0.6)
@@ -270,7 +272,7 @@ def test_learned_scale_carried_across_bit_widths_by_range(technique):
 def test_clip_search_runs_every_clip_every_steps_and_state_dict_carries_it():
     torch.manual_seed(8)
     lin = nn.Linear(16, 6, bias=False)
-    spec = QuantSpec("clip", 4, clip_every=3)
+    spec = QuantSpec("clip", 4, clip_every=3, float_dtype="float32")
     quantize_(lin, spec)
     q = lin.parametrizations.weight[0]
     w = lin.parametrizations.weight.original

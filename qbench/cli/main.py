@@ -489,7 +489,7 @@ def export(
     ] = True,
     results: ResultsOpt = Path("results"),
 ) -> None:
-    """Write the packed model (int4 two per byte, int8, scales) as safetensors; check it reloads exactly."""
+    """Write the packed model (b-bit integers packed densely, scales) as safetensors; check it reloads exactly."""
     import torch
 
     from qbench.quant import model_size_bits, parse_precision, use_precision

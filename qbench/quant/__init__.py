@@ -19,7 +19,7 @@ from .apply import (
     use_precision,
 )
 from .batching import batched_quantization
-from .export import export_packed, load_packed, packed_size_bytes
+from .export import export_packed, load_packed, packed_bytes, packed_size_bytes
 from .precision import PrecisionMap, parse_precision
 from .quantizers import QuantSpec, WeightQuantizer
 from .techniques import ESTIMATORS, OPTIONS, SCALES, TECHNIQUES
@@ -44,4 +44,5 @@ __all__ = [
     "export_packed",
     "load_packed",
     "packed_size_bytes",
+    "packed_bytes",
 ]

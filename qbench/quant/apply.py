@@ -254,6 +254,12 @@ def use_precision(
             q.bits, q.enabled, q.hard, q.scale_dtype = bits, enabled, hard, scale_dtype
 
 
+def packed_weight_bytes(numel: int, bits: int) -> int:
+    """Bytes a weight of ``numel`` integers takes at ``bits`` in the packed export: dense,
+    starting on a byte."""
+    return (numel * bits + 7) // 8
+
+
 def model_size_bits(
     model: nn.Module,
     precision_map: PrecisionMap | str | None,
@@ -261,8 +267,9 @@ def model_size_bits(
 ) -> dict[str, int]:
     """True packed size of ``model`` at ``precision_map``.
 
-    Quantized weights cost ``bits * numel + f * n_scales`` (one scale per row: per output
-    channel for per-channel granularity); every other parameter costs ``f * numel``, with
+    Quantized weights cost ``bits * numel`` rounded up to whole bytes, plus ``f * n_scales``
+    (one scale per row: per output channel for per-channel granularity): the packed export's
+    data, byte for byte (:func:`qbench.quant.export.packed_bytes` adds its header); every other parameter costs ``f * numel``, with
     ``f`` the width of ``spec.float_dtype`` (16 for bfloat16) when ``precision_map`` quantizes
     anything (the packed export stores them so) and 32 otherwise (``"float"``, ``None``);
     learned quantizer scales are not counted twice.  Each parameter is counted once (tied weights too).  The
@@ -302,7 +309,7 @@ def model_size_bits(
         float32 += 32 * n
         if id(p) in qinfo:
             bits, n_scales = qinfo[id(p)]
-            total += bits * n + fbits * n_scales
+            total += 8 * packed_weight_bytes(n, bits) + fbits * n_scales
             n_q += n
         else:
             total += fbits * n

@@ -1,21 +1,22 @@
 """Packed export of a model at a precision: the artifact whose size ``model_size_bits`` counts.
 
-File layout (safetensors, format ``qbench-packed-v2``).  Tensors of one kind are concatenated
+File layout (safetensors, format ``qbench-packed-v3``).  Tensors of one kind are concatenated
 into one blob each, in the order the metadata lists them, so the header stays small (a
 safetensors entry per tensor costs ~110 bytes of JSON: 14 kB for the demo Conformer):
 
-* ``"q4"``      uint8: the integers in ``[-Qp, Qp]`` of every weight quantized to ``b <= 4`` bits,
-                two's-complement nibbles, two per byte, element ``2i`` in the **low** nibble
-                (bits 0-3) and ``2i + 1`` in the **high** nibble of byte ``i``; each weight
-                starts on a byte (an odd count is padded with a zero nibble);
-* ``"q8"``      int8: the integers of every weight quantized to ``4 < b <= 8`` bits;
+* ``"q<b>"``    uint8, one blob per bit width ``b`` in 2..8: the integers in ``[-Qp, Qp]`` of every
+                weight quantized to ``b`` bits as ``b``-bit two's complement, packed densely, least
+                significant bit first (element ``i`` occupies bits ``b*i .. b*i + b - 1`` of the
+                weight's bit stream, bit ``j`` of the stream being bit ``j % 8`` of byte
+                ``j // 8``: for ``b = 4`` the low nibble holds the even element, for ``b = 8`` a
+                byte is the int8); each weight starts on a byte (its last byte zero-padded);
 * ``"scales"``  ``float_dtype`` (bfloat16 by default): every quantized weight's ``G`` scales,
                 one per quantization row (see :mod:`.scales`);
 * ``"floats"``  ``float_dtype``: every parameter kept float and every floating buffer
                 (float32 for the ``float`` precision);
 * ``"<name>"``  any non-floating buffer (e.g. BatchNorm's ``num_batches_tracked``), as it is.
 
-Metadata ``"qbench"``: JSON ``{"format", "precision", "nibble_order", "float_dtype",
+Metadata ``"qbench"``: JSON ``{"format", "precision", "bit_order", "float_dtype",
 "quantized": [[name, shape, bits, granularity, n_scales], ...], "floats": [[name, shape], ...],
 "aliases": {name: stored name}}`` (tied weights are stored once).  A weight dequantizes to
 ``W = (q.view(G, -1).float() * scale.float()[:, None]).view(shape)``, bit-for-bit the fake-quant
@@ -33,52 +34,62 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save, save_file
 from torch import Tensor, nn
 
-from .apply import find_quantizer, original_name, use_precision, weight_slots
+from .apply import find_quantizer, original_name, packed_weight_bytes, use_precision, weight_slots
 from .precision import PrecisionMap, parse_precision
 from .quantizers import QuantSpec
 from .techniques import FLOAT_DTYPES
 
-__all__ = ["export_packed", "load_packed", "packed_size_bytes", "pack_int4", "unpack_int4", "FORMAT"]
+__all__ = [
+    "FORMAT",
+    "export_packed",
+    "load_packed",
+    "pack_bits",
+    "packed_bytes",
+    "packed_size_bytes",
+    "unpack_bits",
+]
 
-FORMAT = "qbench-packed-v2"
-NIBBLE_ORDER = "low-first"  # element 2i in bits 0-3, element 2i+1 in bits 4-7
+FORMAT = "qbench-packed-v3"
+BIT_ORDER = "lsb-first"  # element i in bits b*i .. b*i+b-1 of the stream; stream bit j = bit j%8 of byte j//8
 
 
-def pack_int4(q: Tensor) -> Tensor:
-    """Integers in [-8, 7] (any int dtype/shape) -> uint8 ``(ceil(numel / 2),)``, low nibble first."""
-    flat = q.reshape(-1).to(torch.int16).bitwise_and(0xF).to(torch.uint8)
-    if flat.numel() % 2:
-        flat = torch.cat([flat, flat.new_zeros(1)])
-    pairs = flat.view(-1, 2)
-    return pairs[:, 0] | (pairs[:, 1] << 4)
+def pack_bits(q: Tensor, bits: int) -> Tensor:
+    """Integers in ``[-2^(b-1), 2^(b-1) - 1]`` (any int dtype/shape) -> uint8
+    ``(ceil(numel * bits / 8),)``: ``bits``-bit two's complement, least significant bit first.
+    Written here because torch has no sub-byte packing but int4's nibbles."""
+    if not 2 <= bits <= 8:
+        raise ValueError(f"bits must be 2..8, not {bits}")
+    flat = q.reshape(-1).to(torch.int16).bitwise_and((1 << bits) - 1)
+    stream = ((flat.unsqueeze(1) >> torch.arange(bits, dtype=torch.int16)) & 1).reshape(-1)
+    pad = -stream.numel() % 8
+    if pad:
+        stream = torch.cat([stream, stream.new_zeros(pad)])
+    weights = torch.tensor([1 << j for j in range(8)], dtype=torch.int16)
+    return (stream.view(-1, 8) * weights).sum(1).to(torch.uint8)
 
 
-def unpack_int4(packed: Tensor, numel: int) -> Tensor:
-    """Inverse of :func:`pack_int4`: int8 ``(numel,)`` with the nibbles sign-extended."""
-    nib = torch.stack([packed & 0xF, packed >> 4], dim=1).reshape(-1)[:numel].to(torch.int16)
-    return (nib - 16 * (nib >= 8)).to(torch.int8)
+def unpack_bits(packed: Tensor, numel: int, bits: int) -> Tensor:
+    """Inverse of :func:`pack_bits`: int8 ``(numel,)``, sign-extended."""
+    stream = ((packed.to(torch.int16).unsqueeze(1) >> torch.arange(8, dtype=torch.int16)) & 1).reshape(-1)
+    values = stream[: numel * bits].view(numel, bits)
+    v = (values * torch.tensor([1 << j for j in range(bits)], dtype=torch.int16)).sum(1)
+    return (v - (1 << bits) * (v >= (1 << (bits - 1)))).to(torch.int8)
 
 
 def _is_internal(name: str) -> bool:
     return "parametrizations" in name.split(".")
 
 
-def export_packed(
-    model: nn.Module,
-    precision: PrecisionMap | str,
-    spec: QuantSpec,
-    path: str | os.PathLike,
-) -> dict:
-    """Write ``model`` evaluated at ``precision`` (the weights ``use_precision`` would
-    quantize, with the same scales and integers, and the float-kept tensors as it rounds them)
-    as a packed safetensors file.  Returns the metadata written."""
+def _packed_tensors(
+    model: nn.Module, precision: PrecisionMap | str, spec: QuantSpec
+) -> tuple[dict[str, Tensor], dict]:
+    """The tensors and metadata of the packed file of ``model`` at ``precision``."""
     pmap = parse_precision(precision)
     fdtype = torch.float32 if pmap.is_float else FLOAT_DTYPES[spec.float_dtype]
-    q4: list[Tensor] = []
-    q8: list[Tensor] = []
+    ints_by_bits: dict[int, list[Tensor]] = {}
     scales: list[Tensor] = []
     floats: list[Tensor] = []
     others: dict[str, Tensor] = {}
@@ -98,7 +109,7 @@ def export_packed(
                 kept.append([name, list(tensor.shape)])
                 continue
             ints, scale = q.quantize_int(tensor)
-            (q4 if q.bits <= 4 else q8).append(pack_int4(ints) if q.bits <= 4 else ints.reshape(-1))
+            ints_by_bits.setdefault(q.bits, []).append(pack_bits(ints.cpu(), q.bits))
             scales.append(scale.to(fdtype))
             quantized.append([name, list(tensor.shape), q.bits, q.granularity, scale.numel()])
         for name, buf in model.named_buffers():
@@ -111,26 +122,43 @@ def export_packed(
             else:
                 others[name] = buf.detach().contiguous()
     tensors = dict(others)
-    for key, parts, dtype in (("q4", q4, torch.uint8), ("q8", q8, torch.int8), ("scales", scales, fdtype)):
-        if parts:
-            tensors[key] = torch.cat([t.cpu() for t in parts]).to(dtype)
+    for bits, parts in sorted(ints_by_bits.items()):
+        tensors[f"q{bits}"] = torch.cat(parts)
+    if scales:
+        tensors["scales"] = torch.cat([t.cpu() for t in scales]).to(fdtype)
     if floats:
         tensors["floats"] = torch.cat([t.cpu() for t in floats])
     meta = dict(
         format=FORMAT,
         precision=pmap.name,
-        nibble_order=NIBBLE_ORDER,
+        bit_order=BIT_ORDER,
         float_dtype=str(fdtype).removeprefix("torch."),
         quantized=quantized,
         floats=kept,
         aliases=aliases,
     )
-    save_file(
-        {k: v.cpu().contiguous() for k, v in tensors.items()},
-        str(path),
-        metadata={"qbench": json.dumps(meta, separators=(",", ":"))},
-    )
+    return {k: v.cpu().contiguous() for k, v in tensors.items()}, meta
+
+
+def export_packed(
+    model: nn.Module,
+    precision: PrecisionMap | str,
+    spec: QuantSpec,
+    path: str | os.PathLike,
+) -> dict:
+    """Write ``model`` evaluated at ``precision`` (the weights ``use_precision`` would
+    quantize, with the same scales and integers, and the float-kept tensors as it rounds them)
+    as a packed safetensors file.  Returns the metadata written."""
+    tensors, meta = _packed_tensors(model, precision, spec)
+    save_file(tensors, str(path), metadata={"qbench": json.dumps(meta, separators=(",", ":"))})
     return meta
+
+
+def packed_bytes(model: nn.Module, precision: PrecisionMap | str, spec: QuantSpec) -> int:
+    """The size in bytes of the file :func:`export_packed` writes, header included (built in
+    memory, not written): the leaderboard's packed size."""
+    tensors, meta = _packed_tensors(model, precision, spec)
+    return len(save(tensors, metadata={"qbench": json.dumps(meta, separators=(",", ":"))}))
 
 
 def load_packed(model: nn.Module, path: str | os.PathLike) -> dict:
@@ -141,8 +169,9 @@ def load_packed(model: nn.Module, path: str | os.PathLike) -> dict:
         if meta.get("format") != FORMAT:
             raise ValueError(f"{path}: not a {FORMAT} file (format {meta.get('format')!r})")
         keys = set(f.keys())
-        blobs = {k: f.get_tensor(k) for k in ("q4", "q8", "scales", "floats") if k in keys}
-        values: dict[str, Tensor] = {k: f.get_tensor(k) for k in keys if k not in blobs}
+        blob_keys = {"scales", "floats", *(f"q{b}" for b in range(2, 9))}
+        blobs = {k: f.get_tensor(k) for k in keys & blob_keys}
+        values: dict[str, Tensor] = {k: f.get_tensor(k) for k in keys - blob_keys}
     at = dict.fromkeys(blobs, 0)
 
     def take(key: str, n: int) -> Tensor:
@@ -152,7 +181,7 @@ def load_packed(model: nn.Module, path: str | os.PathLike) -> dict:
 
     for name, shape, bits, _granularity, n_scales in meta["quantized"]:
         numel = math.prod(shape)
-        ints = unpack_int4(take("q4", (numel + 1) // 2), numel) if bits <= 4 else take("q8", numel)
+        ints = unpack_bits(take(f"q{bits}", packed_weight_bytes(numel, bits)), numel, bits)
         scale = take("scales", n_scales).float()
         values[name] = (ints.view(n_scales, -1).float() * scale.unsqueeze(1)).view(shape)
     for name, shape in meta["floats"]:

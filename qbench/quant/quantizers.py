@@ -316,7 +316,8 @@ class WeightQuantizer(QuantizerBase):
 
 def make_quantizer(spec: QuantSpec, bits: int | None = None, weight: Tensor | None = None) -> WeightQuantizer:
     """The quantizer a technique preset attaches to one weight (its scale function's state is
-    initialised from ``weight`` when given, else lazily on the first forward)."""
+    initialised from ``weight`` when given, else lazily on the first forward), with its scales
+    rounded to ``spec.float_dtype`` as the export stores them."""
     if not spec.attaches:
         raise ValueError(f"technique {spec.technique!r} attaches no quantizer")
     scale, estimator = spec.parts()
@@ -327,4 +328,8 @@ def make_quantizer(spec: QuantSpec, bits: int | None = None, weight: Tensor | No
         granularity=spec.granularity,
         detach_scale=spec.quantizer_options().get("detach_scale", False),
     )
+    # Training rounds its scales to the dtype the packed export stores them in (straight-through
+    # for the gradient), so the integer grid trained on is the one evaluated and shipped.
+    store = FLOAT_DTYPES[spec.float_dtype]
+    q.scale_dtype = None if store == torch.float32 else store
     return q if weight is None else q.init_from(weight)

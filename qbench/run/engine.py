@@ -32,6 +32,7 @@ from qbench.progress import console, make_progress
 from qbench.quant import (
     QuantSpec,
     model_size_bits,
+    packed_bytes,
     parse_precision,
     quantize_,
     quantizer_parameters,
@@ -343,7 +344,11 @@ class Runner:
             t0 = time.perf_counter()
             with use_precision(state.model, precision, self.spec, cache=True):
                 res = self._evaluate(task, state.model, "test")
-            size = model_size_bits(state.model, precision, self.spec)
+            # the packed file's bytes (header included): what the leaderboard's size column shows
+            size = {
+                "total_bits": 8 * packed_bytes(state.model, precision, self.spec),
+                "float32_bits": model_size_bits(state.model, "float", self.spec)["float32_bits"],
+            }
             per_precision[name] = {
                 res.metric.name: res.value,
                 **res.details,
