@@ -580,9 +580,11 @@ from qbench.cli.quant import quant_app  # noqa: E402
 
 app.add_typer(quant_app, name="quant")
 
+from qbench.cli.evaluate import evaluate  # noqa: E402
 from qbench.cli.pilot import pilot  # noqa: E402
 
 app.command()(pilot)
+app.command("eval")(evaluate)
 
 
 def main() -> None:

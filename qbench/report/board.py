@@ -19,7 +19,10 @@ _PRECISION_ORDER = {"float": 0, **{f"w{b}": 10 - b for b in range(8, 1, -1)}}
 
 
 def precision_key(p: str) -> tuple[int, str]:
-    return (_PRECISION_ORDER.get(p, 20), p)
+    """float, w8 .. w2, then other precisions; a precision's integer-kernel column (qbench eval,
+    "<p>+int") right after it."""
+    base = p.removesuffix("+int")
+    return (_PRECISION_ORDER.get(base, 20), base + ("~" if p != base else ""))
 
 
 def technique_key(t: str) -> tuple[int, str]:

@@ -134,6 +134,17 @@ METRIC_WER = register(
 METRIC_CER = register(
     Metric("cer", higher_is_better=False, unit="%", scale=100.0, description="character error rate (jiwer)")
 )
+METRIC_RTFX = register(
+    Metric(
+        "rtfx",
+        higher_is_better=True,
+        unit="x",
+        scale=1.0,
+        decimals=1,
+        description="inverse real-time factor: seconds of test audio decoded per second of compute",
+    )
+)
+FRAME_SECONDS = 0.01  # log_mel: a frame every 10 ms
 _VARIANT = re.compile(r"(wer|cer)(_greedy)?(?:@x([1-9]\d*))?")
 
 
@@ -349,6 +360,13 @@ class ASRTask:
             return loss
         # "mean" divides each utterance's loss by its target length, then averages over the batch
         return (loss / batch["target_lengths"].clamp(min=1)).sum() / norm
+
+    throughput_metric = METRIC_RTFX
+
+    def throughput(self, split: str, seconds: float) -> float:
+        """RTFx of an evaluation of `split` that took `seconds`: audio seconds per second."""
+        frames = sum(f.shape[0] for f in self.splits[split]["feats"])
+        return frames * FRAME_SECONDS / seconds
 
     @torch.no_grad()
     def evaluate(

@@ -64,3 +64,9 @@ class Task(Protocol):
         progress: bool = True,
         shard: Shard | None = None,
     ) -> EvalResult: ...
+
+    throughput_metric: Metric  # speed of an evaluation: RTFx (ASR), sentences per second (MT)
+
+    def throughput(self, split: str, seconds: float) -> float:
+        """The throughput metric of an evaluation of `split` that took `seconds` of compute."""
+        ...

@@ -237,6 +237,14 @@ def beam_search(
 
 METRIC_BLEU = register(Metric("bleu", higher_is_better=True, description="corpus BLEU (sacrebleu), 0-100"))
 METRIC_CHRF = register(Metric("chrf", higher_is_better=True, description="corpus chrF (sacrebleu), 0-100"))
+METRIC_SENTENCES_PER_S = register(
+    Metric(
+        "sentences_per_s",
+        higher_is_better=True,
+        decimals=1,
+        description="test sentences translated per second of compute",
+    )
+)
 
 
 def translation_result(
@@ -389,6 +397,12 @@ class MTTask:
         if e.beam_size == 1:
             return greedy_decode(model, src, bos, eos, lengths)
         return beam_search(model, src, bos, eos, lengths, e.beam_size, e.length_penalty)
+
+    throughput_metric = METRIC_SENTENCES_PER_S
+
+    def throughput(self, split: str, seconds: float) -> float:
+        """Sentences of `split` translated per second, for an evaluation that took `seconds`."""
+        return len(self.encoded[split][0]) / seconds
 
     @torch.no_grad()
     def evaluate(

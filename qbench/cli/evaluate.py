@@ -1,0 +1,88 @@
+"""`qbench eval`: score a suite's finished runs again without retraining (qbench.run.rescore): on
+the fake-quant path or on real integer kernels, with each evaluation's throughput.
+
+The library's modules are imported inside the command, as in main.py: they load torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from qbench.cli.errors import fail
+from qbench.progress import console
+
+
+def evaluate(
+    suite: Annotated[str, typer.Option(help="The suite whose finished runs to score.")],
+    kernels: Annotated[
+        str,
+        typer.Option(
+            help="fake: the fake-quant forward the leaderboard scores; int: torch's int8/int4 "
+            "weight-only kernels for the Linear layers they take (the rest dequantized once)."
+        ),
+    ] = "int",
+    precision: Annotated[
+        list[str] | None, typer.Option(help="Precisions to score (repeatable; default: each run's recipe's).")
+    ] = None,
+    technique: Annotated[list[str] | None, typer.Option(help="Only these techniques (repeatable).")] = None,
+    results: Annotated[
+        Path,
+        typer.Option(
+            "--results", help="Results root: run folders, caches and index.sqlite.", envvar="QBENCH_RESULTS"
+        ),
+    ] = Path("results"),
+) -> None:
+    """Score finished runs again at their precisions, timing each evaluation (after a warm-up on
+    the validation split): the integer path's cells land in the index as precision <p>+int, the
+    throughput as rtfx (ASR) or sentences_per_s (MT); qbench compare --suite S --metric rtfx shows
+    them. Prints each cell beside the stored fake-quant value."""
+    from qbench.run.rescore import rescore_run
+    from qbench.store import read_results
+    from qbench.tasks.metrics import metric
+
+    if kernels not in ("fake", "int"):
+        fail(f"--kernels {kernels}: expected fake or int", 2)
+    df = read_results(results)
+    rows = df[(df.suite == suite) & ~df.precision.str.endswith("+int")] if not df.empty else df
+    if technique:
+        rows = rows[rows.technique.isin(technique)]
+    if rows.empty:
+        have = ", ".join(sorted(set(df.suite))) if not df.empty else "none"
+        fail(f"no finished runs of suite {suite!r} in {results}/index.sqlite (suites: {have})", 2)
+    table = Table(title=f"qbench eval: {suite} ({kernels} path)")
+    for col in (
+        "technique",
+        "seed",
+        "precision",
+        "metric",
+        "stored (fake)",
+        "change",
+        "throughput",
+        "kernels",
+    ):
+        table.add_column(col, overflow="fold")
+    for run_id, run_rows in rows.groupby("run_id", sort=False):
+        first = run_rows.iloc[0]
+        console.print(f"{first.technique} seed {first.seed}: {run_id}")
+        try:
+            scored = rescore_run(run_rows, results, kernels, precision)  # type: ignore[arg-type]
+        except (FileNotFoundError, ValueError) as e:
+            fail(str(e), 2)
+        for s in scored:
+            m = metric(s.metric)
+            change = "–" if s.stored is None else m.format(s.value - s.stored, signed=True)
+            table.add_row(
+                str(first.technique),
+                str(first.seed),
+                s.precision,
+                f"{m.label} {m.format(s.value)}",
+                "–" if s.stored is None else m.format(s.stored),
+                change,
+                f"{metric(s.throughput_metric).label} {metric(s.throughput_metric).format(s.throughput)}",
+                s.kernel_use,
+            )
+    console.print(table)
