@@ -478,53 +478,6 @@ def results_md(
 
 
 @app.command()
-def export(
-    run_dir: Annotated[Path, typer.Argument(help="A finished run folder, results/runs/<suite>/<run-id>.")],
-    precision: Annotated[str, typer.Option(help="float, w2..w8 or a named map of the run's recipe.")] = "w4",
-    out: Annotated[
-        Path | None, typer.Option(help="Output file (default: RUN_DIR/model-<precision>.safetensors).")
-    ] = None,
-    verify: Annotated[
-        bool, typer.Option(help="Reload the file into a float model and compare test hypotheses.")
-    ] = True,
-    results: ResultsOpt = Path("results"),
-) -> None:
-    """Write the packed model (b-bit integers packed densely, scales) as safetensors; check it reloads exactly."""
-    import torch
-
-    from qbench.quant import model_size_bits, parse_precision, use_precision
-    from qbench.quant.export import export_packed, load_packed, packed_size_bytes
-    from qbench.quant.sensitivity import written_maps
-    from qbench.run.engine import load_trained
-
-    try:
-        recipe, task, model, spec = load_trained(run_dir, results)
-        pmap = parse_precision(precision, written_maps(run_dir, recipe.precisions))
-    except (FileNotFoundError, ValueError) as e:
-        fail(str(e), 2)
-    out = out or run_dir / f"model-{precision}.safetensors"
-    export_packed(model, pmap, spec, out)
-    size = packed_size_bytes(out)
-    f32 = model_size_bits(model, "float", spec)["float32_bits"] / 8
-    console.print(f"wrote {out}: {size / 1e6:.2f} MB, 1/{f32 / size:.2f} of float32 ({f32 / 1e6:.2f} MB)")
-    if not verify:
-        return
-    cpu = torch.device("cpu")
-    with use_precision(model, pmap, spec, cache=True):
-        fake = task.evaluate(model, "test", cpu)
-    plain = task.build_model()
-    load_packed(plain, out)
-    packed = task.evaluate(plain.eval(), "test", cpu)
-    same = [f[2] == p[2] for f, p in zip(fake.rows, packed.rows, strict=True)]
-    console.print(
-        f"reloaded: {sum(same)}/{len(same)} test hypotheses identical to the fake-quant evaluation "
-        f"({fake.metric} {fake.value:.4f} vs {packed.value:.4f})"
-    )
-    if not all(same):
-        raise typer.Exit(1)
-
-
-@app.command()
 def findings(
     suite: Annotated[
         list[str] | None,
@@ -581,8 +534,10 @@ from qbench.cli.quant import quant_app  # noqa: E402
 app.add_typer(quant_app, name="quant")
 
 from qbench.cli.evaluate import evaluate  # noqa: E402
+from qbench.cli.export import export  # noqa: E402
 from qbench.cli.pilot import pilot  # noqa: E402
 
+app.command()(export)
 app.command()(pilot)
 app.command("eval")(evaluate)
 

@@ -49,6 +49,7 @@ __all__ = [
     "pack_bits",
     "packed_bytes",
     "packed_size_bytes",
+    "read_packed_weights",
     "unpack_bits",
 ]
 
@@ -194,6 +195,27 @@ def load_packed(model: nn.Module, path: str | os.PathLike) -> dict:
         raise KeyError(f"{path}: no tensor for {missing} (load_packed expects a plain float model)")
     model.load_state_dict({k: values[original_name(k)].to(v.dtype) for k, v in state.items()})
     return meta
+
+
+def read_packed_weights(path: str | os.PathLike) -> list[tuple[str, int, Tensor, Tensor]]:
+    """(name, bits, integers int8 in the weight's shape, fp32 scales (G,)) of every quantized
+    weight of a packed file, in the file's order."""
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["qbench"])
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{path}: not a {FORMAT} file (format {meta.get('format')!r})")
+        blobs = {k: f.get_tensor(k) for k in f.keys() if k == "scales" or k in {f"q{b}" for b in range(2, 9)}}
+    at = dict.fromkeys(blobs, 0)
+    out = []
+    for name, shape, bits, _granularity, n_scales in meta["quantized"]:
+        numel, key = math.prod(shape), f"q{bits}"
+        n = packed_weight_bytes(numel, bits)
+        ints = unpack_bits(blobs[key][at[key] : at[key] + n], numel, bits).view(shape)
+        at[key] += n
+        scales = blobs["scales"][at["scales"] : at["scales"] + n_scales].float()
+        at["scales"] += n_scales
+        out.append((name, bits, ints, scales))
+    return out
 
 
 def packed_size_bytes(path: str | os.PathLike) -> int:
