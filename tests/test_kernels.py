@@ -76,6 +76,8 @@ def test_qbench_eval_scores_finished_runs_on_integer_kernels(tmp_path, results):
         assert abs(wer[f"{p}+int"] - wer[p]) <= 0.05  # the integer path scores what fake-quant scored
     rtfx = df[df.metric == "rtfx"]
     assert set(rtfx.precision) == {"float", "w8+int", "w4+int"} and (rtfx.value > 0).all()
+    rss = df[df.metric == "peak_rss_mb"]  # Linux: the process's high-water mark, in MB
+    assert set(rss.precision) == {"float", "w8+int", "w4+int"} and (rss.value > 10).all()
     # the stored fake-quant cells are untouched, and the run keeps one configuration
     old = before.set_index(["precision", "metric"]).value
     assert df.set_index(["precision", "metric"]).value.loc[old.index].equals(old)

@@ -54,16 +54,8 @@ def evaluate(
         have = ", ".join(sorted(set(df.suite))) if not df.empty else "none"
         fail(f"no finished runs of suite {suite!r} in {results}/index.sqlite (suites: {have})", 2)
     table = Table(title=f"qbench eval: {suite} ({kernels} path)")
-    for col in (
-        "technique",
-        "seed",
-        "precision",
-        "metric",
-        "stored (fake)",
-        "change",
-        "throughput",
-        "kernels",
-    ):
+    cols = ("technique", "seed", "precision", "metric", "stored (fake)", "change", "throughput", "peak RSS")
+    for col in (*cols, "kernels"):
         table.add_column(col, overflow="fold")
     for run_id, run_rows in rows.groupby("run_id", sort=False):
         first = run_rows.iloc[0]
@@ -83,6 +75,7 @@ def evaluate(
                 "–" if s.stored is None else m.format(s.stored),
                 change,
                 f"{metric(s.throughput_metric).label} {metric(s.throughput_metric).format(s.throughput)}",
+                "–" if s.peak_rss_mb is None else f"{s.peak_rss_mb:.0f} MB",
                 s.kernel_use,
             )
     console.print(table)

@@ -6,7 +6,8 @@ throughput metric (`rtfx` for ASR, `sentences_per_s` for MT) at each precision a
 
 Throughput is timed on the test split after a warm-up pass over the validation split at the same
 precision and path (first calls allocate, pack and fill caches), in this process's threads: the
-faster of two timed passes.
+faster of two timed passes. Peak resident memory (`peak_rss_mb`, Linux) is the process's high-water
+mark over those passes, counted afresh after the warm-up: the model, its data and the decoder.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from qbench.quant.kernels import integer_kernels
 from qbench.quant.sensitivity import written_maps
 from qbench.run.engine import load_trained
 from qbench.store import record_results
+from qbench.tasks.metrics import PEAK_RSS
 
 __all__ = ["Kernels", "Rescored", "rescore_run"]
 
@@ -50,7 +52,28 @@ class Rescored:
     stored: float | None  # the index's fake-quant value of the same cell
     throughput: float
     throughput_metric: str
+    peak_rss_mb: float | None
     kernel_use: str
+
+
+def _reset_peak_rss() -> None:
+    """Start this process's peak-RSS count afresh (Linux: 5 > /proc/self/clear_refs)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _peak_rss_mb() -> float | None:
+    """The process's peak resident memory since the last reset, in MB (Linux VmHWM); None where
+    the system does not say."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
 
 
 def _plain(value: object) -> object:
@@ -88,17 +111,21 @@ def rescore_run(
             swap = kernels == "int" and not pmap.is_float
             with integer_kernels(model) if swap else nullcontext() as use:
                 task.evaluate(model, "valid", device, progress=False)  # warm-up
+                _reset_peak_rss()
                 times = []
                 for _ in range(TIMED_PASSES):
                     t0 = time.perf_counter()
                     res = task.evaluate(model, "test", device, progress=progress)
                     times.append(time.perf_counter() - t0)
                 seconds = min(times)  # the least disturbed pass: other processes only add time
+                peak = _peak_rss_mb()
         column = _column(name, kernels if swap else "fake")  # float takes no kernel: its own cell
         stored = index_rows[(index_rows.precision == name) & (index_rows.metric == res.metric.name)]
         base = stored.iloc[0] if len(stored) else first
         speed = task.throughput("test", seconds)
         values = {task.throughput_metric.name: (speed, True, 0)}
+        if peak is not None:
+            values[PEAK_RSS.name] = (peak, False, 0)
         if kernels == "int":
             values[res.metric.name] = (res.value, res.metric.higher_is_better, 1)
             for m in task.secondary_metrics:
@@ -128,6 +155,7 @@ def rescore_run(
                 float(stored.value.iloc[0]) if len(stored) else None,
                 speed,
                 task.throughput_metric.name,
+                peak,
                 use.summary() if use is not None else "fake-quant",
             )
         )

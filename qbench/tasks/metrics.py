@@ -104,3 +104,15 @@ def metric(name: str) -> Metric:
         known = ", ".join(METRICS) or "none"
         raise ValueError(f"unknown metric {name!r} (registered: {known}, and their variants)")
     return m
+
+
+#: every task: the process's peak resident memory during an evaluation (qbench eval)
+PEAK_RSS = register(
+    Metric(
+        "peak_rss_mb",
+        higher_is_better=False,
+        unit="MB",
+        decimals=0,
+        description="peak resident memory of the evaluating process (Linux VmHWM, reset after warm-up)",
+    )
+)
