@@ -29,6 +29,20 @@ def evaluate(
         list[str] | None, typer.Option(help="Precisions to score (repeatable; default: each run's recipe's).")
     ] = None,
     technique: Annotated[list[str] | None, typer.Option(help="Only these techniques (repeatable).")] = None,
+    set_: Annotated[
+        list[str],
+        typer.Option(
+            "--set",
+            help="Score on other data: data.test_speakers=[lucas], data.test_set=test_2017_flickr, "
+            "data.path=DIR (a copy elsewhere), or eval.* (repeatable; needs --test-set).",
+        ),
+    ] = [],  # noqa: B006
+    test_set: Annotated[
+        str | None,
+        typer.Option(
+            help="Name of that data: its rows land under suite SUITE@NAME (qbench compare --suite SUITE@NAME)."
+        ),
+    ] = None,
     results: Annotated[
         Path,
         typer.Option(
@@ -40,12 +54,18 @@ def evaluate(
     the validation split): the integer path's cells land in the index as precision <p>+int, the
     throughput as rtfx (ASR) or sentences_per_s (MT); qbench compare --suite S --metric rtfx shows
     them. Prints each cell beside the stored fake-quant value."""
+    from qbench.config import RecipeError
+    from qbench.data import DataError
     from qbench.run.rescore import rescore_run
     from qbench.store import read_results
     from qbench.tasks.metrics import metric
 
     if kernels not in ("fake", "int"):
         fail(f"--kernels {kernels}: expected fake or int", 2)
+    if set_ and not test_set:
+        fail("--set chooses other data to score on: name it with --test-set (e.g. --test-set lucas)", 2)
+    if test_set is not None and not test_set.replace("-", "").replace("_", "").isalnum():
+        fail(f"--test-set {test_set!r}: letters, digits, - and _ only", 2)
     df = read_results(results)
     rows = df[(df.suite == suite) & ~df.precision.str.endswith("+int")] if not df.empty else df
     if technique:
@@ -53,7 +73,8 @@ def evaluate(
     if rows.empty:
         have = ", ".join(sorted(set(df.suite))) if not df.empty else "none"
         fail(f"no finished runs of suite {suite!r} in {results}/index.sqlite (suites: {have})", 2)
-    table = Table(title=f"qbench eval: {suite} ({kernels} path)")
+    where = f"{suite}@{test_set}" if test_set else suite
+    table = Table(title=f"qbench eval: {where} ({kernels} path)")
     cols = ("technique", "seed", "precision", "metric", "stored (fake)", "change", "throughput", "peak RSS")
     for col in (*cols, "kernels"):
         table.add_column(col, overflow="fold")
@@ -61,8 +82,15 @@ def evaluate(
         first = run_rows.iloc[0]
         console.print(f"{first.technique} seed {first.seed}: {run_id}")
         try:
-            scored = rescore_run(run_rows, results, kernels, precision)  # type: ignore[arg-type]
-        except (FileNotFoundError, ValueError) as e:
+            scored = rescore_run(
+                run_rows,
+                results,
+                kernels,  # type: ignore[arg-type]
+                precision,
+                evaluate_on=set_,
+                test_set=test_set,
+            )
+        except (FileNotFoundError, ValueError, RecipeError, DataError) as e:
             fail(str(e), 2)
         for s in scored:
             m = metric(s.metric)

@@ -9,6 +9,7 @@ from qbench.config.loading import (
     load_suite,
     parse_overrides,
     resolved_yaml,
+    with_evaluation_overrides,
 )
 from qbench.config.run_ids import run_id, stable_hash, training_key
 from qbench.config.schema import (
@@ -59,4 +60,5 @@ __all__ = [
     "stable_hash",
     "trains_quantized",
     "training_key",
+    "with_evaluation_overrides",
 ]

@@ -312,6 +312,37 @@ def load_suite(
     return Suite(name=runs[0].name, path=path, runs=tuple(runs))
 
 
+#: data keys that choose only what a trained model is scored on (qbench eval --set): the test
+#: split and where the data lies, never what it was trained on
+EVALUATION_DATA_KEYS = frozenset(
+    {"path", "test_speakers", "test_utterances", "test_set", "test", "test_sentences"}
+)
+
+
+def with_evaluation_overrides(recipe: Recipe, overrides: list[str]) -> Recipe:
+    """A finished run's recipe with `--set` overrides of what it is evaluated on (``data.`` keys
+    of EVALUATION_DATA_KEYS, ``eval.`` keys); RecipeError for any key that would change the
+    trained model, or a value the schema refuses."""
+    sets = parse_overrides(overrides)
+    raw = recipe.model_dump(mode="json")
+    for key, value in sets.items():
+        section, _, name = key.partition(".")
+        if not ((section == "data" and name in EVALUATION_DATA_KEYS) or (section == "eval" and name)):
+            allowed = ", ".join(f"data.{k}" for k in sorted(EVALUATION_DATA_KEYS))
+            raise RecipeError(
+                f"--set {key}: changes what the run was trained on; evaluation takes {allowed} or eval.*"
+            )
+        if section == "data" and name not in raw["data"]:
+            raise RecipeError(f"--set {key}: no such key for data source {raw['data']['source']}")
+        _set_dotted(raw, key, _override_value(key, value))
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "(top level)"
+        raise RecipeError(f"--set: {where}: {first['msg']}") from None
+
+
 def resolved_yaml(recipe: Recipe) -> str:
     return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
 

@@ -4,6 +4,7 @@ the CPU (``_weight_int8pack_mm``; ``_weight_int4pack_mm_for_cpu``) with the inte
 the packed export stores; every other quantized weight (convolutions, embeddings, attention's
 fused projections, other widths, and for now every weight of a model on a GPU) stays the stored
 integers times their scales, dequantized once per evaluation (``use_precision(cache=True)``).
+So do the Linear layers of ``nn.TransformerEncoderLayer``, whose forward reads their weights.
 
 The module swap follows torchao's ``quantize_``: the Linear is replaced in its parent by a module
 holding the packed weight, and put back on exit.
@@ -92,6 +93,13 @@ def integer_kernels(model: nn.Module) -> Iterator[KernelUse]:
     everything is put back on exit."""
     use = KernelUse()
     swapped: list[tuple[nn.Module, str, nn.Module]] = []
+    # nn.TransformerEncoderLayer reads its Linear layers' weights for its fused fast path: kept
+    read_as_weights = {
+        id(child)
+        for m in model.modules()
+        if isinstance(m, nn.TransformerEncoderLayer)
+        for child in m.children()
+    }
     try:
         for name, module in list(model.named_modules()):
             # MHA reads its out_proj (a Linear subclass) as a weight, never calls it: left alone
@@ -99,6 +107,9 @@ def integer_kernels(model: nn.Module) -> Iterator[KernelUse]:
                 continue
             q = find_quantizer(module, "weight")
             if q is None or not q.enabled:
+                continue
+            if id(module) in read_as_weights:
+                use.dequantized.append(name)
                 continue
             weight = module.parametrizations["weight"].original  # type: ignore[index,union-attr]
             group = _group_size(module.in_features)

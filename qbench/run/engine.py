@@ -25,7 +25,7 @@ import torch
 from filelock import FileLock, Timeout
 from torch import nn
 
-from qbench.config import Recipe, load_run_config, training_key, trains_quantized
+from qbench.config import Recipe, load_run_config, training_key, trains_quantized, with_evaluation_overrides
 from qbench.device import autocast
 from qbench.io import atomic_torch_save, load_checkpoint
 from qbench.progress import console, make_progress
@@ -509,14 +509,22 @@ def _run_lock(path: Path, enabled: bool) -> Iterator[None]:
 
 
 def load_trained(
-    run_dir: Path, results: Path, progress: bool = True
+    run_dir: Path, results: Path, progress: bool = True, evaluate_on: list[str] | None = None
 ) -> tuple[Recipe, Task, nn.Module, QuantSpec]:
-    """A finished run's recipe, task (data loaded from the cache) and trained model, on the CPU."""
+    """A finished run's recipe, task (data loaded from the cache) and trained model, on the CPU.
+    `evaluate_on`: `--set` overrides of the data it is scored on (config.with_evaluation_overrides:
+    another test split or data folder; the trained model is the same)."""
     config, ckpt_file = run_dir / "config.yaml", run_dir / "checkpoint.pt"
-    if not config.is_file() or not ckpt_file.is_file():
+    if not config.is_file():
         raise FileNotFoundError(f"{run_dir}: not a run folder (needs config.yaml and checkpoint.pt)")
     recipe = load_run_config(config)
+    if not ckpt_file.is_file():  # ptq: float's finished training, shared, is its model
+        ckpt_file = results / "cache" / "shared" / f"final-{training_key(recipe)}.pt"
+        if not ckpt_file.is_file():
+            raise FileNotFoundError(f"{run_dir}: no checkpoint.pt, and no shared finished training for it")
     ckpt = load_checkpoint(ckpt_file)  # a corrupt one fails before any data is built
+    if evaluate_on:
+        recipe = with_evaluation_overrides(recipe, evaluate_on)
     task = build_task(recipe, results / "cache", progress=progress)
     task.build_data()
     model = task.build_model()

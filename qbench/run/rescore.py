@@ -93,15 +93,22 @@ def rescore_run(
     precisions: list[str] | None = None,
     device: torch.device | None = None,
     progress: bool = False,
+    evaluate_on: list[str] | None = None,
+    test_set: str | None = None,
 ) -> list[Rescored]:
     """Evaluate the run whose index rows are `index_rows` (one run, any precisions) at each of
-    `precisions` (default: its recipe's), record the rows, and return what was measured."""
+    `precisions` (default: its recipe's), record the rows, and return what was measured.
+    `evaluate_on`: `--set` overrides of the data it is scored on, recorded under suite
+    ``<suite>@<test_set>`` (a leaderboard of its own: ``qbench compare --suite <suite>@<test_set>``)."""
     device = device or torch.device("cpu")
     first = index_rows.iloc[0]
     run_dir = Path(str(first.run_dir))
     if not run_dir.is_dir():
         run_dir = results / "runs" / str(first.suite) / str(first.run_id)
-    recipe, task, model, spec = load_trained(run_dir, results, progress=progress)
+    if evaluate_on and not test_set:
+        raise ValueError("scoring on other data needs a name for it (--test-set)")
+    recipe, task, model, spec = load_trained(run_dir, results, progress=progress, evaluate_on=evaluate_on)
+    suite = str(first.suite) + (f"@{test_set}" if test_set else "")
     model = model.to(device)
     named = written_maps(run_dir, recipe.precisions)
     out, rows = [], []
@@ -120,13 +127,15 @@ def rescore_run(
                 seconds = min(times)  # the least disturbed pass: other processes only add time
                 peak = _peak_rss_mb()
         column = _column(name, kernels if swap else "fake")  # float takes no kernel: its own cell
-        stored = index_rows[(index_rows.precision == name) & (index_rows.metric == res.metric.name)]
-        base = stored.iloc[0] if len(stored) else first
+        own = index_rows if not test_set else index_rows.iloc[0:0]  # other data: nothing stored to compare
+        stored = own[(own.precision == name) & (own.metric == res.metric.name)]
+        same_cell = index_rows[index_rows.precision == name]
+        base = same_cell.iloc[0] if len(same_cell) else first
         speed = task.throughput("test", seconds)
         values = {task.throughput_metric.name: (speed, True, 0)}
         if peak is not None:
             values[PEAK_RSS.name] = (peak, False, 0)
-        if kernels == "int":
+        if kernels == "int" or test_set:  # a cell the index does not hold yet
             values[res.metric.name] = (res.value, res.metric.higher_is_better, 1)
             for m in task.secondary_metrics:
                 if m.name in res.details:
@@ -135,6 +144,7 @@ def rescore_run(
         rows += [
             {
                 **same,
+                "suite": suite,
                 "precision": column,
                 "metric": metric_name,
                 "value": float(value),
