@@ -29,7 +29,9 @@ def test_fsdd_run_scored_on_a_speaker_it_never_heard(tmp_path, data_dir):
     recipe.write_text(
         "name: tiny-fsdd\ntask: asr\nseed: 0\n"
         f"data: {{source: fsdd-digits, path: {data_dir / 'fsdd'}, train_speakers: [george, jackson, nicolas], "
-        "train_utterances: 12, valid_utterances: 4, test_utterances: 6}\n" + MODEL + "quant: {technique: ste, bits: 4, float_warmup_steps: 4}\n"
+        "train_utterances: 12, valid_utterances: 4, test_utterances: 6}\n"
+        + MODEL
+        + "quant: {technique: ste, bits: 4, float_warmup_steps: 4}\n"
         "train: {steps: 8, batch_size: 4, lr: 3.0e-3, warmup: 2, checkpoint_every: 4}\n"
         "eval: {precisions: [float, w4], batch_size: 4}\n"
     )
@@ -61,7 +63,10 @@ def test_fsdd_run_scored_on_a_speaker_it_never_heard(tmp_path, data_dir):
     board = CliRunner().invoke(app, ["compare", "--suite", "tiny-fsdd@yweweler", "--results", str(results)])
     assert board.exit_code == 0, board.output
     for args, says in (
-        (["--set", "data.train_speakers=[yweweler]", "--test-set", "x"], "changes what the run was trained on"),
+        (
+            ["--set", "data.train_speakers=[yweweler]", "--test-set", "x"],
+            "changes what the run was trained on",
+        ),
         (["--set", "data.test_speakers=[yweweler]"], "name it with --test-set"),
         (["--set", "data.test_speakers=[lucas]", "--test-set", "lucas"], "no recordings of lucas"),
         (["--set", "data.test_speakers=[george]", "--test-set", "george"], "george"),  # a training speaker
