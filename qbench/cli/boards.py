@@ -82,7 +82,10 @@ def print_gates(raw, suite: str, results: Path) -> None:
     """The suite's gates (report/gates), a line each: whether its claims can be judged."""
     from qbench.report.gates import suite_gates
 
-    for g in suite_gates(raw, suite, results, ("w4",)):
+    gates = suite_gates(raw, suite, results, ("w4",))
+    if gates:
+        console.print("gates a suite passes before qbench findings judges a claim on it:", style="dim")
+    for g in gates:
         style = {True: "green", False: "red", None: "yellow"}[g.passed]
         console.print(
             Text.assemble(
