@@ -210,3 +210,21 @@ def test_qat_lr_restarts_the_schedule_when_quantization_aware_training_starts(tm
     float_run = load_suite(path, ["quant.technique=float", "quant.qat_lr=0.5e-3"]).runs[0]
     assert math.isclose(lr_lambda(float_run)(15), before(15))
     assert "qat_lr" not in hashed_quant(plain.quant)
+
+
+def test_recording_a_learning_curve_leaves_the_trained_weights_bit_identical(tmp_path):
+    """The training key leaves train.eval_every out (config/run_ids.CURVE_KEYS): evaluating on the
+    way must not move the weights, noise estimator and shared warm-up included."""
+    from tests.conftest import tiny_recipe
+
+    weights = []
+    for name, extra in (("plain", ""), ("curve", "eval_every: 5, ")):
+        recipe = tiny_recipe(tmp_path / f"{name}.yaml", technique="rand", steps=20, warmup=8, ckpt=10)
+        recipe.write_text(recipe.read_text().replace("train: {", "train: {" + extra))
+        root = tmp_path / name
+        out = CliRunner().invoke(app, ["run", str(recipe), "--results", str(root), "--no-progress"])
+        assert out.exit_code == 0, out.output
+        (ckpt,) = (root / "runs" / "tiny").glob("*/checkpoint.pt")
+        weights.append(torch.load(ckpt, weights_only=True)["model"])
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

@@ -89,3 +89,17 @@ def test_the_pin_detects_a_changed_default():
 if __name__ == "__main__":
     TABLE.write_text(json.dumps(current_table(), indent=1) + "\n")
     print(f"wrote {TABLE}", file=sys.stderr)
+
+
+def test_the_learning_curve_enters_run_ids_but_not_training_keys():
+    plain = load_suite(ROOT / "benchmarks/rand-paper.yaml", ["grid=", "seed=0"]).runs[0]
+    curve = load_suite(ROOT / "benchmarks/rand-paper.yaml", ["grid=", "seed=0", "train.eval_every=100"]).runs[
+        0
+    ]
+    test = load_suite(
+        ROOT / "benchmarks/rand-paper.yaml", ["grid=", "seed=0", "train.curve_split=test"]
+    ).runs[0]
+    assert len({plain.run_id, curve.run_id, test.run_id}) == 3  # what a run records differs
+    assert training_key(plain) == training_key(curve) == training_key(test)  # what it trains does not
+    n = plain.quant.float_warmup_steps
+    assert training_key(plain, float_until=n) == training_key(curve, float_until=n)

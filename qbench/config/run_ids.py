@@ -45,6 +45,9 @@ HASHED_WHEN_SET: dict[tuple[str, str], Any] = {
     **{("quant", o.name): o.default for o in OPTIONS if not o.hashed_at_default},
 }
 
+#: train keys of the learning curve only, at their defaults: in run ids (what a run records), not
+#: in training keys
+CURVE_KEYS = {"eval_every": 0, "curve_split": "valid"}
 #: model keys only the transducer uses (left out of a CTC run's hash)
 TRANSDUCER_ONLY = ("pred_dim", "joiner_dim")
 
@@ -105,6 +108,10 @@ def training_key(recipe: BaseModel, float_until: int | None = None) -> str:
     """What determines the weights after training (or after the first `float_until` float steps)."""
     d = hashed_sections(recipe)
     parts = {k: d[k] for k in ("task", "seed", "data", "model", "train")}
+    # the learning curve is recorded beside training, not part of it (evaluation draws no random
+    # numbers): runs that differ only in it share their float training. Its keys are hashed at
+    # their defaults, so the keys of runs that record no curve stay what they were.
+    parts["train"] = {**parts["train"], **CURVE_KEYS}
     if float_until is not None:
         parts["float_until"] = float_until
     elif d["quant"]["technique"] not in ("float", "ptq"):  # a QAT run's own training
