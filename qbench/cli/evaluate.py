@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from qbench.cli.errors import fail
+from qbench.cli.options import ResultsOpt
 from qbench.progress import console
 
 
@@ -43,12 +44,7 @@ def evaluate(
             help="Name of that data: its rows land under suite SUITE@NAME (qbench compare --suite SUITE@NAME)."
         ),
     ] = None,
-    results: Annotated[
-        Path,
-        typer.Option(
-            "--results", help="Results root: run folders, caches and index.sqlite.", envvar="QBENCH_RESULTS"
-        ),
-    ] = Path("results"),
+    results: ResultsOpt = Path("results"),
 ) -> None:
     """Score finished runs again at their precisions, timing each evaluation (after a warm-up on
     the validation split): the integer path's cells land in the index as precision <p>+int, the

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from qbench.cli.errors import fail
+from qbench.cli.options import ResultsOpt
 from qbench.progress import console
 
 
@@ -37,12 +38,7 @@ def export(
             "(ONNX is always scored)."
         ),
     ] = True,
-    results: Annotated[
-        Path,
-        typer.Option(
-            "--results", help="Results root: run folders, caches and index.sqlite.", envvar="QBENCH_RESULTS"
-        ),
-    ] = Path("results"),
+    results: ResultsOpt = Path("results"),
 ) -> None:
     """Write the packed model (b-bit integers packed densely, scales) as safetensors and check it
     reloads exactly, or as ONNX and score it with ONNX Runtime beside the fake-quant score."""

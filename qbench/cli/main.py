@@ -22,6 +22,7 @@ from typer.core import TyperGroup
 
 from qbench.cli.boards import Format, print_board
 from qbench.cli.errors import fail
+from qbench.cli.options import DeviceOpt, ResultsOpt
 from qbench.data import DataError
 from qbench.io import CorruptFile
 from qbench.progress import console
@@ -66,14 +67,6 @@ def _main(
     Start with: qbench run recipes/demo.yaml, then qbench compare."""
 
 
-ResultsOpt = Annotated[
-    Path,
-    typer.Option(
-        "--results", help="Results root: run folders, caches and index.sqlite.", envvar="QBENCH_RESULTS"
-    ),
-]
-
-
 def _interrupt_on_sigterm() -> None:
     """SIGTERM (a scheduler's preemption, `kill`) stops a suite as Ctrl-C does: the run under way is
     marked interrupted, keeps its checkpoint, and the same command resumes it."""
@@ -104,7 +97,7 @@ def run(
     set_: Annotated[
         list[str], typer.Option("--set", help="Override a key, e.g. --set train.steps=200 (repeatable).")
     ] = [],  # noqa: B006
-    device: Annotated[str, typer.Option(help="auto (CUDA if present), cpu, cuda or cuda:N.")] = "auto",
+    device: DeviceOpt = "auto",
     jobs: Annotated[
         int,
         typer.Option(

@@ -15,6 +15,7 @@ import typer
 from rich.table import Table
 
 from qbench.cli.errors import fail
+from qbench.cli.options import DeviceOpt, ResultsOpt
 from qbench.progress import console
 
 
@@ -23,13 +24,8 @@ def pilot(
     set_: Annotated[
         list[str], typer.Option("--set", help="Override a key, e.g. --set train.steps=200 (repeatable).")
     ] = [],  # noqa: B006
-    device: Annotated[str, typer.Option(help="auto (CUDA if present), cpu, cuda or cuda:N.")] = "auto",
-    results: Annotated[
-        Path,
-        typer.Option(
-            "--results", help="Results root: run folders, caches and index.sqlite.", envvar="QBENCH_RESULTS"
-        ),
-    ] = Path("results"),
+    device: DeviceOpt = "auto",
+    results: ResultsOpt = Path("results"),
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Train the suite's first float run (or reuse it: the suite's own run, so `qbench run` skips
