@@ -81,12 +81,13 @@ def export_onnx(run_dir: Path, results: Path, precision: str, out: Path) -> Onnx
         export_packed(model, pmap, spec, packed)
         plain = task.build_model().eval()
         load_packed(plain, packed)
+        packed_weights = read_packed_weights(packed)
         weights = [
             QuantizedWeight(name, ints.numpy(), scales.numpy())
-            for name, bits, ints, scales in read_packed_weights(packed)
+            for name, bits, ints, scales in packed_weights
             if bits == 8
         ]
-        stored = {name for name, *_ in read_packed_weights(packed)}
+        stored = {name for name, *_ in packed_weights}
     feats, lengths = torch.randn(2, 200, recipe.model.n_mels), torch.tensor([200, 150])
     batch, frames = (
         torch.export.Dim("batch", min=1, max=1024),
