@@ -320,6 +320,27 @@ def record_run_state(root: Path, recipe: Recipe, suite: str, state: str, reason:
     _insert(root, "runs", _RUN_COLS, [row])
 
 
+def rename_run(root: Path, suite: str, old: str, new: str) -> None:
+    """Give a run's index rows (its own, and its evaluations under ``<suite>@<test set>``) run id
+    `new` and their folder ``runs/<suite>/<new>``, in one transaction."""
+    db = index_path(root)
+    if not db.is_file():
+        return
+    old_dir, new_dir = str(root / "runs" / suite / old), str(root / "runs" / suite / new)
+    with closing(_connect(db)) as con:
+
+        def write() -> None:
+            with con:
+                for table in ("results", "runs"):
+                    con.execute(
+                        f"UPDATE {table} SET run_id = ?, run_dir = CASE WHEN run_dir = ? THEN ? "
+                        "ELSE run_dir END WHERE run_id = ? AND (suite = ? OR substr(suite, 1, ?) = ?)",
+                        (new, old_dir, new_dir, old, suite, len(suite) + 1, suite + "@"),
+                    )
+
+        _retrying(write)
+
+
 def _read_table(root: Path, table: str) -> pd.DataFrame:
     """A table of the index, opened read-only: reading changes nothing (no WAL switch, no schema
     migration) and works where the results are not writable."""

@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from qbench.config import load_suite, training_key
+from qbench.config import EVALUATION_DATA_KEYS, load_suite, run_id, training_key
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLE = Path(__file__).resolve().parent / "data" / "run_ids.json"
@@ -103,3 +103,47 @@ def test_the_learning_curve_enters_run_ids_but_not_training_keys():
     assert training_key(plain) == training_key(curve) == training_key(test)  # what it trains does not
     n = plain.quant.float_warmup_steps
     assert training_key(plain, float_until=n) == training_key(curve, float_until=n)
+
+
+LEGACY = Path(__file__).resolve().parent / "data" / "run_ids_legacy.json"
+
+
+def test_legacy_ids_are_those_of_results_roots_written_before_the_test_split_left_them():
+    """`legacy=True` reproduces the ids and keys that also hashed the test split and data folder
+    (the first grid point of each recipe and variant, pinned when they were today's ids)."""
+    for row in json.loads(LEGACY.read_text()):
+        recipe = load_suite(ROOT / row["recipe"], row["set"]).runs[0]
+        warmup = recipe.quant.float_warmup_steps
+        assert run_id(recipe, legacy=True) == row["run_id"], row["recipe"]
+        assert training_key(recipe, legacy=True)[:16] == row["training_key"]
+        if warmup:
+            assert training_key(recipe, float_until=warmup, legacy=True)[:16] == row["warmup_key"]
+        # today's differ where the source has evaluation keys: the legacy ones are a mapping
+        assert (run_id(recipe) != row["run_id"]) == bool(EVALUATION_DATA_KEYS[recipe.data.source])
+
+
+def _one(name: str, *sets: str):
+    return load_suite(ROOT / name, ["grid=", *sets]).runs[0]
+
+
+def test_the_test_split_and_data_folder_do_not_name_a_training():
+    cases = {
+        "recipes/asr-fsdd.yaml": ["data.test_speakers=[lucas]", "data.test_utterances=40", "data.path=/else"],
+        "recipes/mt-multi30k.yaml": ["data.test_set=test_2017_flickr", "data.path=/else"],
+        "recipes/demo.yaml": ["data.test_utterances=1500"],
+    }
+    for name, sets in cases.items():
+        base = _one(name)
+        for s in sets:
+            other = _one(name, s)
+            assert other.data != base.data, s
+            assert other.run_id == base.run_id, s
+            assert training_key(other) == training_key(base), s
+            assert run_id(other, legacy=True) != run_id(base, legacy=True), s
+
+
+def test_synthetic_mt_test_sentences_still_name_a_training():
+    """Its held-out sentences are kept out of training: more test sentences, another training set."""
+    base = _one("recipes/mt-synthetic.yaml")
+    other = _one("recipes/mt-synthetic.yaml", "data.test_sentences=1200")
+    assert other.run_id != base.run_id and training_key(other) != training_key(base)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 from pathlib import Path
@@ -169,3 +170,23 @@ def test_generated_snr_is_within_the_configured_range(
     load_synthetic_speech(cfg, tmp_path, workers=1, progress=False)
     assert len(measured) == 10
     assert all(12.0 - 1e-3 <= snr <= 14.0 + 1e-3 for snr in measured)
+
+
+def test_another_test_size_synthesises_the_test_split_only(
+    tiny: Dataset, tiny_cache: Path, monkeypatch
+) -> None:
+    rendered: list[str] = []
+    original = synthetic_speech._generate
+
+    def spy(cfg, paths, workers, progress):
+        rendered.extend(paths)
+        return original(cfg, paths, workers, progress)
+
+    monkeypatch.setattr(synthetic_speech, "_generate", spy)
+    more = dataclasses.replace(TINY, test_utterances=TINY.test_utterances + 2)
+    got = load_synthetic_speech(more, tiny_cache, workers=1, progress=False)
+    assert rendered == ["test"]
+    for split in ("train", "valid"):
+        assert [(u.id, u.text) for u in got[split]] == [(u.id, u.text) for u in tiny[split]]
+        assert all(np.array_equal(x.audio, y.audio) for x, y in zip(got[split], tiny[split], strict=True))
+    assert len(got["test"]) == len(tiny["test"]) + 2

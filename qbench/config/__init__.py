@@ -11,7 +11,7 @@ from qbench.config.loading import (
     resolved_yaml,
     with_evaluation_overrides,
 )
-from qbench.config.run_ids import run_id, stable_hash, training_key
+from qbench.config.run_ids import EVALUATION_DATA_KEYS, run_id, stable_hash, training_data, training_key
 from qbench.config.schema import (
     ARCHS,
     DATA_SOURCES,
@@ -35,6 +35,7 @@ from qbench.config.schema import (
 __all__ = [
     "ARCHS",
     "DATA_SOURCES",
+    "EVALUATION_DATA_KEYS",
     "TRANSDUCER_INCLUDE",
     "ConformerCTCConfig",
     "EvalConfig",
@@ -59,6 +60,7 @@ __all__ = [
     "run_id",
     "stable_hash",
     "trains_quantized",
+    "training_data",
     "training_key",
     "with_evaluation_overrides",
 ]

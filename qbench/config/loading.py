@@ -14,6 +14,7 @@ from typing import Any, get_args
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from qbench.config.run_ids import EVALUATION_DATA_KEYS
 from qbench.config.schema import (
     ARCHS,
     DATA_SOURCES,
@@ -307,33 +308,32 @@ def load_suite(
         runs.append(_validate(point, source, point_lines, sets, checks))
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):
-        raise RecipeError(f"{source}: grid produces duplicate runs")
+        raise RecipeError(
+            f"{source}: grid produces duplicate runs (points that differ only in their test split or "
+            "data folder train the same model: score a finished run elsewhere with `qbench eval --set`)"
+        )
     runs = _keep_needed_variants(runs)
     return Suite(name=runs[0].name, path=path, runs=tuple(runs))
 
 
-#: data keys that choose only what a trained model is scored on (qbench eval --set): the test
-#: split and where the data lies, never what it was trained on
-EVALUATION_DATA_KEYS = frozenset(
-    {"path", "test_speakers", "test_utterances", "test_set", "test", "test_sentences"}
-)
-
-
 def with_evaluation_overrides(recipe: Recipe, overrides: list[str]) -> Recipe:
     """A finished run's recipe with `--set` overrides of what it is evaluated on (``data.`` keys
-    of EVALUATION_DATA_KEYS, ``eval.`` keys); RecipeError for any key that would change the
-    trained model, or a value the schema refuses."""
+    of the data source's EVALUATION_DATA_KEYS, ``eval.`` keys); RecipeError for any key that would
+    change the trained model, or a value the schema refuses."""
     sets = parse_overrides(overrides)
     raw = recipe.model_dump(mode="json")
+    source = raw["data"]["source"]
+    evaluation_keys = EVALUATION_DATA_KEYS[source]
     for key, value in sets.items():
         section, _, name = key.partition(".")
-        if not ((section == "data" and name in EVALUATION_DATA_KEYS) or (section == "eval" and name)):
-            allowed = ", ".join(f"data.{k}" for k in sorted(EVALUATION_DATA_KEYS))
-            raise RecipeError(
-                f"--set {key}: changes what the run was trained on; evaluation takes {allowed} or eval.*"
-            )
         if section == "data" and name not in raw["data"]:
-            raise RecipeError(f"--set {key}: no such key for data source {raw['data']['source']}")
+            raise RecipeError(f"--set {key}: no such key for data source {source}")
+        if not ((section == "data" and name in evaluation_keys) or (section == "eval" and name)):
+            allowed = ", ".join([*(f"data.{k}" for k in sorted(evaluation_keys)), "eval.*"])
+            raise RecipeError(
+                f"--set {key}: changes what the run was trained on; evaluation of a {source} run "
+                f"takes {allowed}"
+            )
         _set_dotted(raw, key, _override_value(key, value))
     try:
         return Recipe.model_validate(raw)

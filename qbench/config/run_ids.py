@@ -13,6 +13,11 @@ recipe.
 The training key names the weights a run trains (its float warm-up, or its whole training), so
 runs that share them (a suite's techniques after a common float warm-up; ptq beside float) train
 them once.
+
+Neither holds what a run is only scored on, nor where its data lies (:data:`EVALUATION_DATA_KEYS`):
+scoring a run on another test split, or moving its data, is an evaluation of the same run
+(``qbench eval``), not a new training. ``legacy=True`` gives the ids and keys of qbench versions
+that hashed those keys too, so results roots written by them are adopted (qbench.run.adopt).
 """
 
 from __future__ import annotations
@@ -42,7 +47,23 @@ HASHED_WHEN_SET: dict[tuple[str, str], Any] = {
     ("eval", "word_score"): 0.0,
     ("eval", "lm_order"): 0,
     ("eval", "lm_weight"): 2.0,
+    ("train", "pad_to_multiple"): 0,
+    ("train", "precision"): "bf16",
     **{("quant", o.name): o.default for o in OPTIONS if not o.hashed_at_default},
+}
+
+#: data keys, per data source, that choose only what a trained model is scored on (its test split)
+#: or where the data lies: left out of run ids and training keys, and what `qbench eval --set`
+#: may change. synthetic-mt has none: its held-out (valid and test) sentences are kept out of
+#: training, so its test_sentences shape the training set.
+EVALUATION_DATA_KEYS: dict[str, frozenset[str]] = {
+    "synthetic-speech": frozenset({"test_utterances"}),
+    "fsdd-digits": frozenset({"path", "test_speakers", "test_utterances"}),
+    "librispeech": frozenset({"path", "test"}),
+    "manifest": frozenset({"test"}),
+    "synthetic-mt": frozenset(),
+    "multi30k": frozenset({"path", "test_set"}),
+    "parallel": frozenset({"test"}),
 }
 
 #: train keys of the learning curve only, at their defaults: in run ids (what a run records), not
@@ -84,12 +105,20 @@ def hashed_quant(quant: BaseModel) -> dict:
     return _filter_quant(quant.model_dump(mode="json"))
 
 
-def hashed_sections(recipe: BaseModel) -> dict:
+def training_data(data: dict) -> dict:
+    """A recipe's `data:` section (JSON dump) without its evaluation keys: what training reads."""
+    dropped = EVALUATION_DATA_KEYS[data["source"]]
+    return {k: v for k, v in data.items() if k not in dropped}
+
+
+def hashed_sections(recipe: BaseModel, legacy: bool = False) -> dict:
     """Every section but `quant:` as it enters run ids and training keys (`quant` unfiltered)."""
     d = recipe.model_dump(mode="json")
     d.pop("variant", None)  # a label for leaderboards: the grid point's other keys are hashed already
-    for section in ("eval", "model"):
+    for section in ("eval", "model", "train"):
         d[section] = _drop_defaults(section, d[section])
+    if not legacy:
+        d["data"] = training_data(d["data"])
     del d["train"]["compile"]  # speed only: compiled and eager runs are the same run
     if d["model"]["arch"] == "conformer-ctc":
         for key in TRANSDUCER_ONLY:
@@ -97,16 +126,16 @@ def hashed_sections(recipe: BaseModel) -> dict:
     return d
 
 
-def run_id(recipe: BaseModel) -> str:
-    d = hashed_sections(recipe)
+def run_id(recipe: BaseModel, legacy: bool = False) -> str:
+    d = hashed_sections(recipe, legacy)
     q = d["quant"]
     digest = stable_hash({**d, "quant": _filter_quant(q)})
     return f"{q['technique']}-w{q['bits']}-seed{d['seed']}-{digest[:8]}"
 
 
-def training_key(recipe: BaseModel, float_until: int | None = None) -> str:
+def training_key(recipe: BaseModel, float_until: int | None = None, legacy: bool = False) -> str:
     """What determines the weights after training (or after the first `float_until` float steps)."""
-    d = hashed_sections(recipe)
+    d = hashed_sections(recipe, legacy)
     parts = {k: d[k] for k in ("task", "seed", "data", "model", "train")}
     # the learning curve is recorded beside training, not part of it (evaluation draws no random
     # numbers): runs that differ only in it share their float training. Its keys are hashed at

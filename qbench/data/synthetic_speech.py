@@ -275,9 +275,8 @@ def _read_split(path: Path) -> list[Utterance]:
         ]
 
 
-def _generate(
-    cfg: SyntheticSpeechConfig, splits: Sequence[str], directory: Path, workers: int, progress: bool
-) -> None:
+def _generate(cfg: SyntheticSpeechConfig, paths: dict[str, Path], workers: int, progress: bool) -> None:
+    splits = list(paths)
     # Plan every split: valid and test sentences must avoid the training ones.
     plans = plan_utterances(cfg)
     jobs = [
@@ -295,17 +294,29 @@ def _generate(
         ):
             waveforms[split].extend(rendered)
             bar.advance(task, len(rendered))
-    directory.mkdir(parents=True, exist_ok=True)
     for split in splits:
-        _write_split(directory / f"{split}.npz", plans[split], waveforms[split])
+        paths[split].parent.mkdir(parents=True, exist_ok=True)
+        _write_split(paths[split], plans[split], waveforms[split])
 
 
 def load_synthetic_speech(
     cfg: SyntheticSpeechConfig, cache_dir: Path, workers: int = 2, progress: bool = True
 ) -> dict[str, list[Utterance]]:
-    """The "train", "valid" and "test" splits, synthesised once and then read from the cache."""
-    directory = Path(cache_dir) / "synthetic-speech" / config_hash(cfg)
-    missing = [split for split in SPLITS if not (directory / f"{split}.npz").exists()]
+    """The "train", "valid" and "test" splits, synthesised once and then read from the cache. Each
+    split is cached under a key of what it depends on (:func:`split_config`): another test size
+    synthesises the test split only."""
+    paths = {
+        split: Path(cache_dir) / "synthetic-speech" / config_hash(split_config(cfg, split)) / f"{split}.npz"
+        for split in SPLITS
+    }
+    missing = {split: path for split, path in paths.items() if not path.exists()}
     if missing:
-        _generate(cfg, missing, directory, workers, progress)
-    return {split: _read_split(directory / f"{split}.npz") for split in SPLITS}
+        _generate(cfg, missing, workers, progress)
+    return {split: _read_split(path) for split, path in paths.items()}
+
+
+def split_config(cfg: SyntheticSpeechConfig, split: str) -> SyntheticSpeechConfig:
+    """`cfg` with the sizes a split does not depend on set to 0: training sentences are planned
+    first, and valid and test each avoid them (plan_utterances)."""
+    others = {"train": ("valid_utterances", "test_utterances"), "valid": ("test_utterances",)}
+    return dataclasses.replace(cfg, **dict.fromkeys(others.get(split, ("valid_utterances",)), 0))

@@ -42,6 +42,7 @@ from qbench.quant.apply import original_name
 from qbench.quant.labels import technique_label
 from qbench.quant.sensitivity import is_auto, resolve_auto_maps
 from qbench.run import distributed
+from qbench.run.adopt import adopt_legacy_run, adopt_legacy_shared
 from qbench.store import RunDir, record_results
 from qbench.tasks import Task, build_task
 
@@ -470,8 +471,12 @@ def run_recipe(
     with _run_lock(
         results / "runs" / suite / ".locks" / f"{recipe.run_id}.lock", enabled=not runner.dist.enabled
     ):
+        if runner.dist.is_main:
+            adopt_legacy_run(results, suite, recipe)
         if runner.dist.broadcast(runner.run.status().get("state") == "done"):  # rank 0's folder decides
             console.print(f"[dim]{recipe.run_id}: done, skipped[/dim]")
+            if runner.dist.is_main and (hint := _scored_elsewhere(runner.run.path, recipe, suite)):
+                console.print(hint, highlight=False)
             return {**(runner.run.metrics() if runner.dist.is_main else {}), "skipped": True}
         t0 = time.perf_counter()
         if task is None:
@@ -486,6 +491,26 @@ def run_recipe(
             f"[bold]{recipe.run_id}[/bold] ({recipe.quant.technique}, {recipe.quant.bits}-bit, seed {recipe.seed})"
         )
         return runner.execute(task, data_seconds)
+
+
+def _scored_elsewhere(run_dir: Path, recipe: Recipe, suite: str) -> str | None:
+    """For a finished run whose recipe now asks for another test split (the same training: run ids
+    leave the test split out), the `qbench eval` command that scores it there; None otherwise."""
+    done = load_run_config(run_dir / "config.yaml").data.model_dump(mode="json")
+    asked = recipe.data.model_dump(mode="json")
+    differ = [k for k in sorted(asked) if k != "path" and asked[k] != done.get(k)]
+    if not differ:
+        return None
+
+    def value(v: object) -> str:  # as `--set` reads it (YAML flow)
+        return f"[{','.join(map(str, v))}]" if isinstance(v, list) else str(v)
+
+    sets = " ".join(f"--set 'data.{k}={value(asked[k])}'" for k in differ)
+    was = ", ".join(f"data.{k}={value(done.get(k))}" for k in differ)
+    return (
+        f"  {recipe.run_id} was scored on {was}; score it on this recipe's test split with: "
+        f"qbench eval --suite {suite} {sets} --test-set NAME"
+    )
 
 
 @contextlib.contextmanager
@@ -519,6 +544,7 @@ def load_trained(
         raise FileNotFoundError(f"{run_dir}: not a run folder (needs config.yaml and checkpoint.pt)")
     recipe = load_run_config(config)
     if not ckpt_file.is_file():  # ptq: float's finished training, shared, is its model
+        adopt_legacy_shared(results / "cache" / "shared", recipe)
         ckpt_file = results / "cache" / "shared" / f"final-{training_key(recipe)}.pt"
         if not ckpt_file.is_file():
             raise FileNotFoundError(f"{run_dir}: no checkpoint.pt, and no shared finished training for it")
