@@ -38,6 +38,8 @@ def test_fsdd_run_scored_on_a_speaker_it_never_heard(tmp_path, data_dir):
     results = tmp_path / "results"
     _run(recipe, results)
     before = read_results(results)
+    features = results / "cache" / "features"
+    built = sorted(features.glob("*.pt"))
     done = _eval(
         results,
         "--suite",
@@ -50,6 +52,8 @@ def test_fsdd_run_scored_on_a_speaker_it_never_heard(tmp_path, data_dir):
         "yweweler",
     )
     assert done.exit_code == 0, done.output
+    new_parts = sorted(set(features.glob("*.pt")) - set(built))
+    assert [f.name.split("-")[2] for f in new_parts] == ["test"]  # the training features were reused
     after = read_results(results)
     other = after[after.suite == "tiny-fsdd@yweweler"]
     assert set(other.precision) == {"float", "w4"} and {"wer", "cer", "rtfx"} <= set(other.metric)

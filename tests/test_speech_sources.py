@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -206,15 +207,40 @@ def test_feature_cache_rebuilt_when_a_source_file_changes(libri, tmp_path):
 
     first = build()
     files = sorted((cache / "features").glob("librispeech-*.pt"))
-    assert len(files) == 1
-    build()  # unchanged: the same cache file is read, nothing new written
+    assert [f.name.split("-")[1] for f in files] == ["test", "train+valid"]  # two parts
+    build()  # unchanged: the same cache files are read, nothing new written
     assert sorted((cache / "features").glob("librispeech-*.pt")) == files
 
     flac = libri / "test" / "19" / "198" / "19-198-0000.flac"
     sf.write(flac, tone(0.8, freq=900.0), 16000)
     st = flac.stat()
     os.utime(flac, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    second = build()
-    assert len(list((cache / "features").glob("librispeech-*.pt"))) == 2
+    second = build()  # a test file changed: the test part only is rebuilt
+    assert len(list((cache / "features").glob("librispeech-test-*.pt"))) == 2
+    assert len(list((cache / "features").glob("librispeech-train+valid-*.pt"))) == 1
     i = second.splits["test"]["ids"].index("19-198-0000")
     assert second.splits["test"]["feats"][i].shape[0] > first.splits["test"]["feats"][i].shape[0]
+
+
+def test_a_moved_copy_of_the_data_or_another_test_split_builds_only_what_changed(libri, tmp_path):
+    recipe_file = tmp_path / "r.yaml"
+    recipe_file.write_text(LIBRI_RECIPE.format(path=libri, skip="false"))
+    cache = tmp_path / "cache"
+
+    def build(*sets: str) -> ASRTask:
+        task = ASRTask(load_suite(recipe_file, list(sets)).runs[0], cache, progress=False)
+        task.build_data()
+        return task
+
+    first = build()
+    files = sorted((cache / "features").glob("*.pt"))
+    moved = tmp_path / "moved"
+    shutil.copytree(libri, moved)  # copy2: sizes and modification times kept
+    again = build(f"data.path={moved}")
+    assert sorted((cache / "features").glob("*.pt")) == files  # nothing rebuilt
+    assert again.splits["test"]["ids"] == first.splits["test"]["ids"]
+
+    other = build("data.test=[dev]")  # another test split: its features only
+    assert len(list((cache / "features").glob("librispeech-train+valid-*.pt"))) == 1
+    assert len(list((cache / "features").glob("librispeech-test-*.pt"))) == 2
+    assert other.splits["test"]["ids"] == first.splits["valid"]["ids"]

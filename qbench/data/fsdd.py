@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,11 +129,14 @@ def _by_speaker(pool: list[Recording]) -> dict[str, list[Recording]]:
     return {s: out[s] for s in sorted(out)}
 
 
-def generate(cfg, stats: dict) -> dict[str, Iterator[Utterance]]:
-    """Utterances of each split, generated lazily (the audio of a split need not fit in memory)."""
+def generate(
+    cfg, stats: dict, splits: Sequence[str] = ("train", "valid", "test")
+) -> dict[str, Iterator[Utterance]]:
+    """Utterances of each of `splits`, generated lazily (the audio of a split need not fit in
+    memory). Files skipped for their names are counted where the training split is generated."""
     recordings, skipped = scan(cfg)
     pools = split_pools(cfg, recordings)
-    stats["skipped_files"] = skipped
+    stats["skipped_files"] = skipped if "train" in splits else 0
     clips: dict[Path, tuple[np.ndarray, int]] = {}  # each file decoded once, at its own rate
 
     def clip(r: Recording) -> tuple[np.ndarray, int] | None:
@@ -180,7 +183,7 @@ def generate(cfg, stats: dict) -> dict[str, Iterator[Utterance]]:
             yield Utterance(f"{split}-{i:05d}-{speaker}", " ".join(words), audio, speaker)
 
     counts = {"train": cfg.train_utterances, "valid": cfg.valid_utterances, "test": cfg.test_utterances}
-    return {split: split_utterances(split, counts[split]) for split in counts}
+    return {split: split_utterances(split, counts[split]) for split in splits}
 
 
 def _silence(rng: random.Random, seconds: tuple[float, float]) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Recorded-speech sources for ASR: ``fsdd-digits``, ``librispeech`` and ``manifest``.
 
-Each source gives (1) the list of files it reads, whose (path, size, mtime) join the feature cache
-key so that features are rebuilt when a file changes, and (2) lazy per-split iterators of
+Each source gives (1) the list of files it reads, whose (path below the data folder, size, mtime)
+join the feature cache key so that features are rebuilt when a file changes, and (2) lazy per-split iterators of
 utterances at 16 kHz. Problems raise `DataError` naming the file (and the line of a transcript or
 manifest); where the recipe sets ``skip_bad_files`` the item is skipped instead and counted in
 ``stats``, which the task stores in the run's metrics (``data`` in metrics.json).
@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import soundfile as sf
@@ -55,22 +55,38 @@ def text_lines(path: Path) -> list[str]:
     return [line.removesuffix("\r") for line in lines]
 
 
-def source_files(cfg) -> list[Path]:
+def source_files(cfg, splits: Sequence[str] = SPLITS) -> list[Path]:
+    """The files the source reads for `splits` (for the feature cache key); FSDD's splits draw
+    from one folder of recordings, so every split reads all of it."""
     if cfg.source == "fsdd-digits":
         return fsdd.source_files(cfg)
     if cfg.source == "librispeech":
-        return sorted(f for split in SPLITS for f in _librispeech_files(cfg, split))
+        return sorted(f for split in splits for f in _librispeech_files(cfg, split))
     if cfg.source == "manifest":
-        return sorted({p for split in SPLITS for p in _manifest_files(cfg, split)})
+        return sorted({p for split in splits for p in _manifest_files(cfg, split)})
     raise ValueError(f"{cfg.source!r} is not a recorded-speech source")
 
 
-def fingerprint(files: list[Path]) -> list[tuple[str, int, int]]:
-    """What identifies the files' contents cheaply: path, size and modification time (ns)."""
+def data_root(cfg) -> Path | None:
+    """The folder `data.path` names (None for manifests, whose files are named by the manifest)."""
+    if cfg.source == "fsdd-digits":
+        return fsdd.recordings_folder(cfg.path)
+    if cfg.source == "librispeech":
+        return _librispeech_root(cfg)
+    return None
+
+
+def fingerprint(files: list[Path], root: Path | None = None) -> list[tuple[str, int, int]]:
+    """What identifies the files' contents cheaply: path (below `root` where the file lies there,
+    so a moved copy of the data keeps its fingerprint), size and modification time (ns)."""
+    base = root.resolve() if root is not None else None
     out = []
     for f in files:
-        st = f.stat()
-        out.append((str(f.resolve()), st.st_size, st.st_mtime_ns))
+        resolved, st = f.resolve(), f.stat()
+        name = (
+            resolved.relative_to(base).as_posix() if base and resolved.is_relative_to(base) else str(resolved)
+        )
+        out.append((name, st.st_size, st.st_mtime_ns))
     return out
 
 
@@ -78,14 +94,15 @@ def generator_version(cfg) -> int:
     return fsdd.GENERATOR_VERSION if cfg.source == "fsdd-digits" else 1
 
 
-def utterances(cfg, stats: dict) -> dict[str, Iterator[Utterance]]:
-    """Per-split iterators; `stats` fills in (skipped items, kept utterances) as they are consumed."""
+def utterances(cfg, stats: dict, splits: Sequence[str] = SPLITS) -> dict[str, Iterator[Utterance]]:
+    """Per-split iterators of `splits`; `stats` fills in (skipped items, kept utterances) as they
+    are consumed."""
     if cfg.source == "fsdd-digits":
-        return fsdd.generate(cfg, stats)
+        return fsdd.generate(cfg, stats, splits)
     stats.setdefault("skipped_files", 0)
     stats.setdefault("skipped_too_long", 0)
     read = _librispeech_split if cfg.source == "librispeech" else _manifest_split
-    return {split: read(cfg, split, stats) for split in SPLITS}
+    return {split: read(cfg, split, stats) for split in splits}
 
 
 def _skip_or_raise(cfg, stats: dict, message: str) -> None:

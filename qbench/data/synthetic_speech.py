@@ -300,14 +300,18 @@ def _generate(cfg: SyntheticSpeechConfig, paths: dict[str, Path], workers: int, 
 
 
 def load_synthetic_speech(
-    cfg: SyntheticSpeechConfig, cache_dir: Path, workers: int = 2, progress: bool = True
+    cfg: SyntheticSpeechConfig,
+    cache_dir: Path,
+    workers: int = 2,
+    progress: bool = True,
+    splits: Sequence[str] = SPLITS,
 ) -> dict[str, list[Utterance]]:
-    """The "train", "valid" and "test" splits, synthesised once and then read from the cache. Each
+    """The `splits` ("train", "valid", "test"), synthesised once and then read from the cache. Each
     split is cached under a key of what it depends on (:func:`split_config`): another test size
     synthesises the test split only."""
     paths = {
         split: Path(cache_dir) / "synthetic-speech" / config_hash(split_config(cfg, split)) / f"{split}.npz"
-        for split in SPLITS
+        for split in splits
     }
     missing = {split: path for split, path in paths.items() if not path.exists()}
     if missing:

@@ -25,30 +25,17 @@ from torch import nn
 from torch.nn import functional as F
 
 from qbench.config import ConformerCTCConfig, Recipe, stable_hash
-from qbench.data import speech
-from qbench.data.synthetic_speech import SyntheticSpeechConfig, load_synthetic_speech, plan_utterances
+from qbench.data.synthetic_speech import plan_utterances
 from qbench.device import autocast, to_device
-from qbench.io import atomic_torch_save, atomic_write_bytes, load_checkpoint
-from qbench.progress import console, progress_bar
+from qbench.io import atomic_write_bytes
+from qbench.progress import progress_bar
 from qbench.tasks.base import EvalResult, Shard
 from qbench.tasks.conformer import ConformerCTC, ConformerEncoder
 from qbench.tasks.metrics import METRICS, Metric, metric, register, register_rule
 from qbench.tasks.ngram import arpa_text
+from qbench.tasks.speech_features import build_features, synthetic_config
 from qbench.tasks.tokenizers import CharTokenizer, SentencePieceTokenizer
 from qbench.tasks.transducer import ConformerTransducer, pad_targets, transducer_loss
-
-FEATURE_VERSION = 1
-
-
-def log_mel(audio: torch.Tensor, sample_rate: int, n_mels: int) -> torch.Tensor:
-    """(samples,) float in [-1, 1] -> (frames, n_mels): 25 ms windows every 10 ms."""
-    return torchaudio.compliance.kaldi.fbank(
-        audio.unsqueeze(0) * 32768.0,
-        num_mel_bins=n_mels,
-        sample_frequency=sample_rate,
-        dither=0.0,
-        energy_floor=1.0,
-    )
 
 
 def build_asr_model(m: ConformerCTCConfig, vocab: int) -> ConformerEncoder:
@@ -196,75 +183,9 @@ class ASRTask:
         _ = self.tokenizer
 
     def _build_features(self) -> None:
-        if self.recipe.data.source != "synthetic-speech":
-            return self._build_recorded()
-        d = self.recipe.data
-        cfg = SyntheticSpeechConfig(
-            seed=d.seed,
-            train_utterances=d.train_utterances,
-            valid_utterances=d.valid_utterances,
-            test_utterances=d.test_utterances,
-            snr_db=d.snr_db,
+        self.splits, self.data_stats = build_features(
+            self.recipe.data, self.model_cfg.n_mels, self.cache_dir, self.progress
         )
-        key = stable_hash(
-            {"data": d.model_dump(mode="json"), "n_mels": self.model_cfg.n_mels, "v": FEATURE_VERSION}
-        )
-        feat_file = self.cache_dir / "features" / f"{d.source}-{key[:16]}.pt"
-        if feat_file.is_file():
-            self.splits = load_checkpoint(feat_file)
-            return
-        utterances = load_synthetic_speech(cfg, self.cache_dir, workers=d.workers, progress=self.progress)
-        splits: dict[str, dict[str, Any]] = {}
-        for split, utts in utterances.items():
-            feats = []
-            for u in progress_bar(utts, f"features {split}", enabled=self.progress):
-                feats.append(
-                    log_mel(torch.from_numpy(u.audio), cfg.sample_rate, self.model_cfg.n_mels).half()
-                )
-            splits[split] = {"ids": [u.id for u in utts], "texts": [u.text for u in utts], "feats": feats}
-        atomic_torch_save(feat_file, splits)
-        self.splits = splits
-
-    def _build_recorded(self) -> None:
-        """Features of a recorded-speech source (qbench.data.speech), cached under a key of the data
-        config, the feature settings and every source file's (path, size, mtime): a suite's runs share
-        them, and changing a file rebuilds them. Skipped items are counted in `data_stats`."""
-        d, n_mels = self.recipe.data, self.model_cfg.n_mels
-        files = speech.source_files(d)
-        key = stable_hash(
-            {
-                "data": d.model_dump(mode="json"),
-                "n_mels": n_mels,
-                "v": FEATURE_VERSION,
-                "generator": speech.generator_version(d),
-                "files": speech.fingerprint(files),
-            }
-        )
-        feat_file = self.cache_dir / "features" / f"{d.source}-{key[:16]}.pt"
-        if feat_file.is_file():
-            cached = load_checkpoint(feat_file)
-            self.data_stats = cached.pop("stats")
-            self.splits = cached
-            return
-        stats: dict[str, Any] = {}
-        splits: dict[str, dict[str, Any]] = {}
-        for split, utts in speech.utterances(d, stats).items():
-            ids, texts, feats = [], [], []
-            for u in progress_bar(utts, f"features {split}", enabled=self.progress):
-                ids.append(u.id)
-                texts.append(u.text)
-                feats.append(log_mel(torch.from_numpy(u.audio), 16000, n_mels).half())
-            splits[split] = {"ids": ids, "texts": texts, "feats": feats}
-        stats["utterances"] = {split: len(s["ids"]) for split, s in splits.items()}
-        stats["hours"] = {
-            split: round(sum(f.shape[0] for f in s["feats"]) / 360000, 4) for split, s in splits.items()
-        }
-        atomic_torch_save(feat_file, {**splits, "stats": stats})
-        skipped = {k: v for k, v in stats.items() if k.startswith("skipped") and v}
-        if skipped:
-            console.print(f"[yellow]{d.source}: {skipped} (counted in metrics.json under data)[/yellow]")
-        self.data_stats = stats
-        self.splits = splits
 
     @property
     def tokenizer(self) -> CharTokenizer | SentencePieceTokenizer:
@@ -467,14 +388,7 @@ class ASRTask:
         elif d.source == "librispeech":  # {speaker}-{chapter}-{utterance}
             speakers = [uid.split("-")[0] for uid in ids]
         elif d.source == "synthetic-speech" and split in ("train", "valid", "test"):
-            cfg = SyntheticSpeechConfig(
-                seed=d.seed,
-                train_utterances=d.train_utterances,
-                valid_utterances=d.valid_utterances,
-                test_utterances=d.test_utterances,
-                snr_db=d.snr_db,
-            )
-            voice = {plan.id: plan.voice.name for plan in plan_utterances(cfg)[split]}
+            voice = {plan.id: plan.voice.name for plan in plan_utterances(synthetic_config(d))[split]}
             speakers = [voice.get(uid, "") for uid in ids]
         else:
             speakers = [""] * len(ids)
