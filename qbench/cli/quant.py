@@ -57,7 +57,7 @@ def inspect(
         if key in seen:
             continue
         seen.add(key)
-        spec = r.quant.spec()
+        spec = r.quant_spec()
         model = skeleton_model(r)
         precisions, chosen = _precisions_of(r, results / "runs" / suite.name)
         technique = spec.describe()

@@ -41,6 +41,7 @@ HASHED_WHEN_SET: dict[tuple[str, str], Any] = {
     ("quant", "activations"): None,
     ("quant", "float_dtype"): "bfloat16",
     ("quant", "qat_lr"): None,
+    ("quant", "train_precision"): None,
     ("eval", "long_form"): [],
     ("model", "vtlp"): 0.0,
     ("eval", "decoder"): "greedy",
@@ -51,6 +52,9 @@ HASHED_WHEN_SET: dict[tuple[str, str], Any] = {
     ("train", "precision"): "bf16",
     **{("quant", o.name): o.default for o in OPTIONS if not o.hashed_at_default},
 }
+
+#: quant keys added after `technique: clip` hashed all its keys: hashed for clip only when set
+CLIP_ADDED = {"train_precision": None}
 
 #: data keys, per data source, that choose only what a trained model is scored on (its test split)
 #: or where the data lies: left out of run ids and training keys, and what `qbench eval --set`
@@ -93,10 +97,11 @@ def _drop_defaults(section: str, d: dict) -> dict:
 def _filter_quant(q: dict) -> dict:
     if q["technique"] != "clip":
         return _drop_defaults("quant", q)
-    # clip: every key, but the options of parts it does not use where they are at their defaults
+    # clip: every key, but the options of parts it does not use and the keys added since
+    # (CLIP_ADDED) where they are at their defaults
     others = {
         o.name: o.default for o in OPTIONS if not o.hashed_at_default and o not in preset_options("clip")
-    }
+    } | CLIP_ADDED
     return {k: v for k, v in q.items() if not (k in others and v == others[k])}
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
@@ -277,6 +278,9 @@ class QuantConfig(_QuantOptions):
     # by cosine to train.min_lr_ratio x train.lr at the last step (a QAT fine-tuning schedule);
     # unset: the run's one schedule goes on. Float and ptq ignore it.
     qat_lr: float | None = Field(None, gt=0)
+    # Quantization-aware training at a mixed map: the name of a hand-written map under the
+    # recipe's `precisions:` (each weight trains at its bits there); unset: every weight at `bits`.
+    train_precision: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -483,6 +487,20 @@ class Recipe(_Strict):
                 errors.append((("eval", "precisions", i), f"{e}{nearest(p, known)}"))
         q = self.quant
         errors += [(("quant", *loc), msg) for loc, msg in q.field_errors()]
+        if q.train_precision is not None:
+            spec = self.precisions.get(q.train_precision)
+            if q.technique in ("float", "ptq"):
+                msg = f"technique {q.technique!r} trains no quantizer: train_precision is for QAT techniques"
+                errors.append((("quant", "train_precision"), msg))
+            elif spec is None:
+                named = ", ".join(sorted(self.precisions)) or "none defined"
+                msg = f"{q.train_precision!r} is not a map under precisions: ({named})"
+                errors.append((("quant", "train_precision"), msg))
+            elif "auto" in spec:
+                msg = (
+                    f"{q.train_precision!r} is automatic (chosen after training): train at a hand-written map"
+                )
+                errors.append((("quant", "train_precision"), msg))
         if q.technique not in ("float", "ptq") and q.float_warmup_steps >= self.train.steps:
             errors.append(
                 (
@@ -492,6 +510,13 @@ class Recipe(_Strict):
                 )
             )
         return errors
+
+    def quant_spec(self) -> QuantSpec:
+        """The quantization library's spec of this recipe: the `quant:` section's, at its
+        `train_precision` map where it names one."""
+        spec = self.quant.spec()
+        name = self.quant.train_precision
+        return spec if name is None else replace(spec, precision=parse_precision(name, self.precisions))
 
     @property
     def run_id(self) -> str:

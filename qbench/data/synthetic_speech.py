@@ -322,5 +322,8 @@ def load_synthetic_speech(
 def split_config(cfg: SyntheticSpeechConfig, split: str) -> SyntheticSpeechConfig:
     """`cfg` with the sizes a split does not depend on set to 0: training sentences are planned
     first, and valid and test each avoid them (plan_utterances)."""
-    others = {"train": ("valid_utterances", "test_utterances"), "valid": ("test_utterances",)}
-    return dataclasses.replace(cfg, **dict.fromkeys(others.get(split, ("valid_utterances",)), 0))
+    if split == "train":
+        return dataclasses.replace(cfg, valid_utterances=0, test_utterances=0)
+    if split == "valid":
+        return dataclasses.replace(cfg, test_utterances=0)
+    return dataclasses.replace(cfg, valid_utterances=0)

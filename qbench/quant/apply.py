@@ -105,7 +105,8 @@ def quantize_(model: nn.Module, spec: QuantSpec) -> list[str]:
     The ``nn.Parameter`` objects are kept (reachable as
     ``module.parametrizations.<name>.original``), so an optimizer built before
     keeps training them.  Re-applying replaces an attached quantizer.
-    Returns the original names quantized; ``[]`` for ``float``/``ptq``.
+    Returns the original names quantized; ``[]`` for ``float``/``ptq``. With ``spec.precision``
+    (a mixed map) each weight trains at the map's bits, and those it keeps float stay float.
     ``spec.activations=8`` also attaches an 8-bit per-token activation quantizer to the
     inputs of every quantized ``nn.Linear`` / ``nn.MultiheadAttention`` (see :mod:`.activations`).
     """
@@ -115,8 +116,11 @@ def quantize_(model: nn.Module, spec: QuantSpec) -> list[str]:
     for name, module, tname, tensor in list(weight_slots(model)):
         if not is_selected(name, tensor, spec):
             continue
+        bits = spec.bits if spec.precision is None else spec.precision.bits_for(name)
+        if bits is None:  # the training map keeps this weight float
+            continue
         # learned scales start from the weight as it is now (QAT may start mid-training)
-        q = make_quantizer(spec, weight=tensor)
+        q = make_quantizer(spec, bits=bits, weight=tensor)
         q.train(module.training)
         old = find_quantizer(module, tname)
         if old is not None:

@@ -33,10 +33,12 @@ def technique_label(recipe) -> str:
     else:
         return q.technique
     opts = scale.from_settings(q).label_options() + estimator.from_settings(q).label_options()
-    return f"{name}({','.join(opts)})" if opts else name
+    label = f"{name}({','.join(opts)})" if opts else name
+    # trained at a mixed map: its own row beside the technique trained at `bits`
+    return label if q.train_precision is None else f"{label}@{q.train_precision}"
 
 
-_OPTS_RE = re.compile(r"\((.*)\)$")
+_OPTS_RE = re.compile(r"\(([^)]*)\)(?:@[^@]*)?$")
 
 
 def topk_options(label: str) -> dict[str, float]:

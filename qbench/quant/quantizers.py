@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from .parts import Estimator, QuantizerBase, Scale
+from .precision import PrecisionMap
 from .scales import EPS, check_granularity, rows_view
 from .techniques import (
     DEFAULT_EXCLUDE,
@@ -71,6 +72,9 @@ class QuantSpec(_PartOptions):  # type: ignore[valid-type, misc]
     # dtype of the scales and of every tensor kept float when evaluated/exported at a quantized
     # precision (bfloat16: what int4/int8 deployments store; float32: full precision)
     float_dtype: str = "bfloat16"
+    # quantization-aware training at a mixed map: each selected weight at the map's bits (float
+    # where the map says so); None: every selected weight at ``bits``
+    precision: PrecisionMap | None = None
 
     def __post_init__(self) -> None:
         if self.technique not in TECHNIQUES:
@@ -93,6 +97,8 @@ class QuantSpec(_PartOptions):  # type: ignore[valid-type, misc]
             raise ValueError(
                 f"technique {self.technique!r} attaches no quantizer: scale/estimator/scale_grad unused"
             )
+        if self.precision is not None and (self.precision.auto is not None or self.precision.is_float):
+            raise ValueError(f"precision {self.precision.name!r}: training needs a map of fixed bits")
         if self.technique == "custom" and not (self.scale and self.estimator):
             raise ValueError("technique 'custom' needs both scale and estimator")
         scale_fn = self.quantizer_options().get("scale_fn")

@@ -155,7 +155,7 @@ class Runner:
         self.dist = distributed.current()  # data-parallel under torchrun: only rank 0 writes
         run = RunDir(results, suite, recipe)
         self.run: RunDir | distributed.MuteRun = run if self.dist.is_main else distributed.MuteRun(run)
-        self.spec = recipe.quant.spec()
+        self.spec = recipe.quant_spec()
         self.shared = results / "cache" / "shared"
 
     def log(self, msg: str) -> None:
@@ -554,7 +554,7 @@ def load_trained(
     task = build_task(recipe, results / "cache", progress=progress)
     task.build_data()
     model = task.build_model()
-    spec = recipe.quant.spec()
+    spec = recipe.quant_spec()
     if ckpt["quantized"]:
         quantize_(model, spec)
     model.load_state_dict(ckpt["model"])

@@ -50,7 +50,7 @@ def model_errors(recipe: Recipe, model: nn.Module | None = None) -> list[tuple[t
     if not quantizes_anything(recipe):
         return []
     try:
-        spec = recipe.quant.spec()
+        spec = recipe.quant_spec()
     except ValueError as e:  # reported by the schema checks already
         return [(("quant",), str(e))]
     model = skeleton_model(recipe) if model is None else model
