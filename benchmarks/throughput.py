@@ -1,7 +1,8 @@
 """Throughput of the demo models: training utterances (sentences) per second, evaluation real-time
 factor, float32 eager vs bf16 autocast vs torch.compile, and the QAT step-time ratio per technique.
 
-    .venv/bin/python benchmarks/throughput.py [--device cuda] [--compile] [--threads N] [--steps S]
+    .venv/bin/python benchmarks/throughput.py [--device cuda] [--compile] [--compile-mode reduce-overhead]
+        [--pad-to-multiple N] [--threads N] [--steps S]
 
 ASR: the demo Conformer-CTC (recipes/demo.yaml) on batches of synthetic 80-bin features of
 3-4 s (300-400 frames), as benchmarks/quant_speed.py builds them. A training step is the engine's
@@ -15,7 +16,10 @@ engine only uses it on CUDA: see the table); `compile` (torch.compile, inductor,
 bf16 on CUDA). Compiling on a CPU takes minutes, so there it is left out unless `--compile`.
 The QAT ratio is a technique's step time over float's in the same mode, measured in rotating
 rounds in this one run (median of per-round ratios). GPU utilisation is sampled every 0.1 s
-during the timed training steps (torch.cuda.utilization, or nvidia-smi), averaged.
+during the timed training steps (torch.cuda.utilization, or nvidia-smi), averaged. On CUDA the
+host syncs of one training step of each technique are counted too (torch.cuda's sync debug mode).
+`--compile-mode reduce-overhead` compiles with CUDA graphs; `--pad-to-multiple N` pads the ASR
+batch's frames and targets to a multiple of N, as the engine's `train.pad_to_multiple` does.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -43,12 +48,14 @@ from quant_speed import demo_model, make_batch  # noqa: E402
 
 from qbench.config import load_suite  # noqa: E402
 from qbench.quant import QuantSpec, batched_quantization  # noqa: E402
+from qbench.quant.techniques import TECHNIQUE_CONFIGS  # noqa: E402
 from qbench.run.engine import attach_quantizers, make_optimizer  # noqa: E402
 from qbench.tasks.asr import ctc_greedy_decode  # noqa: E402
+from qbench.tasks.buckets import pad_to, padded_length  # noqa: E402
 from qbench.tasks.mt import PAD, TransformerMT  # noqa: E402
 from qbench.tasks.tokenizers import CharTokenizer  # noqa: E402
 
-TECHNIQUES = ("ste", "pqn", "rand", "lsq", "pact", "clip")
+TECHNIQUES = tuple(TECHNIQUE_CONFIGS)  # every preset that trains quantization-aware
 MT_VOCAB = 1000
 
 
@@ -119,6 +126,10 @@ class GPUSampler:
 # ------------------------------------------------------------------ models and steps
 
 
+#: torch.compile's mode for the "compile" rows (--compile-mode)
+COMPILE_MODE: str | None = None
+
+
 class ASRSetup:
     def __init__(self, base, technique: str, device: torch.device, mode: str, bits: int = 4):
         self.model = copy.deepcopy(base).to(device).train()
@@ -126,7 +137,7 @@ class ASRSetup:
         if technique != "float":
             attach_quantizers(self.model, self.opt, QuantSpec(technique, bits))
         self.device, self.mode = device, mode
-        self.forward = torch.compile(self.model) if mode == "compile" else self.model
+        self.forward = torch.compile(self.model, mode=COMPILE_MODE) if mode == "compile" else self.model
 
     def step(self, b: dict) -> None:
         self.opt.zero_grad(set_to_none=True)
@@ -143,7 +154,8 @@ class ASRSetup:
         with amp(self.device, self.mode):
             lp, ol = self.model(b["feats"], b["lengths"])
         self.model.train()
-        return ctc_greedy_decode(lp, ol, CharTokenizer())
+        tokenizer = CharTokenizer()  # the demo model's vocabulary is larger: decode the units it has
+        return ctc_greedy_decode(lp[..., : tokenizer.size], ol, tokenizer)
 
 
 def mt_model() -> TransformerMT:
@@ -192,6 +204,30 @@ def time_steps(fn, device: torch.device, steps: int) -> float:
     return statistics.median(times)
 
 
+def pad_batch(b: dict, multiple: int) -> dict:
+    """The ASR batch with frames and targets padded to a multiple (targets as (B, S) rows)."""
+    if not multiple:
+        return b
+    feats = pad_to(b["feats"], padded_length(b["feats"].shape[1], multiple))
+    rows = torch.nn.utils.rnn.pad_sequence(list(b["targets"].split(b["tl"].tolist())), batch_first=True)
+    return {**b, "feats": feats, "targets": pad_to(rows, padded_length(rows.shape[1], multiple))}
+
+
+def syncs_per_step(setup: ASRSetup, b: dict) -> int | None:
+    """Host syncs torch.cuda reports in one training step (CUDA only)."""
+    if setup.device.type != "cuda":
+        return None
+    sync(setup.device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            setup.step(b)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
 def qat_ratios(setups: dict, b: dict, device: torch.device, rounds: int, steps: int) -> dict[str, float]:
     """Each technique's step time over float's, median of per-round ratios (rotating order)."""
     names = list(setups)
@@ -229,7 +265,18 @@ def main() -> None:
         help="techniques whose QAT ratio is also measured compiled (default: all; each compiles for tens of seconds)",
     )
     ap.add_argument("--no-mt", action="store_true")
+    ap.add_argument(
+        "--compile-mode",
+        default=None,
+        choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+        help="torch.compile's mode (reduce-overhead: CUDA graphs)",
+    )
+    ap.add_argument(
+        "--pad-to-multiple", type=int, default=0, help="pad the ASR batch's time axes to a multiple"
+    )
     args = ap.parse_args()
+    global COMPILE_MODE
+    COMPILE_MODE = args.compile_mode
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -237,7 +284,7 @@ def main() -> None:
     modes = ["fp32"] + ([] if args.skip_bf16 else ["bf16"]) + (["compile"] if use_compile else [])
     torch.manual_seed(0)
     asr_base, mt_base = demo_model(), mt_model()
-    b = make_batch(device, batch=args.batch)
+    b = pad_batch(make_batch(device, batch=args.batch), args.pad_to_multiple)
     audio_seconds = float(b["lengths"].sum()) * 0.01
     mb = mt_batch(device, 4 * args.batch)
 
@@ -251,9 +298,10 @@ def main() -> None:
     )
     print(
         f"torch {torch.__version__}; ASR demo Conformer, batch {args.batch} x {audio_seconds / args.batch:.1f} s; "
-        f"MT batch {4 * args.batch} sentences; {args.steps} timed steps (median)\n"
+        f"MT batch {4 * args.batch} sentences; {args.steps} timed steps (median); "
+        f"compile mode {args.compile_mode or 'default'}; frames padded to {tuple(b['feats'].shape)}\n"
     )
-    rows, qat = [], {}
+    rows, qat, syncs = [], {}, {}
     for mode in modes:
         try:
             s = ASRSetup(asr_base, "float", device, mode)
@@ -278,6 +326,7 @@ def main() -> None:
                 for _ in range(args.warmup + (2 if mode == "compile" else 0)):
                     setups[t].step(b)
             qat[mode] = qat_ratios(setups, b, device, args.rounds, args.steps)
+            syncs[mode] = {t: syncs_per_step(setups[t], b) for t in setups}
         except Exception as e:  # noqa: BLE001 - a mode the device does not support: say so, go on
             rows.append((mode, None, None, None, None, None))
             print(f"{mode}: not measured: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
@@ -302,6 +351,12 @@ def main() -> None:
     print("|---|" + "---|" * len(qat))
     for t in args.techniques:
         print(f"| {t} | " + " | ".join(f"{qat[m][t]:.2f}" if t in qat[m] else "n/a" for m in qat) + " |")
+    if device.type == "cuda" and syncs:
+        print("\nHost syncs in one training step (torch.cuda.set_sync_debug_mode):\n")
+        print("| technique | " + " | ".join(syncs) + " |")
+        print("|---|" + "---|" * len(syncs))
+        for t in ["float", *args.techniques]:
+            print(f"| {t} | " + " | ".join(str(syncs[m].get(t, "n/a")) for m in syncs) + " |")
 
 
 if __name__ == "__main__":

@@ -30,9 +30,12 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t.to(device)
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; on the CPU a no-op, since bf16 matmuls there are slower than fp32."""
-    if device.type == "cuda":
+def autocast(device: torch.device, precision: str = "bf16"):
+    """``precision="bf16"``: bf16 autocast on CUDA; on the CPU a no-op, since bf16 matmuls there are
+    slower than fp32. ``"fp32"``: a no-op everywhere (recipes' ``train.precision``)."""
+    if precision not in ("bf16", "fp32"):
+        raise ValueError(f"precision must be bf16 or fp32, got {precision!r}")
+    if device.type == "cuda" and precision == "bf16":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

@@ -248,3 +248,89 @@ def test_batched_training_sees_new_weight_storage_and_checkpoints_round_trip(tmp
         y_fresh = fresh(x)
     with torch.no_grad(), batched_quantization(model):
         assert torch.equal(y_fresh, model(x))
+
+
+# ---------------------------------------------------------------- train.pad_to_multiple: static shapes
+
+
+def test_bucketed_batches_are_full_and_padded_to_the_multiple():
+    from qbench.tasks.buckets import batches_of, pad_to, padded_length
+
+    assert batches_of(list(range(10)), 4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert batches_of(list(range(10)), 4, full=True)[-1] == [8, 9, 0, 1]
+    assert batches_of([5, 6], 5, full=True) == [[5, 6, 5, 6, 5]]
+    assert [padded_length(n, 8) for n in (0, 1, 8, 9)] == [8, 8, 8, 16]
+    assert padded_length(13, 0) == 13 and padded_length(13, 8, limit=14) == 14
+    assert padded_length(15, 8, limit=14) == 16  # longer than the limit already: rounded up as usual
+    t = torch.ones(2, 3)
+    assert torch.equal(pad_to(t, 5, value=7.0), torch.tensor([[1, 1, 1, 7, 7.0]] * 2))
+
+
+def test_padded_translation_batches_keep_the_loss(tmp_path, results):
+    """MT masks every padded position (source keys, target positions are causal and unscored):
+    padding both axes to a multiple of 16 leaves the loss as it was, to float rounding."""
+    from qbench.config import load_suite
+    from qbench.tasks import build_task
+    from tests.test_distributed import TINY_MT
+
+    path = tmp_path / "mt.yaml"
+    path.write_text(TINY_MT.replace("grid: {quant.technique: [ste, rand]}\n", ""))
+    recipe = load_suite(path, ["train.pad_to_multiple=16"]).runs[0]
+    task = build_task(recipe, results / "cache", progress=False)
+    task.build_data()
+    torch.manual_seed(0)
+    model = task.build_model().train()
+    batches = task._epoch_batches(0)
+    assert all(len(b) == recipe.train.batch_size for b in batches)  # the short one filled up
+    cpu = torch.device("cpu")
+    padded_any = False
+    for idx in batches:
+        plain, padded = task._collate("train", idx, cpu), task._collate("train", idx, cpu, 16)
+        for key in ("src", "tgt_in", "tgt_out"):
+            assert padded[key].shape[1] % 16 == 0 or padded[key].shape[1] == task.model_cfg.max_len
+            width = plain[key].shape[1]
+            assert torch.equal(padded[key][:, :width], plain[key]) and (padded[key][:, width:] == 0).all()
+            padded_any |= padded[key].shape[1] > width
+        torch.manual_seed(1)
+        expected = task.loss(model, plain)
+        torch.manual_seed(1)
+        assert task.loss(model, padded).item() == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)
+    assert padded_any
+
+
+def test_padded_speech_batches_keep_the_ctc_targets(tmp_path, results):
+    """ASR: with train.pad_to_multiple the frames are zero-padded to a multiple and the targets
+    become (B, S) rows padded with blanks, which CTC reads as the concatenated targets (the same
+    loss). The Conformer itself is not invariant to frame padding (its convolutions and batch norm
+    see padded frames), so a run with the key set is another run (its own run id)."""
+    from qbench.config import load_suite
+    from qbench.tasks import build_task
+    from tests.conftest import tiny_recipe
+
+    recipe = load_suite(tiny_recipe(tmp_path / "r.yaml"), ["train.pad_to_multiple=64"]).runs[0]
+    task = build_task(recipe, results / "cache", progress=False)
+    task.build_data()
+    torch.manual_seed(0)
+    model = task.build_model().train()
+    cpu = torch.device("cpu")
+    for step in range(3):
+        idx = task._epoch_batches(0)[step]
+        plain, padded = task._collate("train", idx, cpu), task._collate("train", idx, cpu, 64)
+        width = plain["feats"].shape[1]
+        assert padded["feats"].shape[1] % 64 == 0 and padded["feats"].shape[1] >= width
+        assert (
+            torch.equal(padded["feats"][:, :width], plain["feats"])
+            and (padded["feats"][:, width:] == 0).all()
+        )
+        assert torch.equal(padded["lengths"], plain["lengths"])
+        rows = padded["targets"]
+        assert rows.dim() == 2 and rows.shape[1] % 64 == 0
+        lengths = padded["target_lengths"].tolist()
+        assert torch.equal(torch.cat([r[:n] for r, n in zip(rows, lengths, strict=True)]), plain["targets"])
+        assert all((r[n:] == 0).all() for r, n in zip(rows, lengths, strict=True))  # blanks
+        # the same frames, targets as rows: the same loss (dropout and SpecAugment drawn alike)
+        torch.manual_seed(step)
+        expected = task.loss(model, plain)
+        torch.manual_seed(step)
+        got = task.loss(model, {**plain, "targets": rows})
+        assert got.item() == pytest.approx(expected.item(), rel=1e-6)

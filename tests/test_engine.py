@@ -228,3 +228,42 @@ def test_recording_a_learning_curve_leaves_the_trained_weights_bit_identical(tmp
         weights.append(torch.load(ckpt, weights_only=True)["model"])
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+@pytest.mark.parametrize("nan_at", [4, 6])
+def test_nan_loss_between_log_steps_fails_before_any_checkpoint_holds_it(
+    tmp_path, results, monkeypatch, nan_at
+):
+    """The losses are read on the host every log_every (4) steps and before anything is saved: a
+    NaN at step 4 (after the step-4 checkpoint, before the shared float warm-up of 5 steps is
+    saved) or at step 6 (between two reads) fails the run with its step, and every file saved
+    holds finite weights from before it."""
+    path = tiny_recipe(tmp_path / "r.yaml")
+    path.write_text(path.read_text().replace("log_every: 1", "log_every: 4"))
+    recipe = load_suite(path).runs[0]
+    assert recipe.train.log_every == 4 and recipe.train.checkpoint_every == 4
+    from qbench.tasks.asr import ASRTask
+
+    original, calls = ASRTask.loss, []
+
+    def nan_once(self, model, batch):
+        calls.append(None)
+        loss = original(self, model, batch)
+        return loss * float("nan") if len(calls) == nan_at + 1 else loss
+
+    monkeypatch.setattr(ASRTask, "loss", nan_once)
+    with pytest.raises(TrainingDiverged, match=f"loss is nan at step {nan_at}$"):
+        run_recipe(recipe, "tiny", results, CPU, progress=False)
+    run = results / "runs/tiny" / recipe.run_id
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "failed" and f"at step {nan_at}" in status["reason"]
+    # the run went on to the next read: before the float warm-up's save (5 steps), or step 8's log
+    assert len(calls) == (5 if nan_at < 5 else 8)
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert ckpt["step"] == 4
+    saved = [ckpt, *(torch.load(f, weights_only=True) for f in (results / "cache/shared").glob("*.pt"))]
+    assert len(saved) == (2 if nan_at > 5 else 1)  # the float warm-up is saved only before the NaN
+    for c in saved:
+        assert c["step"] <= nan_at
+        assert all(torch.isfinite(v).all() for v in c["model"].values() if v.is_floating_point())
+    assert "step 4 loss" in (run / "train.log").read_text()

@@ -60,3 +60,37 @@ def test_training_step_makes_no_host_sync(technique):
             opt.zero_grad()
         finally:
             torch.cuda.set_sync_debug_mode(0)
+
+
+def test_engine_steps_between_log_reads_make_no_host_sync(tmp_path, results, monkeypatch):
+    """The engine's QAT steps between two reads of the losses (train.log_every: 4) of a translation
+    model (cross-entropy; CTC's CUDA kernel reads its lengths on the host) make no host sync: the
+    batch copies, forward, backward, gradient clipping and AdamW step all stay on the device."""
+    from qbench.config import load_suite
+    from qbench.run.engine import run_recipe
+    from qbench.tasks.mt import MTTask
+    from tests.test_distributed import TINY_MT
+
+    path = tmp_path / "mt.yaml"
+    path.write_text(
+        TINY_MT.replace("grid: {quant.technique: [ste, rand]}\n", "").replace("log_every: 1", "log_every: 4")
+    )
+    recipe = load_suite(path, ["train.steps=8", "quant.technique=lsq", "train.checkpoint_every=4"]).runs[0]
+    original = MTTask.train_batch
+    checked = []
+
+    def train_batch(self, step, device, shard=None):
+        """Steps 5 and 6: after the reads at steps 3 (float warm-up saved) and 4, before step 8's."""
+        torch.cuda.set_sync_debug_mode(0)
+        batch = original(self, step, device)
+        if step in (5, 6):
+            checked.append(step)
+            torch.cuda.set_sync_debug_mode("error")
+        return batch
+
+    monkeypatch.setattr(MTTask, "train_batch", train_batch)
+    try:
+        run_recipe(recipe, "tiny", results, torch.device("cuda"), progress=False)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert checked == [5, 6]

@@ -374,6 +374,15 @@ class TrainConfig(_Strict):
     # training batches alike quantizers, compiled training quantizes weight by weight: the noise
     # estimator then draws the same distribution in another order.)
     compile: bool = False
+    # Static shapes for torch.compile / CUDA graphs: every training batch holds batch_size items
+    # (an epoch's last, short batch is filled up with the epoch's first items) and its time axes
+    # are padded to a multiple of N, so a compiled step sees few shapes. 0: off (batches as long
+    # as their longest item). Padding changes a Conformer's loss (its convolutions and batch norm
+    # see padded frames), so a run with it set is another run.
+    pad_to_multiple: int = Field(0, ge=0)
+    # The training step's arithmetic. bf16: bf16 autocast on CUDA and fp32 on the CPU (where bf16
+    # matmuls are slower); fp32: fp32 everywhere. (Evaluation keeps bf16 autocast on CUDA.)
+    precision: Literal["fp32", "bf16"] = "bf16"
 
 
 class EvalConfig(_Strict):

@@ -43,12 +43,9 @@ from qbench.quant.labels import technique_label
 from qbench.quant.sensitivity import is_auto, resolve_auto_maps
 from qbench.run import distributed
 from qbench.run.adopt import adopt_legacy_run, adopt_legacy_shared
+from qbench.run.losses import StepLosses, TrainingDiverged
 from qbench.store import RunDir, record_results
 from qbench.tasks import Task, build_task
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the run is marked failed with the step."""
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -260,14 +257,17 @@ class Runner:
         # train.compile: the forward of the loss through torch.compile, quantizers (parametrizations)
         # inside the graph; attaching them at QAT start recompiles. Checkpoints keep the plain model.
         # (torch.compile of a module is an nn.Module, OptimizedModule; its stub says only a callable)
-        forward = cast(nn.Module, torch.compile(model)) if r.train.compile else model
+        # With train.pad_to_multiple the batches come in a few fixed shapes: one graph per shape
+        # (dynamic=False) rather than one with symbolic sizes.
+        dynamic = False if r.train.pad_to_multiple else None
+        forward = cast(nn.Module, torch.compile(model, dynamic=dynamic)) if r.train.compile else model
         model.train()
         with make_progress(enabled=self.progress) as bar:
             task_id = bar.add_task(
                 f"train {self.run.recipe.run_id}", total=r.train.steps, completed=state.step, info=""
             )
             t0 = time.perf_counter() - state.train_seconds
-            running = None
+            losses = StepLosses(r.train.log_every, self.device)
             while state.step < r.train.steps:
                 if qat_start is not None and not state.quantized and state.step >= qat_start:
                     attach_quantizers(model, optimizer, self.spec)
@@ -275,15 +275,14 @@ class Runner:
                 batch = self._train_batch(task, state.step)
                 with (
                     self.dist.step(model, r.seed, state.step, batched=not r.train.compile),
-                    autocast(self.device),
+                    autocast(self.device, r.train.precision),
                 ):
                     loss = task.loss(forward, batch) if batch is not None else None
                 # the global batch's loss (data-parallel: the sum of the ranks' parts), alike on all ranks
                 total = self.dist.sum(
                     loss.detach() if loss is not None else torch.zeros((), device=self.device)
                 )
-                if not torch.isfinite(total):
-                    raise TrainingDiverged(f"loss is {total.item()} at step {state.step}")
+                losses.add(state.step, total)  # checked for NaN at the next read (see StepLosses)
                 optimizer.zero_grad(set_to_none=True)
                 if loss is not None:
                     loss.backward()
@@ -294,14 +293,17 @@ class Runner:
                 scheduler.step()
                 state.step += 1
                 state.train_seconds = time.perf_counter() - t0
-                running = total.item() if running is None else 0.95 * running + 0.05 * total.item()
-                bar.update(task_id, completed=state.step, info=f"loss {running:.3f}")
+                bar.update(task_id, completed=state.step)
                 if state.step % r.train.log_every == 0:
+                    losses.read()
+                    bar.update(task_id, info=f"loss {losses.running:.3f}")
                     self.log(
-                        f"step {state.step} loss {total.item():.4f} avg {running:.4f} "
-                        f"grad_norm {grad_norm:.2f} lr {scheduler.get_last_lr()[0]:.2e} t {state.train_seconds:.1f}s"
+                        f"step {state.step} loss {losses.last:.4f} avg {losses.running:.4f} "
+                        f"grad_norm {float(grad_norm):.2f} lr {scheduler.get_last_lr()[0]:.2e} "
+                        f"t {state.train_seconds:.1f}s"
                     )
                 if r.train.eval_every and state.step % r.train.eval_every == 0:
+                    losses.read()
                     split = r.train.curve_split
                     res = self._evaluate(task, model, split, progress=False)
                     state.curve.append(
@@ -315,13 +317,16 @@ class Runner:
                     self.log(f"step {state.step} {split} {res.metric.name} {res.value:.4f}")
                     t0 = time.perf_counter() - state.train_seconds  # evaluation is not training time
                 if state.step == warm and not state.quantized:
+                    losses.read()
                     prefix = self.shared / f"float-{training_key(r, float_until=warm)}.pt"
                     if not prefix.is_file():
                         self._save(prefix, state)
                     if "prefix" in locks:  # the warm-up is saved: runs waiting for it may go on
                         locks.pop("prefix").release()
                 if state.step % r.train.checkpoint_every == 0 or state.step == r.train.steps:
+                    losses.read()
                     self._save(self.run.checkpoint, state)
+            losses.read()
         if qat_start is None:
             final = self.shared / f"final-{training_key(r)}.pt"
             if not final.is_file():

@@ -20,7 +20,6 @@ from typing import Any, cast
 
 import jiwer
 import torch
-import torchaudio
 from torch import nn
 from torch.nn import functional as F
 
@@ -29,7 +28,9 @@ from qbench.data.synthetic_speech import plan_utterances
 from qbench.device import autocast, to_device
 from qbench.io import atomic_write_bytes
 from qbench.progress import progress_bar
+from qbench.tasks.augment import spec_augment, vtlp_warp
 from qbench.tasks.base import EvalResult, Shard
+from qbench.tasks.buckets import batches_of, pad_to, padded_length
 from qbench.tasks.conformer import ConformerCTC, ConformerEncoder
 from qbench.tasks.metrics import METRICS, Metric, metric, register, register_rule
 from qbench.tasks.ngram import arpa_text
@@ -222,20 +223,26 @@ class ASRTask:
         rng = random.Random(f"{self.recipe.seed}-{epoch}")
         lengths = [f.shape[0] for f in self.splits["train"]["feats"]]
         order = sorted(range(len(lengths)), key=lambda i: lengths[i] * rng.uniform(0.9, 1.1))
-        bs = self.recipe.train.batch_size
-        batches = [order[i : i + bs] for i in range(0, len(order), bs)]
+        batches = batches_of(order, self.recipe.train.batch_size, full=self.recipe.train.pad_to_multiple > 0)
         rng.shuffle(batches)
         return batches
 
-    def _collate(self, split: str, idx: list[int], device: torch.device) -> dict[str, Any]:
+    def _collate(self, split: str, idx: list[int], device: torch.device, multiple: int = 0) -> dict[str, Any]:
+        """``multiple`` (train.pad_to_multiple): frames and targets padded to a multiple of it, the
+        targets as (B, S) rows padded with blanks instead of concatenated (static shapes)."""
         s = self.splits[split]
         feats = [s["feats"][i].float() for i in idx]
         lengths = torch.tensor([f.shape[0] for f in feats])
         targets = [torch.tensor(self.tokenizer.encode(s["texts"][i])) for i in idx]
+        padded, target = nn.utils.rnn.pad_sequence(feats, batch_first=True), torch.cat(targets)
+        if multiple:
+            padded = pad_to(padded, padded_length(padded.shape[1], multiple))
+            rows = nn.utils.rnn.pad_sequence(targets, batch_first=True)  # blank (0) after the end
+            target = pad_to(rows, padded_length(rows.shape[1], multiple))
         return {
-            "feats": to_device(nn.utils.rnn.pad_sequence(feats, batch_first=True), device),
+            "feats": to_device(padded, device),
             "lengths": to_device(lengths, device),
-            "targets": to_device(torch.cat(targets), device),
+            "targets": to_device(target, device),
             "target_lengths": to_device(torch.tensor([len(t) for t in targets]), device),
             "ids": [s["ids"][i] for i in idx],
             "texts": [s["texts"][i] for i in idx],
@@ -248,10 +255,11 @@ class ASRTask:
         the whole batch's size (`loss_norm`), or None when the part is empty."""
         n = len(self._epoch_batches(0))
         idx = self._epoch_batches(step // n)[step % n]
+        multiple = self.recipe.train.pad_to_multiple
         if shard is None:
-            return self._collate("train", idx, device)
+            return self._collate("train", idx, device, multiple)
         part = shard.take(idx)
-        return {**self._collate("train", part, device), "loss_norm": len(idx)} if part else None
+        return {**self._collate("train", part, device, multiple), "loss_norm": len(idx)} if part else None
 
     # ------------------------------------------------------------------ loss and evaluation
 
@@ -263,7 +271,8 @@ class ASRTask:
             feats = spec_augment(feats, batch["lengths"])
         norm = batch.get("loss_norm")  # data-parallel: sum over this shard / the global batch size
         if self.model_cfg.arch == "conformer-transducer":
-            targets = pad_targets(batch["targets"], batch["target_lengths"])
+            targets = batch["targets"]  # (B, S) already with train.pad_to_multiple
+            targets = targets if targets.dim() == 2 else pad_targets(targets, batch["target_lengths"])
             logits, out_lengths = model(feats, batch["lengths"], targets)
             loss = transducer_loss(logits, out_lengths, targets, batch["target_lengths"])
             return loss.mean() if norm is None else loss.sum() / norm
@@ -468,44 +477,3 @@ def _quiet_stderr():
     finally:
         os.dup2(saved, 2)
         os.close(saved)
-
-
-def spec_augment(feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Two frequency masks (up to 15 bins) and two time masks (up to 5% of the frames) per utterance."""
-    x = feats.transpose(1, 2)  # (B, F, T) as torchaudio's masking transforms expect
-    freq = torchaudio.transforms.FrequencyMasking(freq_mask_param=15, iid_masks=True)
-    time_mask = torchaudio.transforms.TimeMasking(
-        time_mask_param=max(1, int(0.05 * x.shape[-1])), iid_masks=True
-    )
-    mean = float(x.mean())
-    for _ in range(2):
-        x = freq(x.unsqueeze(1), mask_value=mean).squeeze(1)
-        x = time_mask(x.unsqueeze(1), mask_value=mean).squeeze(1)
-    return x.transpose(1, 2)
-
-
-def vtlp_warp(
-    feats: torch.Tensor, max_warp: float, low_hz: float = 20.0, high_hz: float = 8000.0
-) -> torch.Tensor:
-    """Vocal tract length perturbation on log-mel features (Jaitly & Hinton, 2013).
-
-    Each utterance's spectrum is stretched in frequency by a factor drawn from [1 - max_warp,
-    1 + max_warp]: the output bin centred at f Hz takes the (interpolated) log energy at f / factor.
-    Done on the features rather than the audio (as torchaudio would by resampling) because it is
-    a gather per batch instead of a resample per utterance. Bins whose source lies past the top
-    keep the top bin.
-    """
-    batch, _, n_mels = feats.shape
-    mel = lambda hz: 1127.0 * torch.log1p(hz / 700.0)  # noqa: E731 - Kaldi's mel scale, as fbank uses
-    lo, hi = mel(torch.tensor(low_hz)), mel(torch.tensor(high_hz))
-    step = (hi - lo) / (n_mels + 1)
-    centres_mel = lo + step * torch.arange(1, n_mels + 1)
-    centres_hz = 700.0 * torch.expm1(centres_mel / 1127.0)
-    factor = 1.0 + (torch.rand(batch, 1) * 2.0 - 1.0) * max_warp
-    source_pos = ((mel(centres_hz[None, :] / factor) - lo) / step - 1.0).clamp(0, n_mels - 1)
-    left = source_pos.floor().long().clamp(max=n_mels - 2)
-    frac = (source_pos - left).to(feats.device, feats.dtype)[:, None, :]
-    left = left.to(feats.device)[:, None, :].expand(-1, feats.shape[1], -1)
-    lower = feats.gather(2, left)
-    upper = feats.gather(2, left + 1)
-    return lower + (upper - lower) * frac

@@ -27,6 +27,7 @@ from qbench.data.synthetic_mt import load_synthetic_mt
 from qbench.device import autocast, to_device
 from qbench.progress import progress_bar
 from qbench.tasks.base import EvalResult, Shard
+from qbench.tasks.buckets import batches_of, pad_to, padded_length
 from qbench.tasks.metrics import Metric, register
 from qbench.tasks.tokenizers import SentencePieceTokenizer
 
@@ -333,33 +334,32 @@ class MTTask:
             range(len(sources)),
             key=lambda i: max(len(sources[i]), len(targets[i]) + 1) * rng.uniform(0.9, 1.1),
         )
-        bs = self.recipe.train.batch_size
-        batches = [order[i : i + bs] for i in range(0, len(order), bs)]
+        batches = batches_of(order, self.recipe.train.batch_size, full=self.recipe.train.pad_to_multiple > 0)
         rng.shuffle(batches)
         return batches
 
-    def _sources(self, split: str, idx: list[int], device: torch.device) -> torch.Tensor:
-        sources = self.encoded[split][0]
-        return to_device(
-            nn.utils.rnn.pad_sequence(
-                [torch.tensor(sources[i]) for i in idx], batch_first=True, padding_value=PAD
-            ),
-            device,
-        )
+    def _padded(self, rows: list[torch.Tensor], device: torch.device, multiple: int = 0) -> torch.Tensor:
+        """Token rows padded with PAD to the longest, or (``multiple``: train.pad_to_multiple) to a
+        multiple of it, within the model's positions."""
+        padded = nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=PAD)
+        if multiple:
+            length = padded_length(padded.shape[1], multiple, limit=self.model_cfg.max_len)
+            padded = pad_to(padded, length, value=PAD)
+        return to_device(padded, device)
 
-    def _collate(self, split: str, idx: list[int], device: torch.device) -> dict[str, Any]:
+    def _sources(self, split: str, idx: list[int], device: torch.device, multiple: int = 0) -> torch.Tensor:
+        sources = self.encoded[split][0]
+        return self._padded([torch.tensor(sources[i]) for i in idx], device, multiple)
+
+    def _collate(self, split: str, idx: list[int], device: torch.device, multiple: int = 0) -> dict[str, Any]:
         targets = self.encoded[split][1]
         bos, eos = self.tokenizer.bos_id, self.tokenizer.eos_id
         tgt_in = [torch.tensor([bos, *targets[i]]) for i in idx]
         tgt_out = [torch.tensor([*targets[i], eos]) for i in idx]
         return {
-            "src": self._sources(split, idx, device),
-            "tgt_in": to_device(
-                nn.utils.rnn.pad_sequence(tgt_in, batch_first=True, padding_value=PAD), device
-            ),
-            "tgt_out": to_device(
-                nn.utils.rnn.pad_sequence(tgt_out, batch_first=True, padding_value=PAD), device
-            ),
+            "src": self._sources(split, idx, device, multiple),
+            "tgt_in": self._padded(tgt_in, device, multiple),
+            "tgt_out": self._padded(tgt_out, device, multiple),
         }
 
     def train_batch(
@@ -369,11 +369,12 @@ class MTTask:
         the whole batch's target tokens (`loss_norm`), or None when the part is empty."""
         n = len(self._epoch_batches(0))
         idx = self._epoch_batches(step // n)[step % n]
+        multiple = self.recipe.train.pad_to_multiple
         if shard is None:
-            return self._collate("train", idx, device)
+            return self._collate("train", idx, device, multiple)
         part = shard.take(idx)
         tokens = sum(len(self.encoded["train"][1][i]) + 1 for i in idx)  # + </s>
-        return {**self._collate("train", part, device), "loss_norm": tokens} if part else None
+        return {**self._collate("train", part, device, multiple), "loss_norm": tokens} if part else None
 
     # ------------------------------------------------------------------ loss and evaluation
 
