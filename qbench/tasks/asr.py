@@ -30,7 +30,7 @@ from qbench.io import atomic_write_bytes
 from qbench.progress import progress_bar
 from qbench.tasks.augment import spec_augment, vtlp_warp
 from qbench.tasks.base import EvalResult, Shard
-from qbench.tasks.buckets import batches_of, pad_to, padded_length
+from qbench.tasks.buckets import PackedRows, batches_of, pad_to, padded_length
 from qbench.tasks.conformer import ConformerCTC, ConformerEncoder
 from qbench.tasks.metrics import METRICS, Metric, metric, register, register_rule
 from qbench.tasks.ngram import arpa_text
@@ -169,6 +169,7 @@ class ASRTask:
         self.data_stats: dict[str, Any] = {}  # recorded sources: utterances kept, items skipped
         self._tokenizer: CharTokenizer | SentencePieceTokenizer | None = None
         self._lexicon_decoder = None
+        self._resident: dict[torch.device, PackedRows] = {}  # training features held per device
         if recipe.eval.decoder == "lexicon":
             self.secondary_metrics += (metric("wer_greedy"), metric("cer_greedy"))
         for n in recipe.eval.long_form:  # long-form scores join WER and CER in the index
@@ -227,21 +228,40 @@ class ASRTask:
         rng.shuffle(batches)
         return batches
 
-    def _collate(self, split: str, idx: list[int], device: torch.device, multiple: int = 0) -> dict[str, Any]:
+    def resident_features(self, device: torch.device) -> PackedRows:
+        """The training features held on ``device`` (fp16, as cached), copied there once: training
+        batches are gathered there by index instead of padded on the host and copied every step.
+        The CPU runs the same code (the values of host collation, bit for bit); there the split's
+        features become views of the packed copy, so they are held once."""
+        if device not in self._resident:
+            s = self.splits["train"]
+            packed = self._resident[device] = PackedRows(s["feats"], device)
+            if device.type == "cpu":
+                s["feats"] = list(packed.flat.split(packed.lengths))
+        return self._resident[device]
+
+    def _collate(
+        self, split: str, idx: list[int], device: torch.device, multiple: int = 0, resident: bool = False
+    ) -> dict[str, Any]:
         """``multiple`` (train.pad_to_multiple): frames and targets padded to a multiple of it, the
-        targets as (B, S) rows padded with blanks instead of concatenated (static shapes)."""
+        targets as (B, S) rows padded with blanks instead of concatenated (static shapes).
+        ``resident`` (train split): features gathered on the device (:meth:`resident_features`)."""
         s = self.splits[split]
-        feats = [s["feats"][i].float() for i in idx]
-        lengths = torch.tensor([f.shape[0] for f in feats])
+        sizes = [s["feats"][i].shape[0] for i in idx]
+        frames = padded_length(max(sizes), multiple)
+        if resident:
+            padded = self.resident_features(device).gather(idx, frames).float()
+        else:
+            feats = [s["feats"][i].float() for i in idx]
+            padded = to_device(pad_to(nn.utils.rnn.pad_sequence(feats, batch_first=True), frames), device)
         targets = [torch.tensor(self.tokenizer.encode(s["texts"][i])) for i in idx]
-        padded, target = nn.utils.rnn.pad_sequence(feats, batch_first=True), torch.cat(targets)
+        target = torch.cat(targets)
         if multiple:
-            padded = pad_to(padded, padded_length(padded.shape[1], multiple))
             rows = nn.utils.rnn.pad_sequence(targets, batch_first=True)  # blank (0) after the end
             target = pad_to(rows, padded_length(rows.shape[1], multiple))
         return {
-            "feats": to_device(padded, device),
-            "lengths": to_device(lengths, device),
+            "feats": padded,
+            "lengths": to_device(torch.tensor(sizes), device),
             "targets": to_device(target, device),
             "target_lengths": to_device(torch.tensor([len(t) for t in targets]), device),
             "ids": [s["ids"][i] for i in idx],
@@ -257,9 +277,11 @@ class ASRTask:
         idx = self._epoch_batches(step // n)[step % n]
         multiple = self.recipe.train.pad_to_multiple
         if shard is None:
-            return self._collate("train", idx, device, multiple)
+            return self._collate("train", idx, device, multiple, resident=True)
         part = shard.take(idx)
-        return {**self._collate("train", part, device, multiple), "loss_norm": len(idx)} if part else None
+        if not part:
+            return None
+        return {**self._collate("train", part, device, multiple, resident=True), "loss_norm": len(idx)}
 
     # ------------------------------------------------------------------ loss and evaluation
 
