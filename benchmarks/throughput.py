@@ -2,9 +2,10 @@
 factor, float32 eager vs bf16 autocast vs torch.compile, and the QAT step-time ratio per technique.
 
     .venv/bin/python benchmarks/throughput.py [--device cuda] [--compile] [--compile-mode reduce-overhead]
-        [--pad-to-multiple N] [--threads N] [--steps S]
+        [--pad-to-multiple N] [--optimizer-impl fused] [--recipe PATH] [--threads N] [--steps S]
 
-ASR: the demo Conformer-CTC (recipes/demo.yaml) on batches of synthetic 80-bin features of
+ASR: the demo Conformer-CTC (recipes/demo.yaml; `--recipe PATH`: the model of another recipe, e.g.
+recipes/asr-synthetic-gpu.yaml) on batches of synthetic 80-bin features of
 3-4 s (300-400 frames), as benchmarks/quant_speed.py builds them. A training step is the engine's
 (zero_grad, forward, CTC loss, backward, clipping, AdamW). Evaluation: eval-mode forward plus
 greedy CTC decoding of a batch; real-time factor = compute seconds / audio seconds (10 ms
@@ -19,7 +20,8 @@ rounds in this one run (median of per-round ratios). GPU utilisation is sampled 
 during the timed training steps (torch.cuda.utilization, or nvidia-smi), averaged. On CUDA the
 host syncs of one training step of each technique are counted too (torch.cuda's sync debug mode).
 `--compile-mode reduce-overhead` compiles with CUDA graphs; `--pad-to-multiple N` pads the ASR
-batch's frames and targets to a multiple of N, as the engine's `train.pad_to_multiple` does.
+batch's frames and targets to a multiple of N, as the engine's `train.pad_to_multiple` does;
+`--optimizer-impl fused` steps AdamW as `train.optimizer_impl: fused` does.
 """
 
 from __future__ import annotations
@@ -44,13 +46,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from quant_speed import demo_model, make_batch  # noqa: E402
+from quant_speed import VOCAB, make_batch  # noqa: E402
 
 from qbench.config import load_suite  # noqa: E402
 from qbench.quant import QuantSpec, batched_quantization  # noqa: E402
 from qbench.quant.techniques import TECHNIQUE_CONFIGS  # noqa: E402
 from qbench.run.engine import attach_quantizers, make_optimizer  # noqa: E402
-from qbench.tasks.asr import ctc_greedy_decode  # noqa: E402
+from qbench.tasks.asr import build_asr_model, ctc_greedy_decode  # noqa: E402
 from qbench.tasks.buckets import pad_to, padded_length  # noqa: E402
 from qbench.tasks.mt import PAD, TransformerMT  # noqa: E402
 from qbench.tasks.tokenizers import CharTokenizer  # noqa: E402
@@ -128,12 +130,19 @@ class GPUSampler:
 
 #: torch.compile's mode for the "compile" rows (--compile-mode)
 COMPILE_MODE: str | None = None
+#: AdamW's implementation (--optimizer-impl; the engine's train.optimizer_impl)
+OPTIMIZER_IMPL = "foreach"
+
+
+def asr_model(recipe: Path):
+    """The untrained Conformer-CTC of a recipe's `model:` section (the demo's: quant_speed's)."""
+    return build_asr_model(load_suite(recipe).runs[0].model, VOCAB)
 
 
 class ASRSetup:
     def __init__(self, base, technique: str, device: torch.device, mode: str, bits: int = 4):
         self.model = copy.deepcopy(base).to(device).train()
-        self.opt = make_optimizer(self.model, 1e-4, 0.01)
+        self.opt = make_optimizer(self.model, 1e-4, 0.01, OPTIMIZER_IMPL)
         if technique != "float":
             attach_quantizers(self.model, self.opt, QuantSpec(technique, bits))
         self.device, self.mode = device, mode
@@ -274,16 +283,20 @@ def main() -> None:
     ap.add_argument(
         "--pad-to-multiple", type=int, default=0, help="pad the ASR batch's time axes to a multiple"
     )
+    ap.add_argument("--optimizer-impl", default="foreach", choices=["foreach", "fused"], help="AdamW's")
+    ap.add_argument(
+        "--recipe", type=Path, default=ROOT / "recipes" / "demo.yaml", help="the ASR model's recipe"
+    )
     args = ap.parse_args()
-    global COMPILE_MODE
-    COMPILE_MODE = args.compile_mode
+    global COMPILE_MODE, OPTIMIZER_IMPL
+    COMPILE_MODE, OPTIMIZER_IMPL = args.compile_mode, args.optimizer_impl
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     use_compile = device.type == "cuda" if args.compile is None else args.compile
     modes = ["fp32"] + ([] if args.skip_bf16 else ["bf16"]) + (["compile"] if use_compile else [])
     torch.manual_seed(0)
-    asr_base, mt_base = demo_model(), mt_model()
+    asr_base, mt_base = asr_model(args.recipe), mt_model()
     b = pad_batch(make_batch(device, batch=args.batch), args.pad_to_multiple)
     audio_seconds = float(b["lengths"].sum()) * 0.01
     mb = mt_batch(device, 4 * args.batch)
@@ -297,9 +310,10 @@ def main() -> None:
         )
     )
     print(
-        f"torch {torch.__version__}; ASR demo Conformer, batch {args.batch} x {audio_seconds / args.batch:.1f} s; "
+        f"torch {torch.__version__}; ASR Conformer of {args.recipe.name}, batch {args.batch} x {audio_seconds / args.batch:.1f} s; "
         f"MT batch {4 * args.batch} sentences; {args.steps} timed steps (median); "
-        f"compile mode {args.compile_mode or 'default'}; frames padded to {tuple(b['feats'].shape)}\n"
+        f"compile mode {args.compile_mode or 'default'}; AdamW {args.optimizer_impl}; "
+        f"frames padded to {tuple(b['feats'].shape)}\n"
     )
     rows, qat, syncs = [], {}, {}
     for mode in modes:

@@ -203,3 +203,27 @@ def test_bucketed_training_step_compiles_once_across_batches(tmp_path, results):
     first, total = compiles(0)
     assert total > first  # the test can fail: unpadded batches recompile
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead", "max-autotune"])
+def test_compile_mode_reaches_torch_compile_and_leaves_the_run_id(tmp_path, results, monkeypatch, mode):
+    """train.compile_mode is torch.compile's `mode` (not passed at "default"); speed only, it
+    names the same run and training; without train.compile it is an error at its key."""
+    from qbench.config import RecipeError, training_key
+    from tests.conftest import tiny_recipe
+
+    path = tiny_recipe(tmp_path / "r.yaml", technique="float", steps=2, warmup=0)
+    recipe = load_suite(path, ["train.compile=true", f"train.compile_mode={mode}"]).runs[0]
+    plain = load_suite(path).runs[0]
+    assert recipe.train.compile_mode == mode
+    assert recipe.run_id == plain.run_id and training_key(recipe) == training_key(plain)
+    calls: list[dict] = []
+    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: calls.append(kwargs) or model)
+    run_recipe(recipe, "tiny", results, CPU, progress=False)
+    assert calls == [{"dynamic": None} if mode == "default" else {"dynamic": None, "mode": mode}]
+    if mode != "default":
+        with pytest.raises(
+            RecipeError,
+            match=r"train\.compile_mode: .* is a torch\.compile mode: it needs train\.compile: true",
+        ):
+            load_suite(path, [f"train.compile_mode={mode}"])

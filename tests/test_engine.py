@@ -267,3 +267,33 @@ def test_nan_loss_between_log_steps_fails_before_any_checkpoint_holds_it(
         assert c["step"] <= nan_at
         assert all(torch.isfinite(v).all() for v in c["model"].values() if v.is_floating_point())
     assert "step 4 loss" in (run / "train.log").read_text()
+
+
+def test_fused_adamw_trains_close_to_foreach_and_is_another_run(tmp_path, results):
+    """train.optimizer_impl: "foreach" (the default) is the optimizer and the run of before;
+    "fused" (one AdamW kernel over all parameters) trains to losses close to foreach's (its
+    rounding differs, so it is another run and another training)."""
+    from qbench.config import training_key
+    from qbench.run.engine import make_optimizer
+    from tests.test_distributed import losses
+
+    path = tiny_recipe(tmp_path / "r.yaml", technique="float", steps=8, warmup=0, ckpt=8)
+    plain = load_suite(path).runs[0]
+    foreach = load_suite(path, ["train.optimizer_impl=foreach"]).runs[0]
+    fused = load_suite(path, ["train.optimizer_impl=fused"]).runs[0]
+    assert foreach.run_id == plain.run_id != fused.run_id
+    assert training_key(foreach) == training_key(plain) != training_key(fused)
+    default = make_optimizer(torch.nn.Linear(2, 2), 1e-3, 0.0).defaults
+    assert (default["foreach"], default["fused"]) == (True, None)  # as the engine built it before
+
+    logged = {}
+    for recipe in (foreach, fused):
+        run_recipe(recipe, "tiny", results, CPU, progress=False)
+        run = results / "runs" / "tiny" / recipe.run_id
+        groups = torch.load(run / "checkpoint.pt", weights_only=True)["optimizer"]["param_groups"]
+        impl = recipe.train.optimizer_impl
+        assert all(g["fused"] is (True if impl == "fused" else None) for g in groups)
+        assert all(g["foreach"] is (None if impl == "fused" else True) for g in groups)
+        logged[impl] = losses((run / "train.log").read_text())
+    assert len(logged["fused"]) == 8 and logged["fused"][-1] < logged["fused"][0]  # it trains
+    assert logged["fused"] == pytest.approx(logged["foreach"], rel=1e-3)

@@ -132,3 +132,28 @@ def test_yaml_is_loaded_safely(tmp_path):
     evil = GOOD.replace("name: t", "name: !!python/object/apply:os.system ['echo pwned']")
     with pytest.raises(RecipeError, match="invalid YAML"):
         load_suite(write(tmp_path, evil))
+
+
+def test_gpu_size_speech_recipes_load_and_share_their_float_trainings():
+    """recipes/asr-synthetic-gpu.yaml (issue 23's GPU-size Conformer) and the rand-paper claim suite
+    on it: both load; the model, data and training are GPU-size; the suite's grid is rand-paper's;
+    and each seed's float training and float warm-up have one training key in both suites."""
+    from qbench.config import training_key
+
+    root = Path(__file__).resolve().parents[1]
+    asr = load_suite(root / "recipes/asr-synthetic-gpu.yaml").runs
+    rand = load_suite(root / "benchmarks/rand-paper-gpu.yaml").runs
+    paper = load_suite(root / "benchmarks/rand-paper.yaml").runs
+    r = asr[0]
+    assert (r.model.d_model, r.model.layers, r.model.specaugment, r.data.workers) == (256, 8, True, 16)
+    assert 30_000 <= r.data.train_utterances <= 50_000 and r.data.test_utterances >= 2000
+    assert r.train.batch_size >= 64 and r.train.compile and r.train.pad_to_multiple
+    assert {x.quant.technique for x in asr} > {"float", "ptq", "rand"}
+    assert [x.quant for x in rand] == [x.quant.model_copy(update={"float_warmup_steps": 9400}) for x in paper]
+    # seed 0 (asr-synthetic-gpu's; rand-paper-gpu also trains seeds 1 and 2)
+    a = next(x for x in asr if x.quant.technique == "float")
+    b = next(x for x in rand if x.quant.technique == "float" and x.seed == a.seed)
+    warm = a.quant.float_warmup_steps
+    assert training_key(a) == training_key(b)
+    assert training_key(a, float_until=warm) == training_key(b, float_until=warm)
+    assert len({x.run_id for x in rand}) == len(rand) == 60

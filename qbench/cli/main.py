@@ -529,9 +529,11 @@ app.add_typer(quant_app, name="quant")
 from qbench.cli.evaluate import evaluate  # noqa: E402
 from qbench.cli.export import export  # noqa: E402
 from qbench.cli.pilot import pilot  # noqa: E402
+from qbench.cli.sweep import sweep  # noqa: E402
 
 app.command()(export)
 app.command()(pilot)
+app.command()(sweep)
 app.command("eval")(evaluate)
 
 

@@ -11,7 +11,14 @@ from qbench.config.loading import (
     resolved_yaml,
     with_evaluation_overrides,
 )
-from qbench.config.run_ids import EVALUATION_DATA_KEYS, run_id, stable_hash, training_data, training_key
+from qbench.config.run_ids import (
+    EVALUATION_DATA_KEYS,
+    float_training_key,
+    run_id,
+    stable_hash,
+    training_data,
+    training_key,
+)
 from qbench.config.schema import (
     ARCHS,
     DATA_SOURCES,
@@ -29,6 +36,8 @@ from qbench.config.schema import (
     SyntheticSpeechData,
     TrainConfig,
     TransformerConfig,
+    qat_start,
+    total_steps,
     trains_quantized,
 )
 
@@ -53,12 +62,15 @@ __all__ = [
     "SyntheticSpeechData",
     "TrainConfig",
     "TransformerConfig",
+    "float_training_key",
     "load_run_config",
     "load_suite",
     "parse_overrides",
     "resolved_yaml",
     "run_id",
     "stable_hash",
+    "qat_start",
+    "total_steps",
     "trains_quantized",
     "training_data",
     "training_key",

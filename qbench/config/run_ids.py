@@ -42,6 +42,7 @@ HASHED_WHEN_SET: dict[tuple[str, str], Any] = {
     ("quant", "float_dtype"): "bfloat16",
     ("quant", "qat_lr"): None,
     ("quant", "train_precision"): None,
+    ("quant", "qat_steps"): 0,
     ("eval", "long_form"): [],
     ("model", "vtlp"): 0.0,
     ("eval", "decoder"): "greedy",
@@ -50,11 +51,12 @@ HASHED_WHEN_SET: dict[tuple[str, str], Any] = {
     ("eval", "lm_weight"): 2.0,
     ("train", "pad_to_multiple"): 0,
     ("train", "precision"): "bf16",
+    ("train", "optimizer_impl"): "foreach",
     **{("quant", o.name): o.default for o in OPTIONS if not o.hashed_at_default},
 }
 
 #: quant keys added after `technique: clip` hashed all its keys: hashed for clip only when set
-CLIP_ADDED = {"train_precision": None}
+CLIP_ADDED = {"train_precision": None, "qat_steps": 0}
 
 #: data keys, per data source, that choose only what a trained model is scored on (its test split)
 #: or where the data lies: left out of run ids and training keys, and what `qbench eval --set`
@@ -124,7 +126,8 @@ def hashed_sections(recipe: BaseModel, legacy: bool = False) -> dict:
         d[section] = _drop_defaults(section, d[section])
     if not legacy:
         d["data"] = training_data(d["data"])
-    del d["train"]["compile"]  # speed only: compiled and eager runs are the same run
+    for key in ("compile", "compile_mode"):  # speed only: compiled and eager runs are the same run
+        del d["train"][key]
     if d["model"]["arch"] == "conformer-ctc":
         for key in TRANSDUCER_ONLY:
             d["model"].pop(key, None)
@@ -141,13 +144,25 @@ def run_id(recipe: BaseModel, legacy: bool = False) -> str:
 def training_key(recipe: BaseModel, float_until: int | None = None, legacy: bool = False) -> str:
     """What determines the weights after training (or after the first `float_until` float steps)."""
     d = hashed_sections(recipe, legacy)
-    parts = {k: d[k] for k in ("task", "seed", "data", "model", "train")}
-    # the learning curve is recorded beside training, not part of it (evaluation draws no random
-    # numbers): runs that differ only in it share their float training. Its keys are hashed at
-    # their defaults, so the keys of runs that record no curve stay what they were.
-    parts["train"] = {**parts["train"], **CURVE_KEYS}
+    parts = _float_parts(d)
     if float_until is not None:
         parts["float_until"] = float_until
     elif d["quant"]["technique"] not in ("float", "ptq"):  # a QAT run's own training
         parts["quant"] = _filter_quant(d["quant"])
     return stable_hash(parts)
+
+
+def _float_parts(d: dict) -> dict:
+    parts = {k: d[k] for k in ("task", "seed", "data", "model", "train")}
+    # the learning curve is recorded beside training, not part of it (evaluation draws no random
+    # numbers): runs that differ only in it share their float training. Its keys are hashed at
+    # their defaults, so the keys of runs that record no curve stay what they were.
+    parts["train"] = {**parts["train"], **CURVE_KEYS}
+    return parts
+
+
+def float_training_key(recipe: BaseModel) -> str:
+    """The training key of the recipe's float training alone: what `technique: float` with the
+    same task, seed, data, model and train sections trains. A QAT run with `quant.qat_steps`
+    starts from those weights."""
+    return stable_hash(_float_parts(hashed_sections(recipe)))

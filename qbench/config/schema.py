@@ -278,6 +278,11 @@ class QuantConfig(_QuantOptions):
     # by cosine to train.min_lr_ratio x train.lr at the last step (a QAT fine-tuning schedule);
     # unset: the run's one schedule goes on. Float and ptq ignore it.
     qat_lr: float | None = Field(None, gt=0)
+    # QAT as fine-tuning of a finished float model: the run first trains exactly what
+    # `technique: float` trains (train.steps steps; the suite's float run shares it), then this
+    # many quantization-aware steps at quant.qat_lr, decayed by cosine. 0: QAT takes the steps of
+    # train.steps after float_warmup_steps.
+    qat_steps: int = Field(0, ge=0)
     # Quantization-aware training at a mixed map: the name of a hand-written map under the
     # recipe's `precisions:` (each weight trains at its bits there); unset: every weight at `bits`.
     train_precision: str | None = None
@@ -383,6 +388,14 @@ class TrainConfig(_Strict):
     # The training step's arithmetic. bf16: bf16 autocast on CUDA and fp32 on the CPU (where bf16
     # matmuls are slower); fp32: fp32 everywhere. (Evaluation keeps bf16 autocast on CUDA.)
     precision: Literal["fp32", "bf16"] = "bf16"
+    # torch.compile's mode with train.compile: "reduce-overhead" captures the step in CUDA graphs
+    # (best with pad_to_multiple: one graph per shape), "max-autotune" also tunes kernels. Speed
+    # only, like `compile`: left out of the run id.
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
+    # AdamW's implementation: "foreach" (per-tensor kernels launched from C++), or "fused" (one
+    # kernel for all parameters; on CUDA it also keeps its step count on the device). Fused rounds
+    # differently, so a run with it is another run.
+    optimizer_impl: Literal["foreach", "fused"] = "foreach"
 
 
 class EvalConfig(_Strict):
@@ -510,7 +523,18 @@ class Recipe(_Strict):
                     f"{q.train_precision!r} is automatic (chosen after training): train at a hand-written map"
                 )
                 errors.append((("quant", "train_precision"), msg))
-        if q.technique not in ("float", "ptq") and q.float_warmup_steps >= self.train.steps:
+        if self.train.compile_mode != "default" and not self.train.compile:
+            msg = f"{self.train.compile_mode!r} is a torch.compile mode: it needs train.compile: true"
+            errors.append((("train", "compile_mode"), msg))
+        if q.qat_steps and q.technique not in ("float", "ptq"):
+            if q.float_warmup_steps:
+                msg = "QAT after the finished float training (qat_steps) starts at train.steps: unset float_warmup_steps"
+                errors.append((("quant", "float_warmup_steps"), msg))
+            if q.qat_lr is None:
+                errors.append(
+                    (("quant", "qat_lr"), "qat_steps needs qat_lr: the rate QAT fine-tuning starts at")
+                )
+        elif q.technique not in ("float", "ptq") and q.float_warmup_steps >= self.train.steps:
             errors.append(
                 (
                     ("quant", "float_warmup_steps"),
@@ -542,3 +566,16 @@ def nearest(word: Any, options: list[str]) -> str:
 def trains_quantized(recipe: Recipe) -> bool:
     """True when training attaches quantizers (every technique but float and ptq)."""
     return recipe.quant.technique not in ("float", "ptq")
+
+
+def qat_start(recipe: Recipe) -> int | None:
+    """The step quantization-aware training starts at: after the whole float training with
+    `quant.qat_steps`, else after `quant.float_warmup_steps`; None for float and ptq."""
+    if not trains_quantized(recipe):
+        return None
+    return recipe.train.steps if recipe.quant.qat_steps else recipe.quant.float_warmup_steps
+
+
+def total_steps(recipe: Recipe) -> int:
+    """Every training step of the run: train.steps, and the QAT steps after them with `qat_steps`."""
+    return recipe.train.steps + (recipe.quant.qat_steps if trains_quantized(recipe) else 0)

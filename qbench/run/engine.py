@@ -1,14 +1,15 @@
 """The training loop and what a run does end to end (nanoGPT-style: one readable loop).
 
-Run = build data -> build model -> train (QAT after `quant.float_warmup_steps` float steps)
-      -> evaluate at every eval precision -> run directory + index rows.
+Run = build data -> build model -> train (QAT after `float_warmup_steps`, or `qat_steps` after
+      the whole float training) -> evaluate at every eval precision -> run directory + index rows.
 
 Resuming and sharing both rest on one property: the batch, the dropout and the quantization noise
 of step t are a pure function of (seed, t) and the RNG state saved in the checkpoint. So
 - a killed run resumes from its last checkpoint and ends exactly as an uninterrupted run;
 - runs that differ only in technique share their float warm-up: the first run to reach step
   `float_warmup_steps` saves it under `cache/shared/`, and the others start from it;
-- `ptq` trains exactly as `float` does, so it reuses float's final weights when they exist.
+- `ptq` trains exactly as `float` does, so it reuses float's final weights when they exist, and
+  so does every QAT run with `quant.qat_steps` before its QAT steps.
 """
 
 from __future__ import annotations
@@ -19,13 +20,22 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import torch
 from filelock import FileLock, Timeout
 from torch import nn
 
-from qbench.config import Recipe, load_run_config, training_key, trains_quantized, with_evaluation_overrides
+from qbench.config import (
+    Recipe,
+    float_training_key,
+    load_run_config,
+    qat_start,
+    total_steps,
+    training_key,
+    trains_quantized,
+    with_evaluation_overrides,
+)
 from qbench.device import autocast
 from qbench.io import atomic_torch_save, load_checkpoint
 from qbench.progress import console, make_progress
@@ -57,11 +67,19 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW over :func:`_param_groups`. ``foreach=True``: on the CPU torch's default is a Python loop
-    of some ten tensor ops per parameter; the foreach path runs the same per-tensor kernels from
-    C++ (the same steps bit for bit). It is torch's default on CUDA already."""
-    return torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, foreach=True)
+def make_optimizer(
+    model: nn.Module, lr: float, weight_decay: float, impl: str = "foreach"
+) -> torch.optim.AdamW:
+    """AdamW over :func:`_param_groups` (``impl``: train.optimizer_impl). ``foreach``: on the CPU
+    torch's default is a Python loop of some ten tensor ops per parameter; the foreach path runs the
+    same per-tensor kernels from C++ (the same steps bit for bit). It is torch's default on CUDA
+    already. ``fused``: one kernel over all parameters (CUDA and CPU), rounding otherwise."""
+    if impl not in ("foreach", "fused"):
+        raise ValueError(f"optimizer impl must be foreach or fused, got {impl!r}")
+    fused = impl == "fused"
+    return torch.optim.AdamW(
+        _param_groups(model, weight_decay), lr=lr, foreach=None if fused else True, fused=fused or None
+    )
 
 
 def attach_quantizers(model: nn.Module, optimizer: torch.optim.Optimizer, spec: QuantSpec) -> None:
@@ -73,18 +91,20 @@ def attach_quantizers(model: nn.Module, optimizer: torch.optim.Optimizer, spec: 
 
 def lr_lambda(recipe: Recipe):
     """Linear warm-up, then cosine decay to `min_lr_ratio` of the peak. With `quant.qat_lr`, a
-    quantization-aware run restarts at that rate when QAT starts and decays to the same floor."""
+    quantization-aware run restarts at that rate when QAT starts and decays to the same floor by
+    its last step (with `quant.qat_steps`, the float steps before are float's schedule exactly)."""
     t, q = recipe.train, recipe.quant
     qat_lr = q.qat_lr if trains_quantized(recipe) else None  # set: the restart at QAT start
+    start_qat, end = qat_start(recipe), total_steps(recipe)
 
-    def cosine(step: int, start: int, top: float) -> float:
-        """From `top` at `start` down to min_lr_ratio at the last step."""
-        progress = min(1.0, (step - start) / max(1, t.steps - start))
+    def cosine(step: int, start: int, top: float, last: int = t.steps) -> float:
+        """From `top` at `start` down to min_lr_ratio at step `last`."""
+        progress = min(1.0, (step - start) / max(1, last - start))
         return t.min_lr_ratio + (top - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     def f(step: int) -> float:
-        if qat_lr is not None and step >= q.float_warmup_steps:
-            return cosine(step, q.float_warmup_steps, qat_lr / t.lr)
+        if qat_lr is not None and start_qat is not None and step >= start_qat:
+            return cosine(step, start_qat, qat_lr / t.lr, end)
         if step < t.warmup:
             return (step + 1) / t.warmup
         return cosine(step, t.warmup, 1.0)
@@ -182,7 +202,17 @@ class Runner:
         return self.shared / f"final-{training_key(self.recipe)}.pt"
 
     @property
+    def _prefix_steps(self) -> int:
+        """The float steps a run shares with its suite (float and ptq save the float warm-up too)."""
+        start = qat_start(self.recipe)
+        return self.recipe.quant.float_warmup_steps if start is None else start
+
+    @property
     def _prefix_file(self) -> Path | None:
+        """The shared float steps a QAT run starts from: the float run's finished training (with
+        `quant.qat_steps`), or the float warm-up of `quant.float_warmup_steps`; None when none."""
+        if self.recipe.quant.qat_steps and trains_quantized(self.recipe):
+            return self.shared / f"final-{float_training_key(self.recipe)}.pt"
         n = self.recipe.quant.float_warmup_steps
         return self.shared / f"float-{training_key(self.recipe, float_until=n)}.pt" if n > 0 else None
 
@@ -190,7 +220,7 @@ class Runner:
         """Where training starts: own checkpoint > shared final weights > shared warm-up > scratch
         (the shared warm-up also beats an own checkpoint that has not reached its end)."""
         own = load_checkpoint(self.run.checkpoint) if self.run.checkpoint.is_file() else None
-        n = self.recipe.quant.float_warmup_steps
+        n = self._prefix_steps
         if own is not None and (
             own["step"] >= n or self._prefix_file is None or not self._prefix_file.is_file()
         ):
@@ -198,7 +228,8 @@ class Runner:
         if self._final_file.is_file():
             return load_checkpoint(self._final_file), "reused identical finished training"
         if self._prefix_file is not None and self._prefix_file.is_file():
-            return load_checkpoint(self._prefix_file), f"reused shared float warm-up ({n} steps)"
+            what = "finished float training" if self.recipe.quant.qat_steps else "float warm-up"
+            return load_checkpoint(self._prefix_file), f"reused shared {what} ({n} steps)"
         return None, "from scratch"
 
     def _lock(self, target: Path, what: str) -> FileLock:
@@ -223,7 +254,7 @@ class Runner:
             ckpt, how = self._start_point()
         prefix = self._prefix_file
         start = ckpt["step"] if ckpt else 0
-        if prefix is not None and not prefix.is_file() and start < self.recipe.quant.float_warmup_steps:
+        if prefix is not None and not prefix.is_file() and start < self._prefix_steps:
             locks["prefix"] = self._lock(prefix, "the shared float warm-up")
             ckpt, how = self._start_point()
         return ckpt, how, locks
@@ -232,7 +263,7 @@ class Runner:
         r = self.recipe
         torch.manual_seed(r.seed)
         model = task.build_model().to(self.device)
-        optimizer = make_optimizer(model, r.train.lr, r.train.weight_decay)
+        optimizer = make_optimizer(model, r.train.lr, r.train.weight_decay, r.train.optimizer_impl)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(r))
         state = TrainState(model, optimizer, scheduler)
         # Data-parallel: rank 0 alone decides (and locks) where training starts, and sends it to all.
@@ -249,27 +280,31 @@ class Runner:
     def _train_loop(self, task: Task, state: TrainState, how: str, locks: dict[str, FileLock]) -> TrainState:
         r = self.recipe
         model, optimizer, scheduler = state.model, state.optimizer, state.scheduler
-        self.log(f"training {how} at step {state.step}/{r.train.steps}")
-        console.print(f"  training {how} (step {state.step}/{r.train.steps})")
+        steps = total_steps(r)
+        self.log(f"training {how} at step {state.step}/{steps}")
+        console.print(f"  training {how} (step {state.step}/{steps})")
 
-        warm = r.quant.float_warmup_steps
-        qat_start = warm if trains_quantized(r) else None
+        start_qat = qat_start(r)
+        warm = self._prefix_steps
         # train.compile: the forward of the loss through torch.compile, quantizers (parametrizations)
         # inside the graph; attaching them at QAT start recompiles. Checkpoints keep the plain model.
         # (torch.compile of a module is an nn.Module, OptimizedModule; its stub says only a callable)
         # With train.pad_to_multiple the batches come in a few fixed shapes: one graph per shape
         # (dynamic=False) rather than one with symbolic sizes.
-        dynamic = False if r.train.pad_to_multiple else None
-        forward = cast(nn.Module, torch.compile(model, dynamic=dynamic)) if r.train.compile else model
+        # train.compile_mode "reduce-overhead": the step's forward replayed as CUDA graphs.
+        options: dict[str, Any] = {"dynamic": False if r.train.pad_to_multiple else None}
+        if r.train.compile_mode != "default":
+            options["mode"] = r.train.compile_mode
+        forward = cast(nn.Module, torch.compile(model, **options)) if r.train.compile else model
         model.train()
         with make_progress(enabled=self.progress) as bar:
             task_id = bar.add_task(
-                f"train {self.run.recipe.run_id}", total=r.train.steps, completed=state.step, info=""
+                f"train {self.run.recipe.run_id}", total=steps, completed=state.step, info=""
             )
             t0 = time.perf_counter() - state.train_seconds
             losses = StepLosses(r.train.log_every, self.device)
-            while state.step < r.train.steps:
-                if qat_start is not None and not state.quantized and state.step >= qat_start:
+            while state.step < steps:
+                if start_qat is not None and not state.quantized and state.step >= start_qat:
                     attach_quantizers(model, optimizer, self.spec)
                     state.quantized = True
                 batch = self._train_batch(task, state.step)
@@ -316,18 +351,17 @@ class Runner:
                     )
                     self.log(f"step {state.step} {split} {res.metric.name} {res.value:.4f}")
                     t0 = time.perf_counter() - state.train_seconds  # evaluation is not training time
-                if state.step == warm and not state.quantized:
+                if state.step == warm and not state.quantized and (prefix := self._prefix_file):
                     losses.read()
-                    prefix = self.shared / f"float-{training_key(r, float_until=warm)}.pt"
                     if not prefix.is_file():
                         self._save(prefix, state)
                     if "prefix" in locks:  # the warm-up is saved: runs waiting for it may go on
                         locks.pop("prefix").release()
-                if state.step % r.train.checkpoint_every == 0 or state.step == r.train.steps:
+                if state.step % r.train.checkpoint_every == 0 or state.step == steps:
                     losses.read()
                     self._save(self.run.checkpoint, state)
             losses.read()
-        if qat_start is None:
+        if start_qat is None:
             final = self.shared / f"final-{training_key(r)}.pt"
             if not final.is_file():
                 self._save(final, state)

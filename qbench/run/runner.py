@@ -7,7 +7,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qbench.config import Recipe, stable_hash, training_key, trains_quantized
+from qbench.config import Recipe, float_training_key, stable_hash, training_key, trains_quantized
 from qbench.data import DataError
 from qbench.progress import console
 from qbench.run import distributed
@@ -32,7 +32,9 @@ def schedule(runs: list[Recipe]) -> list[Recipe]:
     while the others would wait for it), then the rest interleaved across groups, and runs that
     reuse another run's whole float training (ptq beside float) last."""
 
-    def group(r: Recipe) -> str:
+    def group(r: Recipe) -> str:  # what the run's QAT starts from, or what it trains
+        if r.quant.qat_steps and trains_quantized(r):
+            return float_training_key(r)
         return training_key(r, float_until=r.quant.float_warmup_steps)
 
     finals = [training_key(r) for r in runs if not trains_quantized(r)]

@@ -1,0 +1,102 @@
+"""`quant.qat_steps`: QAT as fine-tuning of the finished float model. The float run's training is
+the QAT runs' start (trained once, reused), the float steps follow float's schedule exactly, and
+a run alone gives what it gives after the float run."""
+
+import math
+
+import pytest
+import torch
+
+from qbench.config import RecipeError, float_training_key, load_suite, total_steps, training_key
+from qbench.io import load_checkpoint
+from qbench.run.engine import lr_lambda, run_recipe
+
+CPU = torch.device("cpu")
+
+SUITE = """\
+name: tiny-ft
+task: asr
+seed: 0
+data: {source: synthetic-speech, train_utterances: 16, valid_utterances: 4, test_utterances: 6, workers: 1}
+model: {d_model: 16, layers: 1, heads: 2, conv_kernel: 3}
+quant: {technique: float, bits: 4, qat_steps: 3, qat_lr: 1.0e-3}
+train: {steps: 5, batch_size: 4, lr: 3.0e-3, warmup: 2, checkpoint_every: 4}
+eval: {precisions: [float, w4], batch_size: 4}
+grid: {quant.technique: [float, ste, rand]}
+"""
+
+
+def _suite(tmp_path, *sets):
+    path = tmp_path / "ft.yaml"
+    path.write_text(SUITE)
+    return load_suite(path, list(sets)).runs
+
+
+def test_qat_runs_start_from_the_float_runs_training(tmp_path, results, capsys):
+    float_run, ste, rand = _suite(tmp_path)
+    assert float_training_key(ste) == float_training_key(rand) == training_key(float_run)
+    assert total_steps(ste) == 8 and total_steps(float_run) == 5
+    f_float, f_ste = lr_lambda(float_run), lr_lambda(ste)
+    assert [f_ste(s) for s in range(5)] == [f_float(s) for s in range(5)]  # float's schedule
+    assert math.isclose(f_ste(5), 1.0e-3 / 3.0e-3)  # the QAT restart
+    run_recipe(float_run, "tiny-ft", results, CPU, progress=False)
+    capsys.readouterr()
+    shared = run_recipe(ste, "tiny-ft", results, CPU, progress=False)
+    assert "reused shared finished float training (5 steps)" in capsys.readouterr().err
+    assert shared["steps"] == 8
+
+    alone = results.parent / "alone"  # no float run before: the QAT run trains the float steps itself
+    (alone / "cache").mkdir(parents=True)
+    for name in ("synthetic-speech", "features"):
+        (alone / "cache" / name).symlink_to((results / "cache" / name).resolve(), target_is_directory=True)
+    run_recipe(ste, "tiny-ft", alone, CPU, progress=False)
+    weights = [
+        load_checkpoint(root / "runs" / "tiny-ft" / ste.run_id / "checkpoint.pt")["model"]
+        for root in (results, alone)
+    ]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert (alone / "cache" / "shared" / f"final-{training_key(float_run)}.pt").is_file()  # and shares it
+
+
+@pytest.mark.parametrize(
+    ("sets", "says"),
+    [
+        (["quant.qat_lr=null"], "qat_steps needs qat_lr"),
+        (["quant.float_warmup_steps=2"], "unset float_warmup_steps"),
+    ],
+)
+def test_qat_steps_settings_that_cannot_work_are_refused(tmp_path, sets, says):
+    with pytest.raises(RecipeError, match=says):
+        _suite(tmp_path, *sets)
+
+
+def test_sweep_chooses_qat_lr_and_length_per_estimator_family_on_valid(tmp_path, results):
+    import json
+
+    from typer.testing import CliRunner
+
+    from qbench.cli.main import app
+    from qbench.store import read_results
+
+    path = tmp_path / "ft.yaml"
+    path.write_text(SUITE)
+    args = ["sweep", str(path), "--qat-lr", "1e-3", "--qat-lr", "3e-3", "--qat-steps", "2"]
+    out = CliRunner().invoke(app, [*args, "--results", str(results), "--no-progress"])
+    assert out.exit_code == 0, out.output
+    record = json.loads((results / "runs" / "tiny-ft" / "sweep.json").read_text())
+    assert record["split"] == "valid" and set(record["families"]) == {"round-ste", "noise"}
+    assert record["families"]["round-ste"]["techniques"] == ["ste"]
+    assert record["families"]["noise"]["techniques"] == ["rand"]
+    for family in record["families"].values():
+        values = {c["qat_lr"]: c["value"] for c in family["candidates"]}
+        assert family["chosen"]["qat_lr"] == min(values, key=values.get)  # WER: lower is better
+        assert family["overrides"][1] == "quant.qat_steps=2"
+    # the float model was trained once: 4 QAT runs, one float training among them
+    logs = list((results / "runs" / "tiny-ft-sweep").glob("*/train.log"))
+    assert len(logs) == 4
+    assert sum("from scratch" in f.read_text() for f in logs) == 1
+    assert set(read_results(results).suite) == {"tiny-ft-sweep"}
+
+    bad = CliRunner().invoke(app, [*args, "--set", "quant.qat_steps=0", "--results", str(results)])
+    assert bad.exit_code == 2 and "quant.qat_steps" in bad.output
