@@ -129,7 +129,7 @@ FAMILIES = {
 }
 
 # "the system is better": -1 on WER (lower is better), +1 on BLEU
-_RAND_BETTER = (_asr("rand-paper", -1), _asr("rand-paper-fsdd", -1), _mt("rand-paper-mt", +1))
+_RAND_BETTER = (_asr("rand-paper", -1), _asr("rand-paper-gpu", -1), _asr("rand-paper-fsdd", -1), _mt("rand-paper-mt", +1))
 _SWEEP = (
     "rand(k=1,p=8)",
     "rand(k=4,p=8)",
@@ -148,7 +148,7 @@ CLAIMS: list[Claim] = [
         "noise-needs-scale-grad",
         "Stopping the scale's gradient costs absmax + noise more than absmax + round-STE (the control).",
         Interaction(_w4("pqn-sg", "pqn"), _w4("absmax-sg+round-ste", "ste")),
-        (_asr("rand-paper", +1), _asr("rand-paper-fsdd", +1), _mt("rand-paper-mt", -1)),
+        (_asr("rand-paper", +1), _asr("rand-paper-gpu", +1), _asr("rand-paper-fsdd", +1), _mt("rand-paper-mt", -1)),
     ),
     *[
         Claim(
@@ -218,7 +218,7 @@ CLAIMS: list[Claim] = [
             "rand-default-kp",
             f"rand (k=2, p=8) is as good as {v} at w4, or better.",
             _w4("rand", v),
-            (_asr("rand-paper", -1), _asr("rand-paper-fsdd", -1)),
+            (_asr("rand-paper", -1), _asr("rand-paper-gpu", -1), _asr("rand-paper-fsdd", -1)),
         )
         for v in _SWEEP
     ],
