@@ -371,12 +371,24 @@ def read_results(root: Path, latest_only: bool = True):
     df = _read_table(root, "results")
     for column in ("model", "variant"):  # absent or NULL in indexes written before they were recorded
         df[column] = df[column].fillna("") if column in df.columns else ""
+    if not df.empty:
+        df["run_dir"] = [_found_run_dir(root, *row) for row in zip(df.run_dir, df.suite, df.run_id, strict=True)]
     if not latest_only or df.empty:
         return df
     started = df.groupby(["suite", "run_id"]).created.transform("min")
     same_config = [df.suite, df.technique, df.train_bits, df.seed, df.model, df.variant]
     newest = started.groupby(same_config).transform("max")
     return df[started == newest].reset_index(drop=True)
+
+
+def _found_run_dir(root: Path, run_dir: str, suite: str, run_id: str) -> str:
+    """A row's run folder as this process can reach it: the recorded path, or where it lies under
+    `root` when that path is not a folder from here (recorded relative to another working
+    directory, or the root moved). Evaluations under ``<suite>@<name>`` are of the suite's runs."""
+    if Path(run_dir).is_dir():
+        return run_dir
+    here = root / "runs" / suite.partition("@")[0] / run_id
+    return str(here) if here.is_dir() else run_dir
 
 
 def read_runs(root: Path):

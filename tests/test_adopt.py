@@ -74,3 +74,21 @@ def test_index_rename_covers_the_runs_evaluations_elsewhere(tmp_path):
     assert got.loc["s", "run_id"] == got.loc["s@other", "run_id"] == "b"
     assert got.loc["s", "run_dir"] == str(tmp_path / "runs" / "s" / "b")
     assert got.loc["s2", "run_id"] == "a"
+
+
+def test_run_folders_recorded_relative_to_another_directory_are_found(tmp_path, shared_cache, monkeypatch):
+    """`--results results` records run folders relative to where the command ran; read from
+    elsewhere, the index still leads to them (per-item scores, curves, commits)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "res" / "cache").mkdir(parents=True)
+    for name in ("synthetic-speech", "features"):
+        (shared_cache / name).mkdir(exist_ok=True)
+        (tmp_path / "res" / "cache" / name).symlink_to(shared_cache / name, target_is_directory=True)
+    recipe = load_suite(
+        tiny_recipe(tmp_path / "tiny.yaml", technique="float", steps=4, warmup=0, ckpt=4)
+    ).runs[0]
+    run_recipe(recipe, "tiny", Path("res"), CPU, progress=False)
+    assert set(read_results(Path("res")).run_dir) == {str(Path("res") / "runs" / "tiny" / recipe.run_id)}
+    monkeypatch.chdir(tmp_path / "res")  # the recorded relative path no longer leads anywhere
+    found = set(read_results(tmp_path / "res").run_dir)
+    assert found == {str(tmp_path / "res" / "runs" / "tiny" / recipe.run_id)}
