@@ -372,7 +372,9 @@ def read_results(root: Path, latest_only: bool = True):
     for column in ("model", "variant"):  # absent or NULL in indexes written before they were recorded
         df[column] = df[column].fillna("") if column in df.columns else ""
     if not df.empty:
-        df["run_dir"] = [_found_run_dir(root, *row) for row in zip(df.run_dir, df.suite, df.run_id, strict=True)]
+        df["run_dir"] = [
+            _found_run_dir(root, *row) for row in zip(df.run_dir, df.suite, df.run_id, strict=True)
+        ]
     if not latest_only or df.empty:
         return df
     started = df.groupby(["suite", "run_id"]).created.transform("min")

@@ -295,7 +295,9 @@ def test_findings_cli_prints_every_claim_and_writes_its_section(tmp_path):
         assert rule in {"supported", "contradicted", "inconclusive", "equivalent"}
     everything = CliRunner().invoke(app, ["findings", "--results", str(tmp_path)])
     assert everything.exit_code == 0 and "no claim is declared on demo" in everything.output
-    assert "Not tested on rand-paper-gpu, rand-paper-fsdd, rand-paper-mt: not in the index." in everything.stdout
+    assert (
+        "Not tested on rand-paper-gpu, rand-paper-fsdd, rand-paper-mt: not in the index." in everything.stdout
+    )
     first = md.read_text()
     assert first.startswith("# Results\n\nboards\n") and "## Findings" in first
     CliRunner().invoke(app, args)  # again: replaced, not appended twice

@@ -129,7 +129,12 @@ FAMILIES = {
 }
 
 # "the system is better": -1 on WER (lower is better), +1 on BLEU
-_RAND_BETTER = (_asr("rand-paper", -1), _asr("rand-paper-gpu", -1), _asr("rand-paper-fsdd", -1), _mt("rand-paper-mt", +1))
+_RAND_BETTER = (
+    _asr("rand-paper", -1),
+    _asr("rand-paper-gpu", -1),
+    _asr("rand-paper-fsdd", -1),
+    _mt("rand-paper-mt", +1),
+)
 _SWEEP = (
     "rand(k=1,p=8)",
     "rand(k=4,p=8)",
@@ -148,7 +153,12 @@ CLAIMS: list[Claim] = [
         "noise-needs-scale-grad",
         "Stopping the scale's gradient costs absmax + noise more than absmax + round-STE (the control).",
         Interaction(_w4("pqn-sg", "pqn"), _w4("absmax-sg+round-ste", "ste")),
-        (_asr("rand-paper", +1), _asr("rand-paper-gpu", +1), _asr("rand-paper-fsdd", +1), _mt("rand-paper-mt", -1)),
+        (
+            _asr("rand-paper", +1),
+            _asr("rand-paper-gpu", +1),
+            _asr("rand-paper-fsdd", +1),
+            _mt("rand-paper-mt", -1),
+        ),
     ),
     *[
         Claim(

@@ -14,7 +14,6 @@ import os
 import random
 import re
 import sys
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, cast
 
@@ -29,7 +28,7 @@ from qbench.device import autocast, to_device
 from qbench.io import atomic_write_bytes
 from qbench.progress import progress_bar
 from qbench.tasks.augment import spec_augment, vtlp_warp
-from qbench.tasks.base import EvalResult, Shard
+from qbench.tasks.base import EvalResult, Shard, instance_cache
 from qbench.tasks.buckets import PackedRows, batches_of, pad_to, padded_length
 from qbench.tasks.conformer import ConformerCTC, ConformerEncoder
 from qbench.tasks.metrics import METRICS, Metric, metric, register, register_rule
@@ -218,7 +217,7 @@ class ASRTask:
 
     # ------------------------------------------------------------------ batches
 
-    @lru_cache(maxsize=2)  # noqa: B019 - one task per process; caches the current and next epoch
+    @instance_cache(2)  # the current and the next epoch
     def _epoch_batches(self, epoch: int) -> list[list[int]]:
         """Length-bucketed batches: sort by (jittered) length so padding is small, shuffle batch order."""
         rng = random.Random(f"{self.recipe.seed}-{epoch}")
@@ -397,7 +396,7 @@ class ASRTask:
         rows = list(zip(s["ids"], refs, hyp_list, strict=True))
         return EvalResult(METRIC_WER, details["wer"], details, rows, items)
 
-    @lru_cache(maxsize=8)  # noqa: B019 - one task per process; a split's speakers never change
+    @instance_cache(8)  # a split's speakers never change
     def clusters(self, split: str) -> tuple[str, ...]:
         """The speaker (or synthetic voice) of each utterance of `split`: what a bootstrap over
         utterances resamples together. From the split's `speakers` where the data holds them, else

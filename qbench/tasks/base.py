@@ -3,6 +3,7 @@ the :class:`EvalResult` of one evaluation."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -70,3 +71,25 @@ class Task(Protocol):
     def throughput(self, split: str, seconds: float) -> float:
         """The throughput metric of an evaluation of `split` that took `seconds` of compute."""
         ...
+
+
+def instance_cache(maxsize: int):
+    """A method's results cached on its instance (the `maxsize` newest arguments): unlike
+    functools.lru_cache on a method, the cache goes with the task, so a process that builds one
+    task after another (qbench eval over a suite's runs) does not keep every task's data alive."""
+
+    def wrap(method):
+        name = f"_cache_{method.__name__}"
+
+        @functools.wraps(method)
+        def cached(self, *args):
+            store = self.__dict__.setdefault(name, {})
+            if args not in store:
+                if len(store) >= maxsize:
+                    store.pop(next(iter(store)))
+                store[args] = method(self, *args)
+            return store[args]
+
+        return cached
+
+    return wrap

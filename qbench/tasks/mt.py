@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import random
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, cast
 
@@ -26,7 +25,7 @@ from qbench.data.parallel_text import load_multi30k, load_parallel
 from qbench.data.synthetic_mt import load_synthetic_mt
 from qbench.device import autocast, to_device
 from qbench.progress import progress_bar
-from qbench.tasks.base import EvalResult, Shard
+from qbench.tasks.base import EvalResult, Shard, instance_cache
 from qbench.tasks.buckets import batches_of, pad_to, padded_length
 from qbench.tasks.metrics import Metric, register
 from qbench.tasks.tokenizers import SentencePieceTokenizer
@@ -324,7 +323,7 @@ class MTTask:
 
     # ------------------------------------------------------------------ batches
 
-    @lru_cache(maxsize=2)  # noqa: B019 - one task per process; caches the current and next epoch
+    @instance_cache(2)  # the current and the next epoch
     def _epoch_batches(self, epoch: int) -> list[list[int]]:
         """Length-bucketed batches of `batch_size` sentences: sort by (jittered) length so padding is
         small, then shuffle the batch order."""
