@@ -41,13 +41,15 @@ def sweep(
 ) -> None:
     """Fine-tune the suite's finished float model (trained once) at every --qat-lr x --qat-steps
     with a representative technique of each estimator family (round-STE, noise), score each on
-    the validation split at the suite's training precision, and choose per family the setting
-    with the best mean. The runs form suite <suite>-sweep; the choice is recorded in
-    runs/<suite>/sweep.json with the --set overrides that run the suite at it."""
+    the validation split at the suite's training precision, and choose per family the cheapest
+    setting (fewest QAT steps) that the validation items cannot tell from the best mean (its paired
+    difference's 95 % interval includes zero). The runs form suite <suite>-sweep; the choice is
+    recorded in runs/<suite>/sweep.json with the --set overrides that run the suite at it."""
     from qbench.config import RecipeError, Suite
     from qbench.data import DataError
     from qbench.device import resolve_device
     from qbench.io import atomic_write_json
+    from qbench.report.intervals import items_difference
     from qbench.run.suite import SuiteInterrupted, run_suite
     from qbench.run.sweep import Candidate, estimator_family, score_on_valid, sweep_runs
     from qbench.store import RunDir
@@ -88,42 +90,76 @@ def sweep(
         fail(f"{len(failed)} sweep run(s) failed, first {failed[0].run_id}: {failed[0].reason}", 1)
     t0 = time.perf_counter()
     scores: dict[tuple[str, Candidate], list[float]] = {}
+    items: dict[tuple[str, Candidate], list] = {}  # each representative's per-item scores, in order
     metric = None
     for r in runs:
         res = score_on_valid(RunDir(results, name, r).path, results, dev)
         metric = res.metric
-        c = Candidate(r.quant.qat_lr or 0.0, r.quant.qat_steps)
-        scores.setdefault((estimator_family(r), c), []).append(res.value)
+        key = (estimator_family(r), Candidate(r.quant.qat_lr or 0.0, r.quant.qat_steps))
+        scores.setdefault(key, []).append(res.value)
+        items.setdefault(key, []).append(res.items)
     assert metric is not None
     record: dict = {
         "suite": suite.name,
         "recipe": str(recipe),
         "split": "valid",
         "metric": metric.name,
+        "rule": "the best mean; among the settings whose paired difference from it (first representative, "
+        "95 % interval) includes zero, the one with the fewest QAT steps",
         "families": {},
     }
-    table = Table(title=f"{suite.name} sweep: {metric.label} on valid (mean over each family's techniques)")
-    for col in ("family", "techniques", "qat_lr", "qat_steps", metric.label, "chosen"):
+    title = f"{suite.name} sweep: {metric.label} on valid (mean over each family's techniques)"
+    table = Table(title=title)
+    for col in ("family", "techniques", "qat_lr", "qat_steps", metric.label, "Δ from best [95 %]", "chosen"):
         table.add_column(col)
     for family, techniques in families.items():
         mean = {c: sum(scores[family, c]) / len(scores[family, c]) for c in candidates}
         best = (max if metric.higher_is_better else min)(candidates, key=lambda c: mean[c])
+        # A setting the validation items cannot tell from the best is as good: the cheapest of
+        # them is chosen (a difference inside its interval is no difference).
+        diffs = {
+            c: items_difference(items[family, c][0], items[family, best][0], metric.name) for c in candidates
+        }
+        tied = [c for c in candidates if c == best or (d := diffs[c]) is None or d.low <= 0 <= d.high]
+        chosen = min(tied, key=lambda c: (c.qat_steps, candidates.index(c)))
+        shown_diffs = {
+            c: {"estimate": d.estimate, "low": d.low, "high": d.high}
+            for c, d in diffs.items()
+            if d is not None and c != best
+        }
         record["families"][family] = {
             "techniques": techniques,
             "candidates": [
-                {"qat_lr": c.qat_lr, "qat_steps": c.qat_steps, "value": mean[c]} for c in candidates
+                {
+                    "qat_lr": c.qat_lr,
+                    "qat_steps": c.qat_steps,
+                    "value": mean[c],
+                    "difference_from_best": shown_diffs.get(c),
+                }
+                for c in candidates
             ],
-            "chosen": {"qat_lr": best.qat_lr, "qat_steps": best.qat_steps},
-            "overrides": list(best.overrides),
+            "best": {"qat_lr": best.qat_lr, "qat_steps": best.qat_steps},
+            "chosen": {"qat_lr": chosen.qat_lr, "qat_steps": chosen.qat_steps},
+            "overrides": list(chosen.overrides),
         }
         for c in candidates:
+            d = diffs[c]
+            shown = (
+                "(best)"
+                if c == best
+                else "–"
+                if d is None
+                else f"{metric.format(d.estimate, signed=True)} [{metric.format(d.low, signed=True)}, "
+                f"{metric.format(d.high, signed=True)}]"
+            )
             table.add_row(
                 family,
                 ", ".join(techniques),
                 f"{c.qat_lr:g}",
                 str(c.qat_steps),
                 metric.format(mean[c]),
-                "*" if c == best else "",
+                shown,
+                "*" if c == chosen else "",
             )
     record["evaluation_seconds"] = round(time.perf_counter() - t0, 1)
     path = results / "runs" / suite.name / "sweep.json"
