@@ -373,7 +373,7 @@ def read_results(root: Path, latest_only: bool = True):
         df[column] = df[column].fillna("") if column in df.columns else ""
     if not df.empty:
         df["run_dir"] = [
-            _found_run_dir(root, *row) for row in zip(df.run_dir, df.suite, df.run_id, strict=True)
+            str(run_folder(root, *row)) for row in zip(df.run_dir, df.suite, df.run_id, strict=True)
         ]
     if not latest_only or df.empty:
         return df
@@ -383,14 +383,15 @@ def read_results(root: Path, latest_only: bool = True):
     return df[started == newest].reset_index(drop=True)
 
 
-def _found_run_dir(root: Path, run_dir: str, suite: str, run_id: str) -> str:
+def run_folder(root: Path | None, run_dir: object, suite: object, run_id: object) -> Path:
     """A row's run folder as this process can reach it: the recorded path, or where it lies under
     `root` when that path is not a folder from here (recorded relative to another working
     directory, or the root moved). Evaluations under ``<suite>@<name>`` are of the suite's runs."""
-    if Path(run_dir).is_dir():
-        return run_dir
-    here = root / "runs" / suite.partition("@")[0] / run_id
-    return str(here) if here.is_dir() else run_dir
+    recorded = Path(str(run_dir or ""))
+    if recorded.is_dir() or root is None:
+        return recorded
+    here = root / "runs" / str(suite).partition("@")[0] / str(run_id)
+    return here if here.is_dir() else recorded
 
 
 def read_runs(root: Path):

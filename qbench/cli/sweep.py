@@ -71,7 +71,7 @@ def sweep(
         fail(f"{results}: not a folder (--results names the results root)", 2)
     candidates = [Candidate(lr, n) for lr in qat_lr for n in qat_steps]
     try:
-        runs, families = sweep_runs(suite.runs, qat_lr, qat_steps, technique or None)
+        runs, families = sweep_runs(suite.runs, candidates, technique or None)
     except ValueError as e:
         fail(str(e), 2)
     name = f"{suite.name}-sweep"

@@ -29,6 +29,7 @@ import pandas as pd
 from qbench.io import read_json
 from qbench.report.intervals import cell_difference, cell_interval
 from qbench.report.stats import Difference
+from qbench.store import run_folder
 from qbench.tasks.metrics import metric
 
 __all__ = [
@@ -71,11 +72,6 @@ def _float_cell(rows: pd.DataFrame, metric_name: str) -> pd.DataFrame:
     return rows[(rows.technique == "float") & (rows.precision == "float") & (rows.metric == metric_name)]
 
 
-def _run_dir(row, results: Path | None) -> Path:
-    p = Path(row.run_dir)
-    return p if p.is_dir() or results is None else results / "runs" / row.suite / row.run_id
-
-
 def _curve_movement(run_dir: Path) -> tuple[str, float, float] | None:
     """(metric, last value, |last - value at the start of the window|) of a run's learning curve,
     the window being the last CONVERGENCE_WINDOW of its steps; None without two points spanning it."""
@@ -104,7 +100,7 @@ def convergence(rows: pd.DataFrame, results: Path | None) -> GateResult:
     floats = rows[(rows.technique == "float") & (rows.precision == "float")].drop_duplicates("run_id")
     curves = {}
     for r in floats.itertuples():
-        got = _curve_movement(_run_dir(r, results))
+        got = _curve_movement(run_folder(results, r.run_dir, r.suite, r.run_id))
         if got is None:
             return GateResult("convergence", None, f"no learning curve in seed {r.seed}'s float run", rule)
         curves[r.seed] = got

@@ -20,16 +20,10 @@ import pandas as pd
 from qbench.config import load_run_config
 from qbench.io import CorruptFile
 from qbench.report.board import precision_key, technique_key
+from qbench.store import run_folder
 from qbench.tasks.metrics import metric
 
 _LOSS_LINE = re.compile(r"^step (\d+) loss \S+ avg (\S+)")
-
-
-def _run_dir(row, results: Path | None) -> Path:
-    p = Path(row.run_dir)
-    if not p.is_dir() and results is not None:
-        p = results / "runs" / row.suite / row.run_id
-    return p
 
 
 def _curve(run_dir: Path, metric: str, loss: bool = False) -> tuple[pd.DataFrame, str]:
@@ -170,7 +164,7 @@ def _curves(ax_all, ax_qat, df, order, style, scale, unit, results) -> None:
     for lab in order:
         frames = []
         for r in runs[runs.label == lab].itertuples():
-            d = _run_dir(r, results)
+            d = run_folder(results, r.run_dir, r.suite, r.run_id)
             c, kind = _curve(d, r.metric)
             if c.empty:
                 continue
@@ -192,7 +186,7 @@ def _curves(ax_all, ax_qat, df, order, style, scale, unit, results) -> None:
             frames = []
             for run_id in c.run.unique():
                 r = runs[(runs.label == lab) & (runs.run_id == run_id)].iloc[0]
-                loss, _ = _curve(_run_dir(r, results), r.metric, loss=True)
+                loss, _ = _curve(run_folder(results, r.run_dir, r.suite, r.run_id), r.metric, loss=True)
                 frames.append(loss.assign(run=run_id))
             per_label[lab] = pd.concat(frames)
     ylabel = f"{unit} on {split}" if use_metric else "training loss (running mean)"

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from qbench.store import run_folder
+
 UNKNOWN = "unknown"
 #: characters of a commit shown in tables and messages
 SHORT = 10
@@ -35,13 +37,6 @@ def run_commit(run_dir: Path) -> str:
     return commit.strip() if isinstance(commit, str) and commit.strip() else UNKNOWN
 
 
-def _run_dir(r, results: Path | None) -> Path:
-    p = Path(str(getattr(r, "run_dir", "") or ""))
-    if (not p.is_dir()) and results is not None:
-        return results / "runs" / str(r.suite) / str(r.run_id)
-    return p
-
-
 def run_commits(df: pd.DataFrame, results: Path | None = None) -> dict[tuple[str, str], str]:
     """(suite, run_id) -> commit, for every run of index rows `df` (a row's `run_dir`, or
     <results>/runs/<suite>/<run_id> where that folder has moved)."""
@@ -49,7 +44,9 @@ def run_commits(df: pd.DataFrame, results: Path | None = None) -> dict[tuple[str
         return {}
     out = {}
     for r in df.drop_duplicates(["suite", "run_id"]).itertuples():
-        out[(str(r.suite), str(r.run_id))] = run_commit(_run_dir(r, results))
+        out[(str(r.suite), str(r.run_id))] = run_commit(
+            run_folder(results, getattr(r, "run_dir", ""), r.suite, r.run_id)
+        )
     return out
 
 

@@ -27,7 +27,7 @@ from qbench.report.gates import render as render_gates
 from qbench.report.gates import suite_gates, untestable
 from qbench.report.plots import plot_suite
 from qbench.report.provenance import check_one_commit, run_commits
-from qbench.store import read_pilot, read_results, read_runs, suite_sessions
+from qbench.store import read_pilot, read_results, read_runs, run_folder, suite_sessions
 from qbench.tasks.metrics import metric
 
 #: columns of the per-seed CSV
@@ -59,8 +59,7 @@ def _distinct(values) -> str:
 def _run_dirs(df, results: Path) -> list[Path]:
     out = []
     for r in df.drop_duplicates("run_id").itertuples():
-        p = Path(r.run_dir)
-        out.append(p if p.is_dir() else results / "runs" / r.suite / r.run_id)
+        out.append(run_folder(results, r.run_dir, r.suite, r.run_id))
     return out
 
 

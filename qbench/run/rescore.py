@@ -25,7 +25,7 @@ from qbench.quant import parse_precision, use_precision
 from qbench.quant.kernels import integer_kernels
 from qbench.quant.sensitivity import written_maps
 from qbench.run.engine import load_trained
-from qbench.store import record_results
+from qbench.store import record_results, run_folder
 from qbench.tasks.metrics import PEAK_RSS
 
 __all__ = ["Kernels", "Rescored", "rescore_run"]
@@ -102,9 +102,7 @@ def rescore_run(
     ``<suite>@<test_set>`` (a leaderboard of its own: ``qbench compare --suite <suite>@<test_set>``)."""
     device = device or torch.device("cpu")
     first = index_rows.iloc[0]
-    run_dir = Path(str(first.run_dir))
-    if not run_dir.is_dir():
-        run_dir = results / "runs" / str(first.suite) / str(first.run_id)
+    run_dir = run_folder(results, first.run_dir, first.suite, first.run_id)
     if evaluate_on and not test_set:
         raise ValueError("scoring on other data needs a name for it (--test-set)")
     recipe, task, model, spec = load_trained(run_dir, results, progress=progress, evaluate_on=evaluate_on)

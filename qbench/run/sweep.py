@@ -43,12 +43,12 @@ def estimator_family(recipe: Recipe) -> str:
 
 
 def sweep_runs(
-    runs: tuple[Recipe, ...], lrs: list[float], steps: list[int], techniques: list[str] | None = None
+    runs: tuple[Recipe, ...], candidates: list[Candidate], techniques: list[str] | None = None
 ) -> tuple[list[Recipe], dict[str, list[str]]]:
     """The sweep's runs (every representative technique at every candidate, at the suite's first
     seed; the first to train the float model shares it with the rest) and each family's
-    representatives. Without
-    `techniques`, a family's representative is its first technique in the suite."""
+    representatives. Without `techniques`, a family's representative is its first technique in
+    the suite."""
     seed = runs[0].seed
     first = [r for r in runs if r.seed == seed]
     quantized = [r for r in first if trains_quantized(r)]
@@ -64,12 +64,12 @@ def sweep_runs(
         chosen = list(first_of.values())
     families: dict[str, list[str]] = {}
     out: list[Recipe] = []
-    for r, (lr, n) in itertools.product(chosen, itertools.product(lrs, steps)):
+    for r, c in itertools.product(chosen, candidates):
         families.setdefault(estimator_family(r), [])
         if r.quant.technique not in families[estimator_family(r)]:
             families[estimator_family(r)].append(r.quant.technique)
         raw = r.model_dump(mode="json")
-        raw["quant"] = {**raw["quant"], "qat_lr": lr, "qat_steps": n}
+        raw["quant"] = {**raw["quant"], "qat_lr": c.qat_lr, "qat_steps": c.qat_steps}
         # scored on valid after training; its own test evaluation kept to the one precision
         raw["eval"] = {
             **raw["eval"],
