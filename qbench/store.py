@@ -434,3 +434,30 @@ def read_pilot(results: Path, suite: str) -> dict | None:
     except (OSError, json.JSONDecodeError):
         return None
     return record if isinstance(record, dict) else None
+
+
+# ---------------------------------------------------------------- QAT budget sweeps
+
+
+def sweep_path(results: Path, suite: str) -> Path:
+    return results / "runs" / suite / "sweep.json"
+
+
+def write_sweep(results: Path, suite: str, record: dict) -> Path:
+    """Record what `qbench sweep` measured and chose for a suite (runs/<suite>/sweep.json)."""
+    path = sweep_path(results, suite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, record)
+    return path
+
+
+def read_sweep(results: Path, suite: str) -> dict | None:
+    """The suite's sweep record, or None where no sweep ran (or its file is unreadable)."""
+    path = sweep_path(results, suite)
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) else None

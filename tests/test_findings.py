@@ -296,7 +296,8 @@ def test_findings_cli_prints_every_claim_and_writes_its_section(tmp_path):
     everything = CliRunner().invoke(app, ["findings", "--results", str(tmp_path)])
     assert everything.exit_code == 0 and "no claim is declared on demo" in everything.output
     assert (
-        "Not tested on rand-paper-gpu, rand-paper-fsdd, rand-paper-mt: not in the index." in everything.stdout
+        "Not tested on estimators-asr, rand-paper-gpu, rand-paper-fsdd, rand-paper-mt: not in the index."
+        in everything.stdout
     )
     first = md.read_text()
     assert first.startswith("# Results\n\nboards\n") and "## Findings" in first
@@ -304,3 +305,24 @@ def test_findings_cli_prints_every_claim_and_writes_its_section(tmp_path):
     assert md.read_text().count("## Findings") == 1
     bad = CliRunner().invoke(app, ["findings", "--suite", "demo", "--results", str(tmp_path)])
     assert bad.exit_code == 2 and "no claim is tested on demo" in bad.output
+
+
+def test_a_suite_at_a_stress_setting_is_tested_at_its_trained_bits(tmp_path):
+    """A suite whose techniques all trained at 3 bits (qbench pilot's stress setting) tests a
+    claim stated at w4 on its w3 cells; the rendered cells say w3. A suite at 4 bits is unchanged."""
+    ref, better = [0.30, 0.32, 0.31], [0.20, 0.21, 0.22]
+    rows = [
+        {**_row(t, p, v + (0.0 if p == "w3" else 0.5), seed), "train_bits": 3}
+        for t, values in {"ref": ref, "better": better}.items()
+        for seed, v in enumerate(values)
+        for p in ("w3", "w8")
+    ]
+    record_results(tmp_path, rows)
+    claim = _claim("better")
+    (t,) = findings(read_results(tmp_path), claims=[claim])
+    assert t.claim is claim and t.verdict == "supported"
+    assert t.difference is not None and abs(t.difference.estimate + 0.10) < 1e-12
+    assert set(t.cells) == {"better@w3", "ref@w3"}
+    at4 = _seed_cells(tmp_path / "four", {"ref": ref, "better": better})
+    (u,) = findings(at4, claims=[claim])
+    assert set(u.cells) == {"better@w4", "ref@w4"} and u.verdict == "supported"

@@ -104,3 +104,36 @@ def test_sweep_chooses_qat_lr_and_length_per_estimator_family_on_valid(tmp_path,
 
     bad = CliRunner().invoke(app, [*args, "--set", "quant.qat_steps=0", "--results", str(results)])
     assert bad.exit_code == 2 and "quant.qat_steps" in bad.output
+
+
+def test_from_sweep_gives_each_family_its_chosen_budget(tmp_path, results):
+    """`qbench run --from-sweep`: every QAT run takes its estimator family's chosen budget from
+    the sweep's record; float and ptq keep theirs; without a record the run is refused."""
+    from typer.testing import CliRunner
+
+    from qbench.cli.main import app
+    from qbench.run.sweep import with_budgets
+    from qbench.store import write_sweep
+
+    runs = _suite(tmp_path)
+    record = {
+        "families": {
+            "round-ste": {"chosen": {"qat_lr": 2e-4, "qat_steps": 2}},
+            "noise": {"chosen": {"qat_lr": 5e-4, "qat_steps": 1}},
+        }
+    }
+    got = {r.quant.technique: r for r in with_budgets(runs, record)}
+    assert (got["ste"].quant.qat_lr, got["ste"].quant.qat_steps) == (2e-4, 2)
+    assert (got["rand"].quant.qat_lr, got["rand"].quant.qat_steps) == (5e-4, 1)
+    assert got["float"].run_id == runs[0].run_id
+    assert got["ste"].run_id != runs[1].run_id
+    with pytest.raises(ValueError, match="no noise budget"):
+        with_budgets(runs, {"families": {"round-ste": record["families"]["round-ste"]}})
+
+    path = tmp_path / "ft.yaml"
+    refused = CliRunner().invoke(app, ["run", str(path), "--from-sweep", "--results", str(results)])
+    assert refused.exit_code == 2 and "qbench sweep" in refused.output
+    assert not (results / "runs" / "tiny-ft").exists() or not any((results / "runs" / "tiny-ft").iterdir())
+    write_sweep(results, "tiny-ft", {"families": {"noise": record["families"]["noise"]}})
+    partial = CliRunner().invoke(app, ["run", str(path), "--from-sweep", "--results", str(results)])
+    assert partial.exit_code == 2 and "no round-ste budget" in partial.output

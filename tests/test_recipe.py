@@ -157,3 +157,26 @@ def test_gpu_size_speech_recipes_load_and_share_their_float_trainings():
     assert training_key(a) == training_key(b)
     assert training_key(a, float_until=warm) == training_key(b, float_until=warm)
     assert len({x.run_id for x in rand}) == len(rand) == 60
+
+
+SECTION_GRID = (
+    GOOD.split("grid:")[0]
+    + """\
+grid:
+  quant:
+    - {technique: ste, bits: 4}
+    - {technique: rand, bits: 4}
+"""
+)
+
+
+def test_set_reaches_every_whole_section_grid_entry(tmp_path):
+    """A grid of whole `quant:` sections (benchmarks/rand-paper.yaml) still takes `--set quant.X`:
+    the pilot's stress setting (quant.bits=3) must reach every technique, not only the top level."""
+    path = write(tmp_path, SECTION_GRID)
+    plain = load_suite(path)
+    assert [r.quant.bits for r in plain.runs] == [4, 4]
+    stressed = load_suite(path, ["quant.bits=3", "quant.granularity=per-tensor"])
+    assert [(r.quant.technique, r.quant.bits) for r in stressed.runs] == [("ste", 3), ("rand", 3)]
+    assert {r.quant.granularity for r in stressed.runs} == {"per-tensor"}
+    assert len({r.run_id for r in stressed.runs} | {r.run_id for r in plain.runs}) == 4

@@ -82,7 +82,7 @@ def print_gates(raw, suite: str, results: Path) -> None:
     """The suite's gates (report/gates), a line each: whether its claims can be judged."""
     from qbench.report.gates import suite_gates
 
-    gates = suite_gates(raw, suite, results, ("w4",))
+    gates = suite_gates(raw, suite, results)
     if gates:
         console.print("gates a suite passes before qbench findings judges a claim on it:", style="dim")
     for g in gates:

@@ -126,15 +126,38 @@ def run(
             help="Executor parameter KEY=VALUE, e.g. slurm_partition=gpu, gpus_per_node=1, timeout_min=600.",
         ),
     ] = [],  # noqa: B006
+    from_sweep: Annotated[
+        bool,
+        typer.Option(
+            "--from-sweep",
+            help="Give every QAT run (quant.qat_steps) the learning rate and length `qbench sweep` chose "
+            "for its estimator family, recorded in <results>/runs/<suite>/sweep.json.",
+        ),
+    ] = False,
 ) -> None:
     """Train and evaluate every run of a recipe; finished runs are skipped, interrupted ones resume."""
-    from qbench.config import RecipeError
+    from qbench.config import RecipeError, Suite
     from qbench.tasks import load_suite
 
     try:
         suite = load_suite(recipe, set_)
     except RecipeError as e:
         fail(str(e), 2)
+    if from_sweep:
+        from qbench.run.sweep import with_budgets
+        from qbench.store import read_sweep, sweep_path
+
+        record = read_sweep(results, suite.name)
+        if record is None:
+            fail(
+                f"--from-sweep: no {sweep_path(results, suite.name)}: run `qbench sweep {recipe}` "
+                f"(with the same --set and --results) first",
+                2,
+            )
+        try:
+            suite = Suite(suite.name, suite.path, with_budgets(suite.runs, record))
+        except ValueError as e:
+            fail(f"--from-sweep: {e}", 2)
     from qbench.device import resolve_device, threads_from_env
     from qbench.run import distributed
     from qbench.run.suite import SuiteInterrupted, run_suite

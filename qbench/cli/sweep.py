@@ -48,11 +48,10 @@ def sweep(
     from qbench.config import RecipeError, Suite
     from qbench.data import DataError
     from qbench.device import resolve_device
-    from qbench.io import atomic_write_json
     from qbench.report.intervals import items_difference
     from qbench.run.suite import SuiteInterrupted, run_suite
     from qbench.run.sweep import Candidate, estimator_family, score_on_valid, sweep_runs
-    from qbench.store import RunDir
+    from qbench.store import RunDir, write_sweep
     from qbench.tasks import load_suite
 
     try:
@@ -162,9 +161,7 @@ def sweep(
                 "*" if c == chosen else "",
             )
     record["evaluation_seconds"] = round(time.perf_counter() - t0, 1)
-    path = results / "runs" / suite.name / "sweep.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, record)
+    path = write_sweep(results, suite.name, record)
     console.print(table)
     for family, rec in record["families"].items():
         console.print(f"{family}: {' '.join(rec['overrides'])} for every {family} technique ({path})")

@@ -303,6 +303,11 @@ def load_suite(
         for key, value in zip(grid, combo, strict=True):
             _set_dotted(point, key, value)
             point_lines[tuple(key.split("."))] = lines.get(("grid", key), 1)
+        # A grid point that replaces a whole section (a `quant:` entry of its own) keeps the
+        # command line's `--set` of keys inside it: `--set quant.bits=3` reaches every entry.
+        for key, value in values.items():
+            if any(key.startswith(g + ".") for g in grid) and not key.startswith("grid."):
+                _set_dotted(point, key, copy.deepcopy(value))
         labels = [f"{k}={_short(v)}" for k, v in zip(grid, combo, strict=True) if k not in ROW_KEYS]
         point["variant"] = ", ".join(labels)
         runs.append(_validate(point, source, point_lines, sets, checks))

@@ -130,6 +130,7 @@ FAMILIES = {
 
 # "the system is better": -1 on WER (lower is better), +1 on BLEU
 _RAND_BETTER = (
+    _asr("estimators-asr", -1),
     _asr("rand-paper", -1),
     _asr("rand-paper-gpu", -1),
     _asr("rand-paper-fsdd", -1),
@@ -154,6 +155,7 @@ CLAIMS: list[Claim] = [
         "Stopping the scale's gradient costs absmax + noise more than absmax + round-STE (the control).",
         Interaction(_w4("pqn-sg", "pqn"), _w4("absmax-sg+round-ste", "ste")),
         (
+            _asr("estimators-asr", +1),
             _asr("rand-paper", +1),
             _asr("rand-paper-gpu", +1),
             _asr("rand-paper-fsdd", +1),

@@ -44,14 +44,14 @@ from scipy import stats as scipy_stats  # type: ignore[import-untyped]
 
 from qbench.io import atomic_write_text
 from qbench.report import stats
-from qbench.report.claims import CLAIMS, FAMILIES, Cell, Claim, Site
-from qbench.report.gates import GateResult, untestable
+from qbench.report.claims import CLAIMS, FAMILIES, Cell, Claim, Diff, Interaction, Site
+from qbench.report.gates import GateResult, trained_bits, untestable
 from qbench.report.gates import render as render_gates
 from qbench.report.intervals import cell_difference
 from qbench.store import suite_sessions
 from qbench.tasks.metrics import metric
 
-__all__ = ["Outcome", "findings", "render_findings", "seed_difference", "write_findings"]
+__all__ = ["Outcome", "at_trained_bits", "findings", "render_findings", "seed_difference", "write_findings"]
 
 BEGIN, END = "<!-- FINDINGS:BEGIN -->", "<!-- FINDINGS:END -->"
 ALPHA = 0.05
@@ -148,6 +148,7 @@ class _Suite:
 
     def __init__(self, df: pd.DataFrame, suite: str):
         self.rows = df[df.suite == suite] if not df.empty else df
+        self.trained_bits = trained_bits(self.rows)  # a stress setting moves claims there
         self._canon: list[tuple[frozenset[str], str, tuple]] = []
         self._differences: dict[tuple, stats.Difference | None] = {}
 
@@ -257,6 +258,26 @@ def _test(claim: Claim, site: Site, s: _Suite, seen: dict[tuple, str]) -> Outcom
 Gates = Callable[[str, tuple[str, ...]], Sequence[GateResult]]
 
 
+def at_trained_bits(claim: Claim, bits: int) -> Claim:
+    """The claim where a suite trained its QAT techniques at `bits` rather than the claim's bits:
+    its cells at w<claim bits> move to w<bits>. A suite runs at a stress setting (qbench pilot:
+    w3, w2) where rounding the float model at 4 bits loses too little for QAT to recover
+    anything; the claim is then tested there, and its cells say so (rand@w3)."""
+    if bits == claim.train_bits:
+        return claim
+    old, new = f"w{claim.train_bits}", f"w{bits}"
+
+    def cell(c: Cell) -> Cell:
+        return Cell(c.technique, new) if c.precision == old else c
+
+    def diff(d: Diff) -> Diff:
+        return Diff(cell(d.system), cell(d.reference), d.metric)
+
+    c = claim.contrast
+    contrast = Interaction(diff(c.first), diff(c.second)) if isinstance(c, Interaction) else diff(c)
+    return replace(claim, contrast=contrast, train_bits=bits)
+
+
 def _precisions(claim: Claim) -> tuple[str, ...]:
     cells = [c for d in claim.diffs for c in (d.system, d.reference)]
     return tuple(dict.fromkeys(c.precision for c in cells if c.precision != "float"))
@@ -281,9 +302,10 @@ def findings(
             if suites is not None and site.suite not in suites:
                 continue
             s = tables.setdefault(site.suite, _Suite(df, site.suite))
-            t = _test(claim, site, s, seen.setdefault(claim.family, {}))
+            local = at_trained_bits(claim, s.trained_bits)
+            t = replace(_test(local, site, s, seen.setdefault(claim.family, {})), claim=claim)
             if gates is not None and not s.rows.empty:
-                t.gates = tuple(gates(site.suite, _precisions(claim)))
+                t.gates = tuple(gates(site.suite, _precisions(local)))
                 if t.difference is not None:
                     t.gated = untestable(t.gates) or ""
             out.append(t)

@@ -40,6 +40,7 @@ __all__ = [
     "loss_in_se",
     "render",
     "suite_gates",
+    "trained_bits",
     "untestable",
 ]
 
@@ -173,14 +174,23 @@ def headroom(rows: pd.DataFrame, precision: str, metric_name: str) -> GateResult
     )
 
 
+def trained_bits(rows: pd.DataFrame, default: int = 4) -> int:
+    """The bits a suite's techniques trained at, where they all trained at one (a stress setting
+    chosen by qbench pilot: 3, 2); else `default`. The float model's bits only name its run."""
+    trained = set(rows[rows.technique != "float"].train_bits) if "train_bits" in rows else set()
+    return int(trained.pop()) if len(trained) == 1 else default
+
+
 def suite_gates(
-    df: pd.DataFrame, suite: str, results: Path | None, precisions: Iterable[str] = ("w4",)
+    df: pd.DataFrame, suite: str, results: Path | None, precisions: Iterable[str] | None = None
 ) -> list[GateResult]:
     """The gates of one suite's rows in the index: convergence, regime and headroom at each of
-    `precisions` (in the suite's headline metric)."""
+    `precisions` (in the suite's headline metric; default: the bits its techniques trained at)."""
     rows = df[df.suite == suite]
     if rows.empty:
         return []
+    if precisions is None:
+        precisions = (f"w{trained_bits(rows)}",)
     task = str(rows.task.iloc[0])
     headline = rows[rows.headline == 1].metric if "headline" in rows else rows.metric
     name = str(headline.iloc[0]) if len(headline) else str(rows.metric.iloc[0])

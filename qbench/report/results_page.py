@@ -156,7 +156,7 @@ def suite_section(
     hardware, versions = _environment(dirs)
     sessions = suite_sessions(results, suite)
     lines = [f"## {suite}", ""]
-    gates = suite_gates(all_rows, suite, results, ("w4",))
+    gates = suite_gates(all_rows, suite, results)
     if why := untestable(gates):
         lines += [f"> **Gates not passed ({why}): claims on this suite are not testable here.**", ""]
     if sessions:

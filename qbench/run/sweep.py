@@ -22,7 +22,7 @@ from qbench.quant import parse_precision, use_precision
 from qbench.run.engine import load_trained
 from qbench.tasks import EvalResult
 
-__all__ = ["Candidate", "estimator_family", "sweep_runs", "score_on_valid"]
+__all__ = ["Candidate", "estimator_family", "score_on_valid", "sweep_runs", "with_budgets"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,30 @@ def sweep_runs(
         raw["name"] = f"{r.name}-sweep"
         out.append(Recipe.model_validate(raw))
     return out, families
+
+
+def with_budgets(runs: tuple[Recipe, ...], record: dict) -> tuple[Recipe, ...]:
+    """The suite's runs with the QAT budget a sweep chose (its record, runs/<suite>/sweep.json):
+    every QAT run fine-tuning the float model (`quant.qat_steps`) takes its estimator family's
+    chosen qat_lr and qat_steps; float and ptq are unchanged. ValueError names a family of the
+    suite that the sweep did not choose for."""
+    chosen = {family: rec["chosen"] for family, rec in (record.get("families") or {}).items()}
+    out = []
+    for r in runs:
+        if not (trains_quantized(r) and r.quant.qat_steps):
+            out.append(r)
+            continue
+        family = estimator_family(r)
+        if family not in chosen:
+            raise ValueError(
+                f"the sweep recorded no {family} budget (families: {', '.join(chosen) or 'none'}): "
+                f"run qbench sweep over this suite's {family} techniques"
+            )
+        raw = r.model_dump(mode="json")
+        c = chosen[family]
+        raw["quant"] = {**raw["quant"], "qat_lr": float(c["qat_lr"]), "qat_steps": int(c["qat_steps"])}
+        out.append(Recipe.model_validate(raw))
+    return tuple(out)
 
 
 def score_on_valid(run_dir: Path, results: Path, device: torch.device) -> EvalResult:
