@@ -137,3 +137,41 @@ def test_from_sweep_gives_each_family_its_chosen_budget(tmp_path, results):
     write_sweep(results, "tiny-ft", {"families": {"noise": record["families"]["noise"]}})
     partial = CliRunner().invoke(app, ["run", str(path), "--from-sweep", "--results", str(results)])
     assert partial.exit_code == 2 and "no round-ste budget" in partial.output
+
+
+def test_a_suite_run_from_its_sweep_says_so_on_its_results_page(tmp_path, results):
+    """sweep, then `run --from-sweep`: the QAT runs take the chosen budget and reuse the float
+    training; the results page shows the sweep's choice and the fine-tuning schedule."""
+    from typer.testing import CliRunner
+
+    from qbench.cli.main import app
+    from qbench.store import read_sweep
+
+    path = tmp_path / "ft.yaml"
+    path.write_text(SUITE)
+    common = ["--results", str(results), "--no-progress"]
+    sweep = ["sweep", str(path), "--qat-lr", "1e-3", "--qat-lr", "3e-3", "--qat-steps", "2", *common]
+    assert CliRunner().invoke(app, sweep).exit_code == 0
+    chosen = {f: rec["chosen"] for f, rec in (read_sweep(results, "tiny-ft") or {})["families"].items()}
+    out = CliRunner().invoke(app, ["run", str(path), "--from-sweep", *common])
+    assert out.exit_code == 0, out.output
+    configs = {
+        d.name.split("-")[0]: load_suite(d / "config.yaml").runs[0]
+        for d in (results / "runs" / "tiny-ft").iterdir()
+        if (d / "config.yaml").is_file()
+    }
+    assert (configs["ste"].quant.qat_lr, configs["ste"].quant.qat_steps) == (
+        chosen["round-ste"]["qat_lr"],
+        chosen["round-ste"]["qat_steps"],
+    )
+    assert configs["rand"].quant.qat_lr == chosen["noise"]["qat_lr"]
+    logs = [p.read_text() for p in (results / "runs" / "tiny-ft").glob("*/train.log")]
+    assert not any("from scratch" in text for text in logs)  # the sweep's float training, reused
+    page = tmp_path / "page.md"
+    made = CliRunner().invoke(
+        app, ["results", "--suite", "tiny-ft", "--out", str(page), "--no-plot", *common[:2]]
+    )
+    assert made.exit_code == 0, made.output
+    text = page.read_text()
+    assert "QAT budget (`qbench sweep`, valid split" in text
+    assert "float trained once, then QAT fine-tunes it (2 steps from lr " in text

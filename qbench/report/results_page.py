@@ -27,7 +27,7 @@ from qbench.report.gates import render as render_gates
 from qbench.report.gates import suite_gates, untestable
 from qbench.report.plots import plot_suite
 from qbench.report.provenance import check_one_commit, run_commits
-from qbench.store import read_pilot, read_results, read_runs, run_folder, suite_sessions
+from qbench.store import read_pilot, read_results, read_runs, read_sweep, run_folder, suite_sessions
 from qbench.tasks.metrics import metric
 
 #: columns of the per-seed CSV
@@ -88,21 +88,35 @@ def _environment(dirs: list[Path]) -> tuple[str, str]:
 
 
 def _settings(dirs: list[Path]) -> str:
+    configs = []
     for d in dirs:
         try:
-            c = load_run_config(d / "config.yaml").model_dump(mode="json")
+            configs.append(load_run_config(d / "config.yaml").model_dump(mode="json"))
         except (OSError, CorruptFile):
             continue
-        data, m, t, q = c["data"], c["model"], c["train"], c["quant"]
-        sizes = ", ".join(
-            f"{k.split('_')[0]} {v}" for k, v in data.items() if k.endswith(("_utterances", "_sentences"))
-        )
-        return (
-            f"task {c['task']}, data {data['source']} ({sizes}), model {m['arch']} d_model {m.get('d_model')} "
-            f"x {m.get('layers', m.get('encoder_layers'))} layers, {t['steps']} steps of batch {t['batch_size']}, "
-            f"QAT after {q.get('float_warmup_steps', 0)} shared float steps"
-        )
-    return "not recorded"
+    if not configs:
+        return "not recorded"
+    c = configs[0]
+    data, m, t, q = c["data"], c["model"], c["train"], c["quant"]
+    sizes = ", ".join(
+        f"{k.split('_')[0]} {v}" for k, v in data.items() if k.endswith(("_utterances", "_sentences"))
+    )
+    qat = [x["quant"] for x in configs if x["quant"]["technique"] not in ("float", "ptq")]
+    if not qat:
+        schedule = "float only"
+    elif any(x.get("qat_steps") for x in qat):  # QAT fine-tunes the finished float model
+        budgets = sorted({(x["qat_steps"], x.get("qat_lr")) for x in qat if x.get("qat_steps")})
+        how = ", ".join(f"{n} steps from lr {lr:g}" if lr else f"{n} steps" for n, lr in budgets)
+        schedule = f"float trained once, then QAT fine-tunes it ({how})"
+    else:
+        schedule = f"QAT after {q.get('float_warmup_steps', 0)} shared float steps"
+    granularity = {x.get("granularity", "per-channel") for x in (qat or [q])}
+    weights = "" if granularity == {"per-channel"} else f", weights {'/'.join(sorted(granularity))}"
+    return (
+        f"task {c['task']}, data {data['source']} ({sizes}), model {m['arch']} d_model {m.get('d_model')} "
+        f"x {m.get('layers', m.get('encoder_layers'))} layers, {t['steps']} steps of batch {t['batch_size']}, "
+        f"{schedule}{weights}"
+    )
 
 
 def _minutes(seconds: float) -> str:
@@ -187,6 +201,8 @@ def suite_section(
         lines += ["### Gates", "", *render_gates(gates), ""]
     if pilot := read_pilot(results, suite):
         lines += [_pilot_line(pilot), ""]
+    if sweep := read_sweep(results, suite):
+        lines += [_sweep_line(sweep), ""]
     failed = failed_runs(read_runs(results), suite=suite)
     mixed = commit_note.startswith("**Mixed")
     for m in wanted:
@@ -217,6 +233,38 @@ def _pilot_line(pilot: dict) -> str:
         )
     except (KeyError, TypeError, ValueError):
         return "Pilot: runs/<suite>/pilot.json is not a pilot record (rerun qbench pilot)."
+
+
+def _sweep_line(sweep: dict) -> str:
+    """What `qbench sweep` measured and chose for the suite (runs/<suite>/sweep.json), in one line:
+    per estimator family each (qat_lr, qat_steps) with its mean and paired difference from the best."""
+    try:
+        m = metric(str(sweep["metric"]))
+        parts = []
+        for family, rec in sweep["families"].items():
+            tried = []
+            for c in rec["candidates"]:
+                d = c["difference_from_best"]
+                vs = (
+                    "best"
+                    if d is None
+                    else f"Δ {m.format(d['estimate'], signed=True)} [{m.format(d['low'], signed=True)}, "
+                    f"{m.format(d['high'], signed=True)}]"
+                )
+                tried.append(f"lr {c['qat_lr']:g} x {c['qat_steps']} steps {m.format(c['value'])} ({vs})")
+            chosen = rec["chosen"]
+            parts.append(
+                f"{family} ({', '.join(rec['techniques'])}): {'; '.join(tried)}; chosen: lr "
+                f"{chosen['qat_lr']:g} x {chosen['qat_steps']} steps"
+            )
+        return (
+            f"QAT budget (`qbench sweep`, {sweep['split']} split, {m.label}, runs in suite "
+            f"{sweep['suite']}-sweep; the cheapest setting whose interval includes the best): "
+            + ". ".join(parts)
+            + "."
+        )
+    except (KeyError, TypeError, ValueError):
+        return "QAT budget: runs/<suite>/sweep.json is not a sweep record (rerun qbench sweep)."
 
 
 def _distinct_list(values) -> list:
