@@ -296,7 +296,7 @@ def test_findings_cli_prints_every_claim_and_writes_its_section(tmp_path):
     everything = CliRunner().invoke(app, ["findings", "--results", str(tmp_path)])
     assert everything.exit_code == 0 and "no claim is declared on demo" in everything.output
     assert (
-        "Not tested on estimators-asr, rand-paper-gpu, rand-paper-fsdd, rand-paper-mt: not in the index."
+        "Not tested on estimators-asr, estimators-fsdd, rand-paper-gpu, rand-paper-fsdd, rand-paper-mt: not in the index."
         in everything.stdout
     )
     first = md.read_text()

@@ -131,6 +131,7 @@ FAMILIES = {
 # "the system is better": -1 on WER (lower is better), +1 on BLEU
 _RAND_BETTER = (
     _asr("estimators-asr", -1),
+    _asr("estimators-fsdd", -1),
     _asr("rand-paper", -1),
     _asr("rand-paper-gpu", -1),
     _asr("rand-paper-fsdd", -1),
@@ -156,6 +157,7 @@ CLAIMS: list[Claim] = [
         Interaction(_w4("pqn-sg", "pqn"), _w4("absmax-sg+round-ste", "ste")),
         (
             _asr("estimators-asr", +1),
+            _asr("estimators-fsdd", +1),
             _asr("rand-paper", +1),
             _asr("rand-paper-gpu", +1),
             _asr("rand-paper-fsdd", +1),
