@@ -371,10 +371,11 @@ def read_results(root: Path, latest_only: bool = True):
     df = _read_table(root, "results")
     for column in ("model", "variant"):  # absent or NULL in indexes written before they were recorded
         df[column] = df[column].fillna("") if column in df.columns else ""
-    if not df.empty:
-        df["run_dir"] = [
-            str(run_folder(root, *row)) for row in zip(df.run_dir, df.suite, df.run_id, strict=True)
-        ]
+    if not df.empty:  # one lookup per run, not per row (a run has a row per metric and precision)
+        where = {
+            row: str(run_folder(root, *row)) for row in set(zip(df.run_dir, df.suite, df.run_id, strict=True))
+        }
+        df["run_dir"] = [where[row] for row in zip(df.run_dir, df.suite, df.run_id, strict=True)]
     if not latest_only or df.empty:
         return df
     started = df.groupby(["suite", "run_id"]).created.transform("min")
@@ -409,51 +410,31 @@ def suite_sessions(results: Path, suite: str) -> list[dict]:
         return []
 
 
-# ---------------------------------------------------------------- pilots
+# ---------------------------------------------------------------- a suite's pilot and sweep records
+
+#: what `qbench pilot` (the setting a suite compares at) and `qbench sweep` (each estimator
+#: family's QAT budget) measured and chose, one JSON file each beside the suite's runs
+SUITE_RECORDS = ("pilot", "sweep")
 
 
-def pilot_path(results: Path, suite: str) -> Path:
-    return results / "runs" / suite / "pilot.json"
+def suite_record_path(results: Path, suite: str, kind: str) -> Path:
+    """runs/<suite>/<kind>.json, `kind` one of SUITE_RECORDS."""
+    if kind not in SUITE_RECORDS:
+        raise ValueError(f"unknown suite record {kind!r} (one of {', '.join(SUITE_RECORDS)})")
+    return results / "runs" / suite / f"{kind}.json"
 
 
-def write_pilot(results: Path, suite: str, record: dict) -> Path:
-    """Record what `qbench pilot` measured and chose for a suite (runs/<suite>/pilot.json)."""
-    path = pilot_path(results, suite)
+def write_suite_record(results: Path, suite: str, kind: str, record: dict) -> Path:
+    """Write a suite's pilot or sweep record (atomically) and return its path."""
+    path = suite_record_path(results, suite, kind)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, record)
     return path
 
 
-def read_pilot(results: Path, suite: str) -> dict | None:
-    """The suite's pilot record, or None where no pilot ran (or its file is unreadable)."""
-    path = pilot_path(results, suite)
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return record if isinstance(record, dict) else None
-
-
-# ---------------------------------------------------------------- QAT budget sweeps
-
-
-def sweep_path(results: Path, suite: str) -> Path:
-    return results / "runs" / suite / "sweep.json"
-
-
-def write_sweep(results: Path, suite: str, record: dict) -> Path:
-    """Record what `qbench sweep` measured and chose for a suite (runs/<suite>/sweep.json)."""
-    path = sweep_path(results, suite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, record)
-    return path
-
-
-def read_sweep(results: Path, suite: str) -> dict | None:
-    """The suite's sweep record, or None where no sweep ran (or its file is unreadable)."""
-    path = sweep_path(results, suite)
+def read_suite_record(results: Path, suite: str, kind: str) -> dict | None:
+    """A suite's pilot or sweep record, or None where none ran (or its file is unreadable)."""
+    path = suite_record_path(results, suite, kind)
     if not path.is_file():
         return None
     try:

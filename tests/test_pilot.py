@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from qbench.cli.main import app
 from qbench.run.pilot import candidates
-from qbench.store import read_pilot
+from qbench.store import read_suite_record
 from tests.conftest import tiny_recipe
 
 
@@ -30,7 +30,7 @@ def test_pilot_trains_the_float_run_once_and_records_its_choice(tmp_path, result
     recipe = tiny_recipe(tmp_path / "tiny.yaml", technique="float")
     args = ["pilot", str(recipe), "--results", str(results), "--no-progress"]
     out = CliRunner().invoke(app, args)
-    record = read_pilot(results, "tiny")
+    record = read_suite_record(results, "tiny", "pilot")
     assert record is not None, out.output
     assert [c["setting"] for c in record["candidates"]] == ["w4", "w4 per-tensor", "w3", "w2"]
     assert record["split"] == "valid" and record["metric"] == "wer"

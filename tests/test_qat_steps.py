@@ -113,7 +113,7 @@ def test_from_sweep_gives_each_family_its_chosen_budget(tmp_path, results):
 
     from qbench.cli.main import app
     from qbench.run.sweep import with_budgets
-    from qbench.store import write_sweep
+    from qbench.store import write_suite_record
 
     runs = _suite(tmp_path)
     record = {
@@ -134,7 +134,7 @@ def test_from_sweep_gives_each_family_its_chosen_budget(tmp_path, results):
     refused = CliRunner().invoke(app, ["run", str(path), "--from-sweep", "--results", str(results)])
     assert refused.exit_code == 2 and "qbench sweep" in refused.output
     assert not (results / "runs" / "tiny-ft").exists() or not any((results / "runs" / "tiny-ft").iterdir())
-    write_sweep(results, "tiny-ft", {"families": {"noise": record["families"]["noise"]}})
+    write_suite_record(results, "tiny-ft", "sweep", {"families": {"noise": record["families"]["noise"]}})
     partial = CliRunner().invoke(app, ["run", str(path), "--from-sweep", "--results", str(results)])
     assert partial.exit_code == 2 and "no round-ste budget" in partial.output
 
@@ -145,14 +145,17 @@ def test_a_suite_run_from_its_sweep_says_so_on_its_results_page(tmp_path, result
     from typer.testing import CliRunner
 
     from qbench.cli.main import app
-    from qbench.store import read_sweep
+    from qbench.store import read_suite_record
 
     path = tmp_path / "ft.yaml"
     path.write_text(SUITE)
     common = ["--results", str(results), "--no-progress"]
     sweep = ["sweep", str(path), "--qat-lr", "1e-3", "--qat-lr", "3e-3", "--qat-steps", "2", *common]
     assert CliRunner().invoke(app, sweep).exit_code == 0
-    chosen = {f: rec["chosen"] for f, rec in (read_sweep(results, "tiny-ft") or {})["families"].items()}
+    chosen = {
+        f: rec["chosen"]
+        for f, rec in (read_suite_record(results, "tiny-ft", "sweep") or {})["families"].items()
+    }
     out = CliRunner().invoke(app, ["run", str(path), "--from-sweep", *common])
     assert out.exit_code == 0, out.output
     configs = {

@@ -145,12 +145,12 @@ def run(
         fail(str(e), 2)
     if from_sweep:
         from qbench.run.sweep import with_budgets
-        from qbench.store import read_sweep, sweep_path
+        from qbench.store import read_suite_record, suite_record_path
 
-        record = read_sweep(results, suite.name)
+        record = read_suite_record(results, suite.name, "sweep")
         if record is None:
             fail(
-                f"--from-sweep: no {sweep_path(results, suite.name)}: run `qbench sweep {recipe}` "
+                f"--from-sweep: no {suite_record_path(results, suite.name, 'sweep')}: run `qbench sweep {recipe}` "
                 f"(with the same --set and --results) first",
                 2,
             )

@@ -40,7 +40,7 @@ def pilot(
     from qbench.report.intervals import items_difference
     from qbench.run.pilot import candidates, evaluate_candidates
     from qbench.run.suite import SuiteInterrupted, run_suite
-    from qbench.store import RunDir, write_pilot
+    from qbench.store import RunDir, write_suite_record
     from qbench.tasks import load_suite
 
     try:
@@ -91,7 +91,7 @@ def pilot(
         "overrides": None if chosen is None else list(chosen.overrides),
         "evaluation_seconds": round(time.perf_counter() - t0, 1),
     }
-    path = write_pilot(results, suite.name, record)
+    path = write_suite_record(results, suite.name, "pilot", record)
     fmt = base.metric.format
     table = Table(title=f"{suite.name} pilot: float {base.metric.label} {fmt(base.value)} on valid")
     for col in ("setting", base.metric.label, "loss", "loss / se"):

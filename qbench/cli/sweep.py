@@ -51,7 +51,7 @@ def sweep(
     from qbench.report.intervals import items_difference
     from qbench.run.suite import SuiteInterrupted, run_suite
     from qbench.run.sweep import Candidate, estimator_family, score_on_valid, sweep_runs
-    from qbench.store import RunDir, write_sweep
+    from qbench.store import RunDir, write_suite_record
     from qbench.tasks import load_suite
 
     try:
@@ -161,7 +161,7 @@ def sweep(
                 "*" if c == chosen else "",
             )
     record["evaluation_seconds"] = round(time.perf_counter() - t0, 1)
-    path = write_sweep(results, suite.name, record)
+    path = write_suite_record(results, suite.name, "sweep", record)
     console.print(table)
     for family, rec in record["families"].items():
         console.print(f"{family}: {' '.join(rec['overrides'])} for every {family} technique ({path})")

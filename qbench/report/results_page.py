@@ -27,7 +27,7 @@ from qbench.report.gates import render as render_gates
 from qbench.report.gates import suite_gates, untestable
 from qbench.report.plots import plot_suite
 from qbench.report.provenance import check_one_commit, run_commits
-from qbench.store import read_pilot, read_results, read_runs, read_sweep, run_folder, suite_sessions
+from qbench.store import read_results, read_runs, read_suite_record, run_folder, suite_sessions
 from qbench.tasks.metrics import metric
 
 #: columns of the per-seed CSV
@@ -199,9 +199,9 @@ def suite_section(
     ]
     if gates:
         lines += ["### Gates", "", *render_gates(gates), ""]
-    if pilot := read_pilot(results, suite):
+    if pilot := read_suite_record(results, suite, "pilot"):
         lines += [_pilot_line(pilot), ""]
-    if sweep := read_sweep(results, suite):
+    if sweep := read_suite_record(results, suite, "sweep"):
         lines += [_sweep_line(sweep), ""]
     failed = failed_runs(read_runs(results), suite=suite)
     mixed = commit_note.startswith("**Mixed")

@@ -36,6 +36,12 @@ class Candidate:
     def overrides(self) -> tuple[str, str]:
         return (f"quant.qat_lr={self.qat_lr:g}", f"quant.qat_steps={self.qat_steps}")
 
+    def applied(self, recipe: Recipe) -> dict:
+        """The recipe, as its raw settings, with this QAT learning rate and length."""
+        raw = recipe.model_dump(mode="json")
+        raw["quant"] = {**raw["quant"], "qat_lr": self.qat_lr, "qat_steps": self.qat_steps}
+        return raw
+
 
 def estimator_family(recipe: Recipe) -> str:
     """The estimator a QAT run's quantizers use (``round-ste`` or ``noise``)."""
@@ -68,8 +74,7 @@ def sweep_runs(
         families.setdefault(estimator_family(r), [])
         if r.quant.technique not in families[estimator_family(r)]:
             families[estimator_family(r)].append(r.quant.technique)
-        raw = r.model_dump(mode="json")
-        raw["quant"] = {**raw["quant"], "qat_lr": c.qat_lr, "qat_steps": c.qat_steps}
+        raw = c.applied(r)
         # scored on valid after training; its own test evaluation kept to the one precision
         raw["eval"] = {
             **raw["eval"],
@@ -98,10 +103,8 @@ def with_budgets(runs: tuple[Recipe, ...], record: dict) -> tuple[Recipe, ...]:
                 f"the sweep recorded no {family} budget (families: {', '.join(chosen) or 'none'}): "
                 f"run qbench sweep over this suite's {family} techniques"
             )
-        raw = r.model_dump(mode="json")
-        c = chosen[family]
-        raw["quant"] = {**raw["quant"], "qat_lr": float(c["qat_lr"]), "qat_steps": int(c["qat_steps"])}
-        out.append(Recipe.model_validate(raw))
+        budget = Candidate(float(chosen[family]["qat_lr"]), int(chosen[family]["qat_steps"]))
+        out.append(Recipe.model_validate(budget.applied(r)))
     return tuple(out)
 
 
